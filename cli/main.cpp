@@ -1,0 +1,18 @@
+// nixfleet: the operator CLI.
+#include "nixfleet/common/version.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+int main(int argc, char** argv) {
+  CLI::App app{"nixfleet — the operator CLI"};
+  app.set_version_flag("--version", std::string(nixfleet::version()));
+  app.require_subcommand(1);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return 0;
+}

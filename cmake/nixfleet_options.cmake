@@ -1,0 +1,44 @@
+# Build options and the INTERFACE targets that carry them: nixfleet::options, nixfleet::sanitizers.
+option(NIXFLEET_WERROR "Treat compiler warnings as errors" OFF)
+option(NIXFLEET_BUILD_TESTS "Build the unit tests" ON)
+option(NIXFLEET_FUZZ "Build libFuzzer targets (needs clang)" OFF)
+set(NIXFLEET_SANITIZE "" CACHE STRING "Sanitizers to enable, e.g. address;undefined")
+
+set(CMAKE_CXX_STANDARD 20)
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+set(CMAKE_CXX_EXTENSIONS OFF)
+set(CMAKE_EXPORT_COMPILE_COMMANDS ON)
+
+if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
+  set(CMAKE_BUILD_TYPE RelWithDebInfo CACHE STRING "Build type" FORCE)
+endif()
+
+find_program(NIXFLEET_CCACHE ccache)
+if(NIXFLEET_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
+  set(CMAKE_CXX_COMPILER_LAUNCHER ${NIXFLEET_CCACHE})
+  set(CMAKE_C_COMPILER_LAUNCHER ${NIXFLEET_CCACHE})
+endif()
+
+add_library(nixfleet_options INTERFACE)
+add_library(nixfleet::options ALIAS nixfleet_options)
+target_compile_features(nixfleet_options INTERFACE cxx_std_20)
+target_compile_options(nixfleet_options INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Wold-style-cast -Wcast-align
+  -Woverloaded-virtual -Wimplicit-fallthrough
+  $<$<BOOL:${NIXFLEET_WERROR}>:-Werror>)
+
+add_library(nixfleet_sanitizers INTERFACE)
+add_library(nixfleet::sanitizers ALIAS nixfleet_sanitizers)
+if(NIXFLEET_SANITIZE)
+  list(JOIN NIXFLEET_SANITIZE "," _nixfleet_san)
+  # Sanitizers apply to the whole build (including the compiled Boost units) so that
+  # container overflow annotations and ODR stay consistent.
+  add_compile_options(-fsanitize=${_nixfleet_san} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=${_nixfleet_san})
+endif()
+if(NIXFLEET_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "NIXFLEET_FUZZ needs clang (use the 'fuzz' preset)")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link)
+endif()

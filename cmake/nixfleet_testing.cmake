@@ -1,0 +1,10 @@
+# nixfleet_add_test(NAME SOURCES src... [LIBS lib...] [LABELS label...]): one Boost.Test binary, one ctest.
+function(nixfleet_add_test name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE nixfleet::options nixfleet::test_main ${ARG_LIBS})
+  add_test(NAME ${name} COMMAND ${name} --log_level=message --report_level=short)
+  set_tests_properties(${name} PROPERTIES
+    ENVIRONMENT "NIXFLEET_TEST_FIXTURES=${PROJECT_SOURCE_DIR}/tests/fixtures"
+    LABELS "unit;${ARG_LABELS}")
+endfunction()

@@ -1,0 +1,352 @@
+// The wire types of protocol version 1 (architecture §3), as plain structs.
+#pragma once
+
+#include "nixfleet/protocol/time.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nixfleet::protocol {
+
+inline constexpr std::string_view protocol_header = "X-Nixfleet-Protocol";
+inline constexpr int protocol_version = 1;
+
+// Limits every decoder enforces (HTTP bodies are capped separately, 1 MiB by default).
+struct limits {
+  static constexpr std::size_t max_body_bytes = 1 << 20;
+  static constexpr std::size_t max_message_bytes = 4096;
+  static constexpr std::size_t max_short_text_bytes = 256;
+  static constexpr std::size_t max_flake_ref_bytes = 1024;
+  static constexpr std::size_t max_reports_per_batch = 1000;
+  static constexpr std::size_t max_probe_results = 256;
+  static constexpr std::size_t max_cache_urls = 16;
+  static constexpr std::size_t max_tags = 64;
+  static constexpr std::size_t max_entries = 100000;
+  static constexpr std::size_t max_waves = 32;
+  static constexpr std::size_t max_list_items = 100000;
+};
+
+// --- enumerations (wire spelling in comments) ---------------------------------------------
+
+enum class activation_mode { switch_, boot, test };  // "switch" | "boot" | "test"
+
+enum class report_kind {
+  heartbeat,
+  up_to_date,
+  fetching,
+  fetched,
+  fetch_failed,
+  rejected,
+  activating,
+  activated,
+  activation_failed,
+  health,
+  confirmed,
+  rolled_back,
+  rollback_failed,
+};
+
+enum class probe_status { pass, fail };
+enum class lifecycle { active, maintenance, decommissioned };
+enum class role { readonly, deploy, admin };
+enum class failure_action { pause, revert, halt };  // on_failure
+enum class rollout_status { running, paused, completed, cancelled, halted, reverted };
+enum class wave_status { pending, active, soaking, done, failed };
+enum class host_state { pending, dispatched, activating, confirmed, soaked, failed };
+
+std::string_view to_string(activation_mode v) noexcept;
+std::string_view to_string(report_kind v) noexcept;
+std::string_view to_string(probe_status v) noexcept;
+std::string_view to_string(lifecycle v) noexcept;
+std::string_view to_string(role v) noexcept;
+std::string_view to_string(failure_action v) noexcept;
+std::string_view to_string(rollout_status v) noexcept;
+std::string_view to_string(wave_status v) noexcept;
+std::string_view to_string(host_state v) noexcept;
+
+// "3" (a count) or "10%" (a share of the hosts): wave sizes and failure thresholds.
+struct size_spec {
+  enum class unit { count, percent };
+  unit kind = unit::count;
+  std::uint32_t value = 0;
+
+  std::string to_string() const;
+  // Hosts this spec stands for out of `total` (percentages round up, so "1%" of 10 is 1).
+  std::uint64_t resolve(std::uint64_t total) const noexcept;
+  friend bool operator==(const size_spec&, const size_spec&) = default;
+};
+// Counts up to 1,000,000; percentages 0..100 (waves must be ≥ 1, checked by the decoder).
+boost::system::result<size_spec> parse_size_spec(std::string_view s);
+
+// --- agent routes ------------------------------------------------------------------------
+
+struct desired_state {
+  std::string machine_id;
+  std::string release_id;
+  std::string store_path;
+  std::vector<std::string> cache_urls;
+  activation_mode activation = activation_mode::switch_;
+  std::optional<std::string> rollout_id;
+  std::uint32_t attempt = 0;
+  std::optional<std::string> entry_signature;
+  timestamp release_created_at{};
+  std::optional<std::uint32_t> poll_hint;  // seconds
+
+  friend bool operator==(const desired_state&, const desired_state&) = default;
+};
+
+struct probe_result {
+  std::string probe;
+  std::string type;
+  probe_status status = probe_status::fail;
+  std::uint64_t duration_ms = 0;
+  std::optional<std::string> message;
+
+  friend bool operator==(const probe_result&, const probe_result&) = default;
+};
+
+struct health_report {
+  bool passed = false;
+  std::vector<probe_result> results;
+
+  friend bool operator==(const health_report&, const health_report&) = default;
+};
+
+struct report {
+  std::uint64_t seq = 0;
+  timestamp at{};
+  report_kind kind = report_kind::heartbeat;
+  std::optional<std::string> store_path;
+  std::optional<std::string> release_id;
+  std::optional<std::string> rollout_id;
+  std::optional<std::string> message;
+  std::optional<health_report> health;  // about store_path (or current_path when absent)
+  std::string current_path;
+  std::optional<std::string> booted_path;
+  std::string agent_version;
+  std::uint64_t uptime_s = 0;
+
+  friend bool operator==(const report&, const report&) = default;
+};
+
+struct report_batch {
+  std::vector<report> reports;
+  friend bool operator==(const report_batch&, const report_batch&) = default;
+};
+
+struct report_ack {
+  std::uint64_t acked_seq = 0;
+  friend bool operator==(const report_ack&, const report_ack&) = default;
+};
+
+// --- releases ----------------------------------------------------------------------------
+
+struct release_entry {
+  std::string hostname;
+  std::string store_path;
+  std::optional<std::string> platform;
+  std::vector<std::string> tags;
+  std::optional<std::string> signature;
+
+  friend bool operator==(const release_entry&, const release_entry&) = default;
+};
+
+// POST /api/v1/releases: the operator picks id and created_at because the signatures cover them.
+struct release_request {
+  std::string id;
+  timestamp created_at{};
+  std::optional<std::string> flake_ref;
+  std::optional<std::string> flake_rev;
+  std::vector<std::string> cache_urls;
+  std::vector<release_entry> entries;
+
+  friend bool operator==(const release_request&, const release_request&) = default;
+};
+
+struct release {
+  std::string id;
+  timestamp created_at{};
+  std::string created_by;
+  std::optional<std::string> flake_ref;
+  std::optional<std::string> flake_rev;
+  std::vector<std::string> cache_urls;
+  std::vector<release_entry> entries;
+
+  friend bool operator==(const release&, const release&) = default;
+};
+
+struct release_change {
+  std::string hostname;
+  std::string old_path;  // "old"
+  std::string new_path;  // "new"
+  friend bool operator==(const release_change&, const release_change&) = default;
+};
+
+struct release_diff {
+  std::vector<std::string> added;    // hostnames only in b
+  std::vector<std::string> removed;  // hostnames only in a
+  std::vector<release_change> changed;
+  std::vector<std::string> unchanged;
+
+  friend bool operator==(const release_diff&, const release_diff&) = default;
+};
+
+// --- rollouts ----------------------------------------------------------------------------
+
+// Exactly one of tags or hosts is non-empty.
+struct rollout_target {
+  std::vector<std::string> tags;
+  std::vector<std::string> hosts;
+  friend bool operator==(const rollout_target&, const rollout_target&) = default;
+};
+
+struct rollout_request {
+  std::string release_id;
+  rollout_target target;
+  std::vector<size_spec> waves = {{size_spec::unit::count, 1}, {size_spec::unit::percent, 10},
+                                  {size_spec::unit::percent, 100}};
+  std::uint32_t soak_s = 300;
+  size_spec failure_threshold{size_spec::unit::count, 0};
+  std::uint32_t health_timeout_s = 600;
+  failure_action on_failure = failure_action::pause;
+
+  friend bool operator==(const rollout_request&, const rollout_request&) = default;
+};
+
+struct rollout_host {
+  std::string hostname;
+  std::uint32_t wave = 0;
+  host_state state = host_state::pending;
+  std::optional<std::string> previous_path;  // what it ran when dispatched: the revert target
+  std::optional<std::string> message;
+  std::optional<timestamp> updated_at;
+
+  friend bool operator==(const rollout_host&, const rollout_host&) = default;
+};
+
+struct rollout_wave {
+  std::uint32_t index = 0;
+  wave_status status = wave_status::pending;
+  std::vector<std::string> hosts;
+  std::optional<timestamp> started_at;
+  std::optional<timestamp> finished_at;
+
+  friend bool operator==(const rollout_wave&, const rollout_wave&) = default;
+};
+
+struct rollout_event {
+  std::uint64_t seq = 0;
+  timestamp at{};
+  std::string kind;
+  std::optional<std::string> hostname;
+  std::optional<std::uint32_t> wave;
+  std::string message;
+
+  friend bool operator==(const rollout_event&, const rollout_event&) = default;
+};
+
+struct rollout_detail {
+  std::string id;
+  rollout_request spec;
+  rollout_status status = rollout_status::running;
+  timestamp created_at{};
+  std::string created_by;
+  std::uint32_t current_wave = 0;
+  std::vector<rollout_wave> waves;
+  std::vector<rollout_host> hosts;
+  std::vector<rollout_event> events;
+
+  friend bool operator==(const rollout_detail&, const rollout_detail&) = default;
+};
+
+struct resume_request {
+  bool retry_failed = false;
+  friend bool operator==(const resume_request&, const resume_request&) = default;
+};
+
+// --- machines ----------------------------------------------------------------------------
+
+struct confirmed_generation {
+  std::string store_path;
+  timestamp confirmed_at{};
+  friend bool operator==(const confirmed_generation&, const confirmed_generation&) = default;
+};
+
+struct machine_status {
+  std::string id;
+  std::vector<std::string> tags;
+  lifecycle state = lifecycle::active;  // "lifecycle"
+  std::optional<std::string> current_path;
+  std::optional<std::string> desired_path;
+  std::optional<std::string> booted_path;
+  std::optional<std::string> rollout_id;
+  std::optional<timestamp> last_seen;
+  std::optional<report> last_report;
+  std::optional<health_report> health;
+  std::vector<confirmed_generation> history;  // newest first
+
+  friend bool operator==(const machine_status&, const machine_status&) = default;
+};
+
+// PUT /api/v1/machines/{id}: fields present are changed.
+struct machine_update {
+  std::optional<std::vector<std::string>> tags;
+  std::optional<lifecycle> state;  // "lifecycle"
+  friend bool operator==(const machine_update&, const machine_update&) = default;
+};
+
+// POST /api/v1/machines/{id}/rollback: to the given path, or the previous confirmed one.
+struct rollback_request {
+  std::optional<std::string> store_path;
+  friend bool operator==(const rollback_request&, const rollback_request&) = default;
+};
+
+// --- audit, keys, errors -----------------------------------------------------------------
+
+struct audit_event {
+  std::uint64_t seq = 0;
+  timestamp at{};
+  std::string actor;
+  std::string action;
+  std::string target;
+  boost::json::object detail;
+  std::string prev_hash;  // hex sha256, 64 zeros for the first event
+  std::string hash;
+
+  friend bool operator==(const audit_event&, const audit_event&) = default;
+};
+
+struct key_request {
+  std::string name;
+  protocol::role role = role::readonly;
+  friend bool operator==(const key_request&, const key_request&) = default;
+};
+
+struct api_key_info {
+  std::string id;
+  std::string name;
+  protocol::role role = role::readonly;
+  timestamp created_at{};
+  std::optional<timestamp> last_used_at;
+  friend bool operator==(const api_key_info&, const api_key_info&) = default;
+};
+
+// The answer to key creation: the only time the secret is shown.
+struct created_key {
+  api_key_info info;  // flattened on the wire
+  std::string key;    // nfk_…
+  friend bool operator==(const created_key&, const created_key&) = default;
+};
+
+struct error_body {
+  std::string error;    // machine-readable code, snake_case
+  std::string message;  // for humans
+  friend bool operator==(const error_body&, const error_body&) = default;
+};
+
+}  // namespace nixfleet::protocol

@@ -1,0 +1,747 @@
+// One field list per wire type, walked by an encoder and by a strict decoder.
+#include "nixfleet/protocol/codec.hpp"
+
+#include "nixfleet/protocol/validate.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+
+namespace nixfleet::protocol {
+namespace {
+
+using check_fn = boost::system::error_code (*)(std::string_view);
+
+// How one field is checked beyond its JSON type.
+struct spec {
+  check_fn fn = nullptr;                              // strings (and each string of a list)
+  std::size_t max_len = limits::max_message_bytes;    // strings without a validator
+  std::size_t max_items = limits::max_list_items;     // lists
+};
+
+constexpr spec id{.fn = check_identifier};
+constexpr spec path{.fn = check_store_path};
+constexpr spec short_text{.max_len = limits::max_short_text_bytes};
+constexpr spec hex_hash{.max_len = 64};
+
+// A JSON path built on the stack, rendered only when something is wrong.
+struct path_node {
+  const path_node* parent = nullptr;
+  std::string_view key;
+  std::size_t index = 0;
+  bool is_index = false;
+};
+
+std::string render(const path_node* p) {
+  if (p == nullptr) return {};
+  std::string out = render(p->parent);
+  if (p->is_index) {
+    out.append("[").append(std::to_string(p->index)).append("]");
+  } else if (!p->key.empty()) {
+    if (!out.empty()) out.push_back('.');
+    out.append(p->key);
+  }
+  return out;
+}
+
+template <class T>
+struct enum_names;
+
+#define NIXFLEET_ENUM_NAMES(type, ...)                                             \
+  template <>                                                                      \
+  struct enum_names<type> {                                                        \
+    static constexpr std::pair<type, std::string_view> table[] = {__VA_ARGS__};    \
+  };
+
+NIXFLEET_ENUM_NAMES(activation_mode, {activation_mode::switch_, "switch"}, {activation_mode::boot, "boot"},
+                    {activation_mode::test, "test"})
+NIXFLEET_ENUM_NAMES(report_kind, {report_kind::heartbeat, "heartbeat"}, {report_kind::up_to_date, "up_to_date"},
+                    {report_kind::fetching, "fetching"}, {report_kind::fetched, "fetched"},
+                    {report_kind::fetch_failed, "fetch_failed"}, {report_kind::rejected, "rejected"},
+                    {report_kind::activating, "activating"}, {report_kind::activated, "activated"},
+                    {report_kind::activation_failed, "activation_failed"}, {report_kind::health, "health"},
+                    {report_kind::confirmed, "confirmed"}, {report_kind::rolled_back, "rolled_back"},
+                    {report_kind::rollback_failed, "rollback_failed"})
+NIXFLEET_ENUM_NAMES(probe_status, {probe_status::pass, "pass"}, {probe_status::fail, "fail"})
+NIXFLEET_ENUM_NAMES(lifecycle, {lifecycle::active, "active"}, {lifecycle::maintenance, "maintenance"},
+                    {lifecycle::decommissioned, "decommissioned"})
+NIXFLEET_ENUM_NAMES(role, {role::readonly, "readonly"}, {role::deploy, "deploy"}, {role::admin, "admin"})
+NIXFLEET_ENUM_NAMES(failure_action, {failure_action::pause, "pause"}, {failure_action::revert, "revert"},
+                    {failure_action::halt, "halt"})
+NIXFLEET_ENUM_NAMES(rollout_status, {rollout_status::running, "running"}, {rollout_status::paused, "paused"},
+                    {rollout_status::completed, "completed"}, {rollout_status::cancelled, "cancelled"},
+                    {rollout_status::halted, "halted"}, {rollout_status::reverted, "reverted"})
+NIXFLEET_ENUM_NAMES(wave_status, {wave_status::pending, "pending"}, {wave_status::active, "active"},
+                    {wave_status::soaking, "soaking"}, {wave_status::done, "done"}, {wave_status::failed, "failed"})
+NIXFLEET_ENUM_NAMES(host_state, {host_state::pending, "pending"}, {host_state::dispatched, "dispatched"},
+                    {host_state::activating, "activating"}, {host_state::confirmed, "confirmed"},
+                    {host_state::soaked, "soaked"}, {host_state::failed, "failed"})
+#undef NIXFLEET_ENUM_NAMES
+
+template <class E>
+std::string_view enum_to_string(E v) noexcept {
+  for (const auto& [e, name] : enum_names<E>::table)
+    if (e == v) return name;
+  return "unknown";
+}
+
+template <class E>
+std::optional<E> enum_from_string(std::string_view s) noexcept {
+  for (const auto& [e, name] : enum_names<E>::table)
+    if (name == s) return e;
+  return std::nullopt;
+}
+
+template <class E>
+std::string enum_choices() {
+  std::string out;
+  for (const auto& [e, name] : enum_names<E>::table) {
+    if (!out.empty()) out.append(", ");
+    out.append(name);
+  }
+  return out;
+}
+
+template <class E>
+concept wire_enum = requires { enum_names<E>::table; };
+
+// ---------------------------------------------------------------------------------------
+// Decoder
+
+class decoder {
+ public:
+  static constexpr bool decoding = true;
+
+  decoder(const boost::json::value& v, const path_node* at, std::optional<decode_error>& err)
+      : obj_(v.if_object()), at_(at), err_(err) {
+    if (obj_ == nullptr) fail(at, errc::wrong_type, "expected an object");
+  }
+
+  bool ok() const noexcept { return !err_.has_value(); }
+
+  template <class T>
+  void req(std::string_view key, T& out, const spec& s = {}) {
+    if (!ok()) return;
+    path_node here{at_, key};
+    const auto* v = obj_->if_contains(key);
+    if (v == nullptr || v->is_null()) return fail(&here, errc::missing_field, "required field missing");
+    read(*v, &here, out, s);
+  }
+
+  // Absent or null leaves nullopt. Encoded as absent.
+  template <class T>
+  void opt(std::string_view key, std::optional<T>& out, const spec& s = {}) {
+    if (!ok()) return;
+    path_node here{at_, key};
+    const auto* v = obj_->if_contains(key);
+    if (v == nullptr || v->is_null()) {
+      out.reset();
+      return;
+    }
+    read(*v, &here, out.emplace(), s);
+  }
+
+  // Like opt, but encoded as an explicit null when absent.
+  template <class T>
+  void nullable(std::string_view key, std::optional<T>& out, const spec& s = {}) {
+    opt(key, out, s);
+  }
+
+  // Absent or null keeps the default already in `out`.
+  template <class T>
+  void def(std::string_view key, T& out, const spec& s = {}) {
+    if (!ok()) return;
+    path_node here{at_, key};
+    const auto* v = obj_->if_contains(key);
+    if (v == nullptr || v->is_null()) return;
+    read(*v, &here, out, s);
+  }
+
+  // A rule across fields; `field` names the one to blame.
+  void ensure(bool cond, std::string_view field, errc code, std::string_view message) {
+    if (!ok() || cond) return;
+    path_node here{at_, field};
+    fail(&here, code, message);
+  }
+
+  void fail(const path_node* where, boost::system::error_code code, std::string_view message) {
+    if (!err_) err_ = decode_error{code, render(where), std::string(message)};
+  }
+
+ private:
+  void read(const boost::json::value& v, const path_node* p, std::string& out, const spec& s) {
+    const auto* str = v.if_string();
+    if (str == nullptr) return fail(p, errc::wrong_type, "expected a string");
+    const std::string_view sv(str->data(), str->size());
+    if (s.fn != nullptr) {
+      if (auto ec = s.fn(sv)) return fail(p, ec, ec.message());
+    } else if (auto ec = check_text(sv, s.max_len, newlines::allow)) {
+      return fail(p, ec, ec == errc::too_long ? "longer than " + std::to_string(s.max_len) + " bytes" : ec.message());
+    }
+    out.assign(sv);
+  }
+
+  void read(const boost::json::value& v, const path_node* p, bool& out, const spec&) {
+    const auto* b = v.if_bool();
+    if (b == nullptr) return fail(p, errc::wrong_type, "expected true or false");
+    out = *b;
+  }
+
+  template <class U>
+    requires std::is_unsigned_v<U> && (!std::same_as<U, bool>)
+  void read(const boost::json::value& v, const path_node* p, U& out, const spec&) {
+    std::uint64_t n = 0;
+    if (const auto* i = v.if_int64()) {
+      if (*i < 0) return fail(p, errc::out_of_range, "must not be negative");
+      n = static_cast<std::uint64_t>(*i);
+    } else if (const auto* u = v.if_uint64()) {
+      n = *u;
+    } else if (const auto* d = v.if_double()) {
+      if (std::isfinite(*d) && std::trunc(*d) == *d) return fail(p, errc::out_of_range, "integer out of range");
+      return fail(p, errc::wrong_type, "expected an integer");
+    } else {
+      return fail(p, errc::wrong_type, "expected an integer");
+    }
+    if (n > std::numeric_limits<U>::max())
+      return fail(p, errc::out_of_range, "must be at most " + std::to_string(std::numeric_limits<U>::max()));
+    out = static_cast<U>(n);
+  }
+
+  void read(const boost::json::value& v, const path_node* p, timestamp& out, const spec&) {
+    const auto* str = v.if_string();
+    if (str == nullptr) return fail(p, errc::wrong_type, "expected an RFC 3339 UTC time string");
+    auto t = parse_time(std::string_view(str->data(), str->size()));
+    if (!t) return fail(p, errc::invalid_time, "expected an RFC 3339 UTC time such as 2026-01-31T12:00:00.000Z");
+    out = *t;
+  }
+
+  void read(const boost::json::value& v, const path_node* p, size_spec& out, const spec&) {
+    const auto* str = v.if_string();
+    if (str == nullptr) return fail(p, errc::wrong_type, "expected a count (\"3\") or a percentage (\"10%\")");
+    auto r = parse_size_spec(std::string_view(str->data(), str->size()));
+    if (!r) return fail(p, errc::invalid_size_spec, "expected a count (\"3\") or a percentage (\"10%\", at most 100%)");
+    out = *r;
+  }
+
+  void read(const boost::json::value& v, const path_node* p, boost::json::object& out, const spec&) {
+    const auto* o = v.if_object();
+    if (o == nullptr) return fail(p, errc::wrong_type, "expected an object");
+    out = *o;
+  }
+
+  template <wire_enum E>
+  void read(const boost::json::value& v, const path_node* p, E& out, const spec&) {
+    const auto* str = v.if_string();
+    if (str == nullptr) return fail(p, errc::wrong_type, "expected one of: " + enum_choices<E>());
+    auto e = enum_from_string<E>(std::string_view(str->data(), str->size()));
+    if (!e) return fail(p, errc::invalid_enum, "expected one of: " + enum_choices<E>());
+    out = *e;
+  }
+
+  template <class T>
+  void read(const boost::json::value& v, const path_node* p, std::vector<T>& out, const spec& s) {
+    const auto* arr = v.if_array();
+    if (arr == nullptr) return fail(p, errc::wrong_type, "expected a list");
+    if (arr->size() > s.max_items)
+      return fail(p, errc::too_many_items, "more than " + std::to_string(s.max_items) + " items");
+    out.clear();
+    out.reserve(arr->size());
+    for (std::size_t i = 0; i < arr->size() && ok(); ++i) {
+      path_node here{p, {}, i, true};
+      read((*arr)[i], &here, out.emplace_back(), s);
+    }
+  }
+
+  template <class T>
+    requires requires(decoder& d, T& t) { describe(d, t); }
+  void read(const boost::json::value& v, const path_node* p, T& out, const spec&) {
+    decoder nested(v, p, err_);
+    if (nested.ok()) describe(nested, out);
+  }
+
+  const boost::json::object* obj_;
+  const path_node* at_;
+  std::optional<decode_error>& err_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Encoder
+
+class encoder {
+ public:
+  static constexpr bool decoding = false;
+
+  explicit encoder(boost::json::object& obj) : obj_(obj) {}
+
+  template <class T>
+  void req(std::string_view key, const T& v, const spec& = {}) {
+    obj_[key] = write(v);
+  }
+  template <class T>
+  void opt(std::string_view key, const std::optional<T>& v, const spec& = {}) {
+    if (v) obj_[key] = write(*v);
+  }
+  template <class T>
+  void nullable(std::string_view key, const std::optional<T>& v, const spec& = {}) {
+    obj_[key] = v ? write(*v) : boost::json::value(nullptr);
+  }
+  template <class T>
+  void def(std::string_view key, const T& v, const spec& = {}) {
+    obj_[key] = write(v);
+  }
+  void ensure(bool, std::string_view, errc, std::string_view) {}
+
+  static boost::json::value write(const std::string& s) { return boost::json::value(s); }
+  static boost::json::value write(bool b) { return boost::json::value(b); }
+  template <class U>
+    requires std::is_unsigned_v<U> && (!std::same_as<U, bool>)
+  static boost::json::value write(U n) {
+    return boost::json::value(static_cast<std::uint64_t>(n));
+  }
+  static boost::json::value write(timestamp t) { return boost::json::value(format_time(t)); }
+  static boost::json::value write(const size_spec& s) { return boost::json::value(s.to_string()); }
+  static boost::json::value write(const boost::json::object& o) { return boost::json::value(o); }
+  template <wire_enum E>
+  static boost::json::value write(E e) {
+    return boost::json::value(enum_to_string(e));
+  }
+  template <class T>
+  static boost::json::value write(const std::vector<T>& list) {
+    boost::json::array arr;
+    arr.reserve(list.size());
+    for (const auto& e : list) arr.push_back(write(e));
+    return arr;
+  }
+  template <class T>
+    requires requires(encoder& e, const T& t) { describe(e, t); }
+  static boost::json::value write(const T& v) {
+    boost::json::object obj;
+    encoder nested(obj);
+    describe(nested, v);
+    return obj;
+  }
+
+ private:
+  boost::json::object& obj_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Field lists. `X` is a wire type, const when encoding.
+
+template <class X, class T>
+concept is = std::same_as<std::remove_const_t<X>, T>;
+
+constexpr spec cache_urls{.fn = check_cache_url, .max_items = limits::max_cache_urls};
+constexpr spec tag_list{.fn = check_tag, .max_items = limits::max_tags};
+constexpr spec host_list{.fn = check_identifier, .max_items = limits::max_entries};
+constexpr spec signature_text{.fn = check_signature_text};
+
+template <class V, class X>
+  requires is<X, desired_state>
+void describe(V& v, X& x) {
+  v.req("machine_id", x.machine_id, id);
+  v.req("release_id", x.release_id, id);
+  v.req("store_path", x.store_path, path);
+  v.req("cache_urls", x.cache_urls, cache_urls);
+  v.req("activation", x.activation);
+  v.nullable("rollout_id", x.rollout_id, id);
+  v.req("attempt", x.attempt);
+  v.nullable("entry_signature", x.entry_signature, signature_text);
+  v.req("release_created_at", x.release_created_at);
+  v.nullable("poll_hint", x.poll_hint);
+  v.ensure(!x.poll_hint || (*x.poll_hint >= 1 && *x.poll_hint <= 86400), "poll_hint", errc::out_of_range,
+           "must be between 1 and 86400 seconds");
+}
+
+template <class V, class X>
+  requires is<X, probe_result>
+void describe(V& v, X& x) {
+  v.req("probe", x.probe, short_text);
+  v.req("type", x.type, short_text);
+  v.req("status", x.status);
+  v.req("duration_ms", x.duration_ms);
+  v.opt("message", x.message);
+}
+
+template <class V, class X>
+  requires is<X, health_report>
+void describe(V& v, X& x) {
+  v.req("passed", x.passed);
+  v.req("results", x.results, spec{.max_items = limits::max_probe_results});
+}
+
+// Kinds that are about one target store path.
+constexpr bool kind_needs_store_path(report_kind k) noexcept {
+  return k != report_kind::heartbeat && k != report_kind::up_to_date && k != report_kind::health;
+}
+
+template <class V, class X>
+  requires is<X, report>
+void describe(V& v, X& x) {
+  v.req("seq", x.seq);
+  v.req("at", x.at);
+  v.req("kind", x.kind);
+  v.opt("store_path", x.store_path, path);
+  v.opt("release_id", x.release_id, id);
+  v.opt("rollout_id", x.rollout_id, id);
+  v.opt("message", x.message);
+  v.opt("health", x.health);
+  v.req("current_path", x.current_path, path);
+  v.opt("booted_path", x.booted_path, path);
+  v.req("agent_version", x.agent_version, spec{.max_len = 64});
+  v.req("uptime_s", x.uptime_s);
+  v.ensure(x.seq >= 1, "seq", errc::out_of_range, "sequence numbers start at 1");
+  v.ensure(!kind_needs_store_path(x.kind) || x.store_path.has_value(), "store_path", errc::missing_field,
+           "required for this kind of report");
+  v.ensure(x.kind != report_kind::health || x.health.has_value(), "health", errc::missing_field,
+           "required for a health report");
+}
+
+template <class V, class X>
+  requires is<X, report_batch>
+void describe(V& v, X& x) {
+  v.req("reports", x.reports, spec{.max_items = limits::max_reports_per_batch});
+}
+
+template <class V, class X>
+  requires is<X, report_ack>
+void describe(V& v, X& x) {
+  v.req("acked_seq", x.acked_seq);
+}
+
+template <class V, class X>
+  requires is<X, release_entry>
+void describe(V& v, X& x) {
+  v.req("hostname", x.hostname, id);
+  v.req("store_path", x.store_path, path);
+  v.opt("platform", x.platform, spec{.fn = check_platform});
+  v.def("tags", x.tags, tag_list);
+  v.opt("signature", x.signature, signature_text);
+}
+
+bool unique_hostnames(const std::vector<release_entry>& entries) {
+  std::vector<std::string_view> names;
+  names.reserve(entries.size());
+  for (const auto& e : entries) names.push_back(e.hostname);
+  std::sort(names.begin(), names.end());
+  return std::adjacent_find(names.begin(), names.end()) == names.end();
+}
+
+template <class V, class X>
+void describe_release_body(V& v, X& x) {
+  v.opt("flake_ref", x.flake_ref, spec{.max_len = limits::max_flake_ref_bytes});
+  v.opt("flake_rev", x.flake_rev, spec{.fn = check_flake_rev});
+  v.def("cache_urls", x.cache_urls, cache_urls);
+  v.req("entries", x.entries, spec{.max_items = limits::max_entries});
+  v.ensure(unique_hostnames(x.entries), "entries", errc::invalid_combination, "a hostname appears twice");
+}
+
+template <class V, class X>
+  requires is<X, release_request>
+void describe(V& v, X& x) {
+  v.req("id", x.id, id);
+  v.req("created_at", x.created_at);
+  describe_release_body(v, x);
+  v.ensure(!x.entries.empty(), "entries", errc::missing_field, "a release needs at least one entry");
+}
+
+template <class V, class X>
+  requires is<X, release>
+void describe(V& v, X& x) {
+  v.req("id", x.id, id);
+  v.req("created_at", x.created_at);
+  v.req("created_by", x.created_by, short_text);
+  describe_release_body(v, x);
+}
+
+template <class V, class X>
+  requires is<X, release_change>
+void describe(V& v, X& x) {
+  v.req("hostname", x.hostname, id);
+  v.req("old", x.old_path, path);
+  v.req("new", x.new_path, path);
+}
+
+template <class V, class X>
+  requires is<X, release_diff>
+void describe(V& v, X& x) {
+  v.req("added", x.added, host_list);
+  v.req("removed", x.removed, host_list);
+  v.req("changed", x.changed, spec{.max_items = limits::max_entries});
+  v.req("unchanged", x.unchanged, host_list);
+}
+
+template <class V, class X>
+  requires is<X, rollout_target>
+void describe(V& v, X& x) {
+  v.def("tags", x.tags, tag_list);
+  v.def("hosts", x.hosts, host_list);
+  v.ensure(x.tags.empty() != x.hosts.empty(), "tags", errc::invalid_combination,
+           "give exactly one of tags or hosts, not empty");
+}
+
+template <class V, class X>
+  requires is<X, rollout_request>
+void describe(V& v, X& x) {
+  v.req("release_id", x.release_id, id);
+  v.req("target", x.target);
+  v.def("waves", x.waves, spec{.max_items = limits::max_waves});
+  v.def("soak_s", x.soak_s);
+  v.def("failure_threshold", x.failure_threshold);
+  v.def("health_timeout_s", x.health_timeout_s);
+  v.def("on_failure", x.on_failure);
+  v.ensure(!x.waves.empty(), "waves", errc::missing_field, "at least one wave");
+  v.ensure(std::all_of(x.waves.begin(), x.waves.end(), [](const size_spec& w) { return w.value >= 1; }), "waves",
+           errc::invalid_size_spec, "every wave holds at least one host");
+  v.ensure(x.soak_s <= 7 * 86400, "soak_s", errc::out_of_range, "at most 7 days");
+  v.ensure(x.health_timeout_s >= 1 && x.health_timeout_s <= 86400, "health_timeout_s", errc::out_of_range,
+           "between 1 second and 1 day");
+}
+
+template <class V, class X>
+  requires is<X, rollout_host>
+void describe(V& v, X& x) {
+  v.req("hostname", x.hostname, id);
+  v.req("wave", x.wave);
+  v.req("state", x.state);
+  v.opt("previous_path", x.previous_path, path);
+  v.opt("message", x.message);
+  v.opt("updated_at", x.updated_at);
+}
+
+template <class V, class X>
+  requires is<X, rollout_wave>
+void describe(V& v, X& x) {
+  v.req("index", x.index);
+  v.req("status", x.status);
+  v.req("hosts", x.hosts, host_list);
+  v.opt("started_at", x.started_at);
+  v.opt("finished_at", x.finished_at);
+}
+
+template <class V, class X>
+  requires is<X, rollout_event>
+void describe(V& v, X& x) {
+  v.req("seq", x.seq);
+  v.req("at", x.at);
+  v.req("kind", x.kind, short_text);
+  v.opt("hostname", x.hostname, id);
+  v.opt("wave", x.wave);
+  v.req("message", x.message);
+}
+
+template <class V, class X>
+  requires is<X, rollout_detail>
+void describe(V& v, X& x) {
+  v.req("id", x.id, id);
+  v.req("spec", x.spec);
+  v.req("status", x.status);
+  v.req("created_at", x.created_at);
+  v.req("created_by", x.created_by, short_text);
+  v.req("current_wave", x.current_wave);
+  v.req("waves", x.waves, spec{.max_items = limits::max_waves});
+  v.req("hosts", x.hosts);
+  v.req("events", x.events);
+}
+
+template <class V, class X>
+  requires is<X, resume_request>
+void describe(V& v, X& x) {
+  v.def("retry_failed", x.retry_failed);
+}
+
+template <class V, class X>
+  requires is<X, confirmed_generation>
+void describe(V& v, X& x) {
+  v.req("store_path", x.store_path, path);
+  v.req("confirmed_at", x.confirmed_at);
+}
+
+template <class V, class X>
+  requires is<X, machine_status>
+void describe(V& v, X& x) {
+  v.req("id", x.id, id);
+  v.def("tags", x.tags, tag_list);
+  v.req("lifecycle", x.state);
+  v.opt("current_path", x.current_path, path);
+  v.opt("desired_path", x.desired_path, path);
+  v.opt("booted_path", x.booted_path, path);
+  v.opt("rollout_id", x.rollout_id, id);
+  v.opt("last_seen", x.last_seen);
+  v.opt("last_report", x.last_report);
+  v.opt("health", x.health);
+  v.def("history", x.history);
+}
+
+template <class V, class X>
+  requires is<X, machine_update>
+void describe(V& v, X& x) {
+  v.opt("tags", x.tags, tag_list);
+  v.opt("lifecycle", x.state);
+  v.ensure(x.tags || x.state, "tags", errc::missing_field, "give tags, lifecycle or both");
+}
+
+template <class V, class X>
+  requires is<X, rollback_request>
+void describe(V& v, X& x) {
+  v.opt("store_path", x.store_path, path);
+}
+
+template <class V, class X>
+  requires is<X, audit_event>
+void describe(V& v, X& x) {
+  v.req("seq", x.seq);
+  v.req("at", x.at);
+  v.req("actor", x.actor, short_text);
+  v.req("action", x.action, short_text);
+  v.req("target", x.target, short_text);
+  v.def("detail", x.detail);
+  v.req("prev_hash", x.prev_hash, hex_hash);
+  v.req("hash", x.hash, hex_hash);
+}
+
+template <class V, class X>
+  requires is<X, key_request>
+void describe(V& v, X& x) {
+  v.req("name", x.name, spec{.fn = check_key_name});
+  v.req("role", x.role);
+}
+
+template <class V, class X>
+  requires is<X, api_key_info>
+void describe(V& v, X& x) {
+  v.req("id", x.id, id);
+  v.req("name", x.name, spec{.fn = check_key_name});
+  v.req("role", x.role);
+  v.req("created_at", x.created_at);
+  v.opt("last_used_at", x.last_used_at);
+}
+
+template <class V, class X>
+  requires is<X, created_key>
+void describe(V& v, X& x) {
+  describe(v, x.info);
+  v.req("key", x.key, short_text);
+}
+
+template <class V, class X>
+  requires is<X, error_body>
+void describe(V& v, X& x) {
+  v.req("error", x.error, short_text);
+  v.req("message", x.message);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+
+std::string_view to_string(activation_mode v) noexcept { return enum_to_string(v); }
+std::string_view to_string(report_kind v) noexcept { return enum_to_string(v); }
+std::string_view to_string(probe_status v) noexcept { return enum_to_string(v); }
+std::string_view to_string(lifecycle v) noexcept { return enum_to_string(v); }
+std::string_view to_string(role v) noexcept { return enum_to_string(v); }
+std::string_view to_string(failure_action v) noexcept { return enum_to_string(v); }
+std::string_view to_string(rollout_status v) noexcept { return enum_to_string(v); }
+std::string_view to_string(wave_status v) noexcept { return enum_to_string(v); }
+std::string_view to_string(host_state v) noexcept { return enum_to_string(v); }
+
+std::string size_spec::to_string() const {
+  return std::to_string(value) + (kind == unit::percent ? "%" : "");
+}
+
+std::uint64_t size_spec::resolve(std::uint64_t total) const noexcept {
+  if (kind == unit::count) return std::min<std::uint64_t>(value, total);
+  return (total * value + 99) / 100;
+}
+
+boost::system::result<size_spec> parse_size_spec(std::string_view s) {
+  const boost::system::error_code bad = errc::invalid_size_spec;
+  size_spec out;
+  if (s.ends_with('%')) {
+    out.kind = size_spec::unit::percent;
+    s.remove_suffix(1);
+  }
+  if (s.empty() || s.size() > 7) return bad;
+  std::uint32_t n = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return bad;
+    n = n * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (s.size() > 1 && s.front() == '0') return bad;
+  if (out.kind == size_spec::unit::percent ? n > 100 : n > 1000000) return bad;
+  out.value = n;
+  return out;
+}
+
+template <wire_type T>
+decoded<T> from_json(const boost::json::value& v) {
+  std::optional<decode_error> err;
+  T out{};
+  decoder d(v, nullptr, err);
+  if (d.ok()) describe(d, out);
+  if (err) return *err;
+  return out;
+}
+
+template <wire_type T>
+decoded<T> parse(std::string_view text) {
+  if (text.size() > limits::max_body_bytes)
+    return decode_error{errc::too_long, {}, "body larger than " + std::to_string(limits::max_body_bytes) + " bytes"};
+  boost::json::parse_options opts;
+  opts.max_depth = 32;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(text, ec, {}, opts);
+  if (ec) return decode_error{errc::invalid_json, {}, "malformed JSON: " + ec.message()};
+  return from_json<T>(v);
+}
+
+template <wire_type T>
+boost::json::value to_json(const T& v) {
+  return encoder::write(v);
+}
+
+template <wire_type T>
+std::string serialize(const T& v) {
+  return boost::json::serialize(to_json(v));
+}
+
+#define NIXFLEET_INSTANTIATE(T)                                  \
+  template decoded<T> from_json<T>(const boost::json::value&);   \
+  template decoded<T> parse<T>(std::string_view);                \
+  template boost::json::value to_json<T>(const T&);              \
+  template std::string serialize<T>(const T&);
+
+NIXFLEET_INSTANTIATE(desired_state)
+NIXFLEET_INSTANTIATE(probe_result)
+NIXFLEET_INSTANTIATE(health_report)
+NIXFLEET_INSTANTIATE(report)
+NIXFLEET_INSTANTIATE(report_batch)
+NIXFLEET_INSTANTIATE(report_ack)
+NIXFLEET_INSTANTIATE(release_entry)
+NIXFLEET_INSTANTIATE(release_request)
+NIXFLEET_INSTANTIATE(release)
+NIXFLEET_INSTANTIATE(release_change)
+NIXFLEET_INSTANTIATE(release_diff)
+NIXFLEET_INSTANTIATE(rollout_target)
+NIXFLEET_INSTANTIATE(rollout_request)
+NIXFLEET_INSTANTIATE(rollout_host)
+NIXFLEET_INSTANTIATE(rollout_wave)
+NIXFLEET_INSTANTIATE(rollout_event)
+NIXFLEET_INSTANTIATE(rollout_detail)
+NIXFLEET_INSTANTIATE(resume_request)
+NIXFLEET_INSTANTIATE(confirmed_generation)
+NIXFLEET_INSTANTIATE(machine_status)
+NIXFLEET_INSTANTIATE(machine_update)
+NIXFLEET_INSTANTIATE(rollback_request)
+NIXFLEET_INSTANTIATE(audit_event)
+NIXFLEET_INSTANTIATE(key_request)
+NIXFLEET_INSTANTIATE(api_key_info)
+NIXFLEET_INSTANTIATE(created_key)
+NIXFLEET_INSTANTIATE(error_body)
+#undef NIXFLEET_INSTANTIATE
+
+}  // namespace nixfleet::protocol

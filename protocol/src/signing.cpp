@@ -1,0 +1,197 @@
+// ed25519 through OpenSSL 3 EVP, with Nix's key and signature text formats.
+#include "nixfleet/protocol/signing.hpp"
+
+#include "nixfleet/protocol/canonical_json.hpp"
+#include "nixfleet/protocol/validate.hpp"
+
+#include <boost/json/value.hpp>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <memory>
+#include <stdexcept>
+
+namespace nixfleet::protocol {
+namespace {
+
+struct pkey_deleter {
+  void operator()(EVP_PKEY* p) const noexcept { EVP_PKEY_free(p); }
+};
+struct md_ctx_deleter {
+  void operator()(EVP_MD_CTX* p) const noexcept { EVP_MD_CTX_free(p); }
+};
+using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
+using md_ctx_ptr = std::unique_ptr<EVP_MD_CTX, md_ctx_deleter>;
+
+pkey_ptr private_pkey(std::span<const std::uint8_t, 32> seed) {
+  pkey_ptr k(EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, seed.data(), seed.size()));
+  if (!k) throw std::runtime_error("OpenSSL cannot load an ed25519 private key");
+  return k;
+}
+
+std::array<std::uint8_t, 32> derive_public(std::span<const std::uint8_t, 32> seed) {
+  auto k = private_pkey(seed);
+  std::array<std::uint8_t, 32> pub{};
+  std::size_t len = pub.size();
+  if (EVP_PKEY_get_raw_public_key(k.get(), pub.data(), &len) != 1 || len != pub.size())
+    throw std::runtime_error("OpenSSL cannot derive an ed25519 public key");
+  return pub;
+}
+
+// Splits `name:base64` and decodes the base64 part, which must be exactly N bytes.
+template <std::size_t N>
+boost::system::result<std::pair<std::string, std::array<std::uint8_t, N>>> split_named(std::string_view text,
+                                                                                       errc bad) {
+  // Key files end with a newline; tolerate surrounding whitespace only.
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ' || text.back() == '\t'))
+    text.remove_suffix(1);
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t' || text.front() == '\n'))
+    text.remove_prefix(1);
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) return boost::system::error_code(bad);
+  const auto name = text.substr(0, colon);
+  if (check_key_name(name)) return boost::system::error_code(bad);
+  auto raw = detail::base64_decode(text.substr(colon + 1));
+  if (!raw || raw->size() != N) return boost::system::error_code(bad);
+  std::array<std::uint8_t, N> bytes{};
+  std::copy(raw->begin(), raw->end(), bytes.begin());
+  OPENSSL_cleanse(raw->data(), raw->size());
+  return std::pair{std::string(name), bytes};
+}
+
+}  // namespace
+
+secret_key::secret_key(std::string name, const std::array<std::uint8_t, 64>& bytes)
+    : name_(std::move(name)), bytes_(bytes) {}
+secret_key::secret_key(const secret_key&) = default;
+secret_key& secret_key::operator=(const secret_key&) = default;
+secret_key::~secret_key() { OPENSSL_cleanse(bytes_.data(), bytes_.size()); }
+
+std::string public_key::to_string() const { return name + ":" + detail::base64_encode(bytes); }
+std::string signature::to_string() const { return key_name + ":" + detail::base64_encode(bytes); }
+
+boost::system::result<secret_key> parse_secret_key(std::string_view text) {
+  auto parts = split_named<64>(text, errc::invalid_key);
+  if (!parts) return parts.error();
+  secret_key key(std::move(parts->first), parts->second);
+  OPENSSL_cleanse(parts->second.data(), parts->second.size());
+  const auto pub = derive_public(key.seed());
+  if (!std::equal(pub.begin(), pub.end(), key.public_bytes().begin())) return boost::system::error_code(errc::invalid_key);
+  return key;
+}
+
+boost::system::result<public_key> parse_public_key(std::string_view text) {
+  auto parts = split_named<32>(text, errc::invalid_key);
+  if (!parts) return parts.error();
+  return public_key{std::move(parts->first), parts->second};
+}
+
+boost::system::result<signature> parse_signature(std::string_view text) {
+  auto parts = split_named<64>(text, errc::invalid_signature);
+  if (!parts) return parts.error();
+  return signature{std::move(parts->first), parts->second};
+}
+
+public_key to_public_key(const secret_key& key) {
+  public_key pub{key.name(), {}};
+  std::copy(key.public_bytes().begin(), key.public_bytes().end(), pub.bytes.begin());
+  return pub;
+}
+
+signature sign(const secret_key& key, std::string_view message) {
+  auto pk = private_pkey(key.seed());
+  md_ctx_ptr ctx(EVP_MD_CTX_new());
+  signature sig{key.name(), {}};
+  std::size_t len = sig.bytes.size();
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, pk.get()) != 1 ||
+      EVP_DigestSign(ctx.get(), sig.bytes.data(), &len, reinterpret_cast<const unsigned char*>(message.data()),
+                     message.size()) != 1 ||
+      len != sig.bytes.size())
+    throw std::runtime_error("OpenSSL ed25519 signing failed");
+  return sig;
+}
+
+boost::system::error_code trusted_keys::verify(std::string_view message, std::string_view signature_text) const {
+  auto sig = parse_signature(signature_text);
+  if (!sig) return sig.error();
+  bool name_known = false;
+  for (const auto& k : keys_) {
+    if (k.name != sig->key_name) continue;
+    name_known = true;
+    pkey_ptr pk(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, k.bytes.data(), k.bytes.size()));
+    md_ctx_ptr ctx(EVP_MD_CTX_new());
+    if (!pk || !ctx) return errc::crypto_failure;
+    if (EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, pk.get()) != 1) return errc::crypto_failure;
+    if (EVP_DigestVerify(ctx.get(), sig->bytes.data(), sig->bytes.size(),
+                         reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1)
+      return {};
+  }
+  return name_known ? errc::signature_mismatch : errc::unknown_signer;
+}
+
+std::string entry_signing_payload(std::string_view release_id, std::string_view hostname, std::string_view store_path,
+                                  timestamp created_at) {
+  boost::json::object o;
+  o["release_id"] = release_id;
+  o["hostname"] = hostname;
+  o["store_path"] = store_path;
+  o["created_at"] = format_time(created_at);
+  // Strings only: canonicalisation cannot fail.
+  return canonicalize(o).value();
+}
+
+std::string sign_entry(const secret_key& key, std::string_view release_id, std::string_view hostname,
+                       std::string_view store_path, timestamp created_at) {
+  return sign(key, entry_signing_payload(release_id, hostname, store_path, created_at)).to_string();
+}
+
+boost::system::error_code verify_entry(const trusted_keys& keys, std::string_view release_id,
+                                       std::string_view hostname, std::string_view store_path, timestamp created_at,
+                                       std::string_view signature_text) {
+  return keys.verify(entry_signing_payload(release_id, hostname, store_path, created_at), signature_text);
+}
+
+std::string narinfo_fingerprint(std::string_view store_path, std::string_view nar_hash, std::uint64_t nar_size,
+                                std::span<const std::string> references) {
+  std::string out = "1;";
+  out.append(store_path).append(";").append(nar_hash).append(";").append(std::to_string(nar_size)).append(";");
+  bool first = true;
+  for (const auto& r : references) {
+    if (!first) out.push_back(',');
+    first = false;
+    out.append(r);
+  }
+  return out;
+}
+
+namespace detail {
+
+std::string base64_encode(std::span<const std::uint8_t> bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), bytes.data(), static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+boost::system::result<std::vector<std::uint8_t>> base64_decode(std::string_view text) {
+  const boost::system::error_code bad = errc::invalid_key;
+  if (text.empty() || text.size() % 4 != 0 || text.size() > 4096) return bad;
+  for (char c : text) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+                    c == '/' || c == '=';
+    if (!ok) return bad;
+  }
+  std::vector<std::uint8_t> out(text.size() / 4 * 3);
+  const int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0) return bad;
+  std::size_t pad = 0;
+  if (text.ends_with("==")) pad = 2;
+  else if (text.ends_with("=")) pad = 1;
+  out.resize(static_cast<std::size_t>(n) - pad);
+  // Refuse non-canonical encodings ('=' in the middle, stray bits in the last symbol).
+  if (base64_encode(out) != text) return bad;
+  return out;
+}
+
+}  // namespace detail
+}  // namespace nixfleet::protocol

@@ -1,0 +1,150 @@
+// Identifier, store path, URL and text validation.
+#include "nixfleet/protocol/validate.hpp"
+
+#include "nixfleet/protocol/error.hpp"
+#include "nixfleet/protocol/signing.hpp"
+
+#include <boost/url/parse.hpp>
+
+#include <array>
+#include <span>
+
+namespace nixfleet::protocol {
+namespace {
+
+constexpr bool is_alnum(char c) noexcept {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+boost::system::error_code check_id_like(std::string_view s, std::size_t max) {
+  if (s.empty()) return errc::invalid_identifier;
+  if (s.size() > max) return errc::too_long;
+  if (!is_alnum(s.front())) return errc::invalid_identifier;
+  for (char c : s)
+    if (!is_alnum(c) && c != '.' && c != '_' && c != '-') return errc::invalid_identifier;
+  return {};
+}
+
+constexpr std::string_view store_dir = "/nix/store/";
+constexpr std::size_t hash_len = 32;
+constexpr std::size_t max_name_len = 211;
+
+boost::system::error_code check_url_with(std::string_view s, std::span<const std::string_view> schemes) {
+  if (s.empty()) return errc::invalid_url;
+  if (s.size() > 2048) return errc::too_long;
+  for (unsigned char c : s)
+    if (c <= ' ' || c >= 0x7f) return errc::invalid_url;
+  auto u = boost::urls::parse_absolute_uri(s);
+  if (!u) return errc::invalid_url;
+  bool known = false;
+  for (auto scheme : schemes) known = known || u->scheme() == scheme;
+  if (!known) return errc::invalid_url;
+  const bool needs_host = u->scheme() == "http" || u->scheme() == "https";
+  if (needs_host && (!u->has_authority() || u->host().empty())) return errc::invalid_url;
+  if (u->scheme() == "file" && !u->path().starts_with("/")) return errc::invalid_url;
+  return {};
+}
+
+}  // namespace
+
+bool is_nix_base32(char c) noexcept {
+  // 0-9 and a-z without e, o, u, t.
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z' && c != 'e' && c != 'o' && c != 'u' && c != 't');
+}
+
+boost::system::error_code check_identifier(std::string_view s) { return check_id_like(s, 128); }
+
+boost::system::error_code check_tag(std::string_view s) { return check_id_like(s, 64); }
+
+boost::system::error_code check_store_path(std::string_view s) {
+  if (!s.starts_with(store_dir)) return errc::invalid_store_path;
+  auto rest = s.substr(store_dir.size());
+  if (rest.size() < hash_len + 2 || rest[hash_len] != '-') return errc::invalid_store_path;
+  for (char c : rest.substr(0, hash_len))
+    if (!is_nix_base32(c)) return errc::invalid_store_path;
+  auto name = rest.substr(hash_len + 1);
+  if (name.size() > max_name_len) return errc::too_long;
+  if (name.front() == '.') return errc::invalid_store_path;
+  for (char c : name) {
+    const bool ok = is_alnum(c) || c == '+' || c == '.' || c == '_' || c == '?' || c == '=' || c == '-';
+    if (!ok) return errc::invalid_store_path;
+  }
+  return {};
+}
+
+boost::system::error_code check_cache_url(std::string_view s) {
+  static constexpr std::array<std::string_view, 6> schemes = {"http", "https", "file", "s3", "ssh", "ssh-ng"};
+  return check_url_with(s, schemes);
+}
+
+boost::system::error_code check_http_url(std::string_view s) {
+  static constexpr std::array<std::string_view, 2> schemes = {"http", "https"};
+  return check_url_with(s, schemes);
+}
+
+bool is_valid_utf8(std::string_view s) noexcept {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t len;
+    char32_t cp;
+    if (c < 0x80) { ++i; continue; }
+    if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; }
+    else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; }
+    else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; }
+    else return false;
+    if (i + len > s.size()) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    const char32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += len;
+  }
+  return true;
+}
+
+boost::system::error_code check_text(std::string_view s, std::size_t max, newlines nl) {
+  if (s.size() > max) return errc::too_long;
+  for (unsigned char c : s) {
+    const bool allowed_ws = nl == newlines::allow && (c == '\n' || c == '\r' || c == '\t');
+    if ((c < 0x20 && !allowed_ws) || c == 0x7f) return errc::invalid_characters;
+  }
+  if (!is_valid_utf8(s)) return errc::invalid_characters;
+  return {};
+}
+
+boost::system::error_code check_key_name(std::string_view s) {
+  if (s.empty()) return errc::invalid_key;
+  if (s.size() > 128) return errc::too_long;
+  for (char c : s)
+    if (!is_alnum(c) && c != '.' && c != '_' && c != '+' && c != '-') return errc::invalid_key;
+  return {};
+}
+
+boost::system::error_code check_signature_text(std::string_view s) {
+  auto sig = parse_signature(s);
+  if (!sig) return sig.error();
+  return {};
+}
+
+boost::system::error_code check_flake_rev(std::string_view s) {
+  if (s.ends_with("-dirty")) s.remove_suffix(6);
+  if (s.size() < 7 || s.size() > 64) return errc::invalid_identifier;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return errc::invalid_identifier;
+  return {};
+}
+
+boost::system::error_code check_platform(std::string_view s) {
+  if (s.empty() || s.size() > 64) return errc::invalid_identifier;
+  auto dash = s.find('-');
+  if (dash == 0 || dash == std::string_view::npos || dash + 1 == s.size()) return errc::invalid_identifier;
+  for (char c : s)
+    if (!is_alnum(c) && c != '_' && c != '-') return errc::invalid_identifier;
+  return {};
+}
+
+}  // namespace nixfleet::protocol
