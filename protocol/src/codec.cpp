@@ -114,7 +114,6 @@ concept wire_enum = requires { enum_names<E>::table; };
 
 class decoder {
  public:
-  static constexpr bool decoding = true;
 
   decoder(const boost::json::value& v, const path_node* at, std::optional<decode_error>& err)
       : obj_(v.if_object()), at_(at), err_(err) {
@@ -273,7 +272,6 @@ class decoder {
 
 class encoder {
  public:
-  static constexpr bool decoding = false;
 
   explicit encoder(boost::json::object& obj) : obj_(obj) {}
 
