@@ -82,7 +82,9 @@ struct nix_environment {
              1);
     dir = fs::temp_directory_path() / ("nixfleet-interop-" + std::to_string(::getpid()));
     fs::create_directories(dir);
-    BOOST_TEST_REQUIRE(run("nix-store --generate-binary-cache-key interop-test-1 " + (dir / "sk").string() + " " +
+    // A fresh name per run: the real store keeps signatures from earlier runs' keys.
+    key_name = "interop-" + std::to_string(::getpid()) + "-" + std::to_string(::time(nullptr));
+    BOOST_TEST_REQUIRE(run("nix-store --generate-binary-cache-key " + key_name + " " + (dir / "sk").string() + " " +
                            (dir / "pk").string())
                            .status == 0);
   }
@@ -93,6 +95,7 @@ struct nix_environment {
     fs::remove_all(dir, ec);
   }
   fs::path dir;
+  std::string key_name;
 };
 
 }  // namespace
@@ -104,7 +107,7 @@ BOOST_AUTO_TEST_CASE(keys_from_nix_parse_and_match) {
   auto pk = parse_public_key(slurp(dir / "pk"));
   BOOST_REQUIRE(sk.has_value());
   BOOST_REQUIRE(pk.has_value());
-  BOOST_TEST(sk->name() == "interop-test-1");
+  BOOST_TEST(sk->name() == key_name);
   BOOST_TEST((to_public_key(*sk) == *pk));
   BOOST_TEST(to_public_key(*sk).to_string() == slurp(dir / "pk"));
 }
@@ -115,7 +118,7 @@ BOOST_AUTO_TEST_CASE(our_narinfo_signature_equals_nix_store_sign) {
   const auto path = run("nix-store " + store + " --add " + (dir / "payload").string()).out;
   BOOST_REQUIRE_MESSAGE(!check_store_path(path), "nix-store --add gave " << path);
   BOOST_REQUIRE(run("nix store sign " + store + " --key-file " + (dir / "sk").string() + " " + path).status == 0);
-  const auto nix_sig = nix_signature(store, path, "interop-test-1");
+  const auto nix_sig = nix_signature(store, path, key_name);
   BOOST_REQUIRE(!nix_sig.empty());
 
   const auto info = query(store, path);
@@ -152,7 +155,7 @@ BOOST_AUTO_TEST_CASE(fingerprint_with_references_matches_nix) {
   }
   const auto& path = built.out;
   BOOST_REQUIRE(run("nix store sign --key-file " + (dir / "sk").string() + " " + path).status == 0);
-  const auto nix_sig = nix_signature("", path, "interop-test-1");
+  const auto nix_sig = nix_signature("", path, key_name);
   const auto info = query("", path);
   BOOST_TEST_REQUIRE(info.refs.size() == 1u);
   const auto fp = narinfo_fingerprint(path, info.hash, std::stoull(info.size), info.refs);
