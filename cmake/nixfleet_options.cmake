@@ -24,7 +24,9 @@ add_library(nixfleet::options ALIAS nixfleet_options)
 target_compile_features(nixfleet_options INTERFACE cxx_std_20)
 target_compile_options(nixfleet_options INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wold-style-cast -Wcast-align
-  -Woverloaded-virtual -Wimplicit-fallthrough
+  -Woverloaded-virtual -Wimplicit-fallthrough -Wno-missing-field-initializers
+  # GCC 12 misreads Asio's coroutine frame allocator as a mismatched new/delete.
+  $<$<CXX_COMPILER_ID:GNU>:-Wno-mismatched-new-delete>
   $<$<BOOL:${NIXFLEET_WERROR}>:-Werror>)
 
 add_library(nixfleet_sanitizers INTERFACE)
