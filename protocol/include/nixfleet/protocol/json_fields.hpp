@@ -213,6 +213,18 @@ class decoder {
     out = static_cast<U>(n);
   }
 
+  // Durations are written in seconds and may have a fraction ("timeout_s": 0.5); at most a week.
+  void read(const boost::json::value& v, const path_node* p, std::chrono::milliseconds& out, const spec&) {
+    double seconds = 0;
+    if (const auto* i = v.if_int64()) seconds = static_cast<double>(*i);
+    else if (const auto* u = v.if_uint64()) seconds = static_cast<double>(*u);
+    else if (const auto* d = v.if_double()) seconds = *d;
+    else return fail(p, errc::wrong_type, "expected a number of seconds");
+    if (!std::isfinite(seconds) || seconds < 0 || seconds > 7 * 86400.0)
+      return fail(p, errc::out_of_range, "expected between 0 and 604800 seconds");
+    out = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0 + 0.5));
+  }
+
   void read(const boost::json::value& v, const path_node* p, timestamp& out, const spec&) {
     const auto* str = v.if_string();
     if (str == nullptr) return fail(p, errc::wrong_type, "expected an RFC 3339 UTC time string");
@@ -304,6 +316,10 @@ class encoder {
     return boost::json::value(static_cast<std::uint64_t>(n));
   }
   static boost::json::value write(timestamp t) { return boost::json::value(format_time(t)); }
+  static boost::json::value write(std::chrono::milliseconds d) {
+    if (d.count() % 1000 == 0) return boost::json::value(static_cast<std::int64_t>(d.count() / 1000));
+    return boost::json::value(static_cast<double>(d.count()) / 1000.0);
+  }
   static boost::json::value write(const size_spec& s) { return boost::json::value(s.to_string()); }
   static boost::json::value write(const boost::json::object& o) { return boost::json::value(o); }
   template <wire_enum E>
