@@ -2,6 +2,8 @@
 #include "nixfleet/health/probe.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -78,20 +80,25 @@ asio::awaitable<std::vector<protocol::probe_result>> run_all(const std::vector<p
   auto done = std::make_shared<asio::steady_timer>(ex, asio::steady_timer::time_point::max());
   auto remaining = std::make_shared<std::size_t>(probes.size());
   auto failure = std::make_shared<std::exception_ptr>();
+  // One signal per probe, so that our own cancellation reaches every probe.
+  std::vector<asio::cancellation_signal> signals(probes.size());
   for (std::size_t i = 0; i < probes.size(); ++i) {
     asio::co_spawn(ex, run_probe(*probes[i]),
-                   [&results, i, done, remaining, failure](std::exception_ptr e, protocol::probe_result r) {
-                     if (e) *failure = e;
-                     else results[i] = std::move(r);
-                     if (--*remaining == 0) done->cancel();
-                   });
+                   asio::bind_cancellation_slot(
+                       signals[i].slot(),
+                       [&results, i, done, remaining, failure](std::exception_ptr e, protocol::probe_result r) {
+                         if (e) *failure = e;
+                         else results[i] = std::move(r);
+                         if (--*remaining == 0) done->cancel();
+                       }));
   }
   auto [ec] = co_await done->async_wait(asio::as_tuple(asio::use_awaitable));
   (void)ec;
   if (*remaining != 0) {
-    // We were cancelled while probes run: they hold references to `results`, so wait them out
-    // (each is bounded by its hard limit).
+    // We are being cancelled: cancel the probes (processes get SIGTERM, sockets close) and wait
+    // until they have let go of `results` and `probes`.
     co_await asio::this_coro::reset_cancellation_state();
+    for (auto& s : signals) s.emit(asio::cancellation_type::terminal);
     while (*remaining != 0) {
       asio::steady_timer t(ex, std::chrono::milliseconds(10));
       co_await t.async_wait(asio::as_tuple(asio::use_awaitable));

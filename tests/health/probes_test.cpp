@@ -323,4 +323,20 @@ BOOST_AUTO_TEST_CASE(run_all_runs_probes_concurrently_in_order) {
   BOOST_TEST((took < 1100ms));  // not 3 × 400 ms
 }
 
+BOOST_AUTO_TEST_CASE(cancelling_a_round_ends_running_probes_promptly) {
+  using namespace asio::experimental::awaitable_operators;
+  auto setup = health::parse_health_config(R"({"probes": [
+      {"name": "slow", "type": "exec", "timeout_s": 30, "command": "sleep", "args": ["30"]},
+      {"name": "hang", "type": "http", "timeout_s": 30, "url": "http://127.0.0.1:9/"}]})", test_env());
+  BOOST_REQUIRE(setup.has_value());
+  const auto start = std::chrono::steady_clock::now();
+  auto which = test::run_sync([&]() -> asio::awaitable<std::size_t> {
+    asio::steady_timer t(co_await asio::this_coro::executor, 200ms);
+    auto r = co_await (health::run_all(setup->probes) || t.async_wait(asio::use_awaitable));
+    co_return r.index();
+  }());
+  BOOST_TEST(which == 1u);
+  BOOST_TEST((std::chrono::steady_clock::now() - start < 2s));  // not the probes' 30 s
+}
+
 BOOST_AUTO_TEST_SUITE_END()
