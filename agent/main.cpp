@@ -1,4 +1,5 @@
 // nixfleet-agent: command-line parsing and one call per subcommand.
+#include "nixfleet/agent/config.hpp"
 #include "nixfleet/agent/probe_command.hpp"
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/common/version.hpp"
@@ -6,7 +7,31 @@
 
 #include <CLI/CLI.hpp>
 
+#include <boost/json/serialize.hpp>
+
 #include <iostream>
+#include <unistd.h>
+
+namespace {
+
+std::string system_hostname() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return {};
+  return buf;
+}
+
+// check-config: 0 and the effective configuration, or 78 and the field at fault.
+int check_config(const std::string& path) {
+  auto cfg = nixfleet::agent::load_agent_config(path, system_hostname());
+  if (!cfg) {
+    std::cerr << "nixfleet-agent: bad configuration " << path << ": " << cfg.error().what() << "\n";
+    return nixfleet::agent::exit_config_error;
+  }
+  std::cout << boost::json::serialize(nixfleet::agent::to_json(*cfg)) << "\n";
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"nixfleet-agent — pulls, verifies, activates, health-gates and rolls back this host's NixOS generation"};
@@ -24,6 +49,11 @@ int main(int argc, char** argv) {
                     "nixfleet-probe-host to run plugins with (default: beside this program, else PATH)");
   probe->add_option("--systemctl", probe_opts.systemctl, "systemctl to query")->capture_default_str();
 
+  std::string config_path = "/etc/nixfleet/agent.json";
+  auto* check = app.add_subcommand("check-config", "Validate the agent configuration and print it with every default "
+                                                   "(exit 0, or 78 naming the field at fault)");
+  check->add_option("--config", config_path, "agent configuration (JSON)")->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -32,5 +62,6 @@ int main(int argc, char** argv) {
 
   nixfleet::log::init({.min_level = nixfleet::log::level::warn});
   if (probe->parsed()) return nixfleet::agent::run_probe_command(probe_opts, std::cout, std::cerr);
+  if (check->parsed()) return check_config(config_path);
   return 0;
 }

@@ -7,6 +7,7 @@
 #include <boost/json/value.hpp>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <memory>
 #include <stdexcept>
@@ -96,6 +97,25 @@ public_key to_public_key(const secret_key& key) {
   public_key pub{key.name(), {}};
   std::copy(key.public_bytes().begin(), key.public_bytes().end(), pub.bytes.begin());
   return pub;
+}
+
+secret_key secret_key_from_seed(std::string name, std::span<const std::uint8_t, 32> seed) {
+  std::array<std::uint8_t, 64> bytes{};
+  std::copy(seed.begin(), seed.end(), bytes.begin());
+  const auto pub = derive_public(seed);
+  std::copy(pub.begin(), pub.end(), bytes.begin() + 32);
+  secret_key key(std::move(name), bytes);
+  OPENSSL_cleanse(bytes.data(), bytes.size());
+  return key;
+}
+
+secret_key generate_secret_key(std::string name) {
+  std::array<std::uint8_t, 32> seed{};
+  if (RAND_bytes(seed.data(), static_cast<int>(seed.size())) != 1)
+    throw std::runtime_error("OpenSSL has no randomness for a new key");
+  auto key = secret_key_from_seed(std::move(name), seed);
+  OPENSSL_cleanse(seed.data(), seed.size());
+  return key;
 }
 
 signature sign(const secret_key& key, std::string_view message) {

@@ -57,6 +57,11 @@ boost::system::result<signature> parse_signature(std::string_view text);
 
 public_key to_public_key(const secret_key& key);
 
+// A key from a 32-byte seed (the public half derived), or a fresh random one; `name` must be a
+// valid key name. What `nix-store --generate-binary-cache-key` makes, without the files.
+secret_key secret_key_from_seed(std::string name, std::span<const std::uint8_t, 32> seed);
+secret_key generate_secret_key(std::string name);
+
 // Detached ed25519 signature of `message`.
 signature sign(const secret_key& key, std::string_view message);
 

@@ -1,0 +1,155 @@
+// Agent configuration: field list, validation, file loading.
+#include "nixfleet/agent/config.hpp"
+
+#include "nixfleet/protocol/json_fields.hpp"
+
+#include <boost/json/parse.hpp>
+
+#include <fstream>
+
+namespace nixfleet::agent {
+namespace {
+
+namespace fields = protocol::fields;
+using protocol::errc;
+
+boost::system::error_code check_absolute_path(std::string_view s) {
+  if (!s.starts_with('/') || s.find("/../") != std::string_view::npos || s.ends_with("/..")) return errc::invalid_characters;
+  return protocol::check_text(s, 4096);
+}
+
+boost::system::error_code check_listen(std::string_view s) {
+  const auto colon = s.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == s.size() || s.size() > 128)
+    return errc::invalid_characters;
+  for (char c : s.substr(colon + 1))
+    if (c < '0' || c > '9') return errc::invalid_characters;
+  return protocol::check_text(s, 128);
+}
+
+boost::system::error_code check_key(std::string_view s) {
+  return protocol::parse_public_key(s) ? boost::system::error_code{} : make_error_code(errc::invalid_key);
+}
+
+constexpr fields::spec path_spec{.fn = check_absolute_path};
+
+}  // namespace
+
+template <class V, class X>
+  requires std::same_as<std::remove_const_t<X>, tls_files>
+void describe(V& v, X& x) {
+  v.opt("ca_file", x.ca_file, path_spec);
+  v.opt("cert_file", x.cert_file, path_spec);
+  v.opt("key_file", x.key_file, path_spec);
+  v.ensure(x.cert_file.has_value() == x.key_file.has_value(), "key_file", errc::invalid_combination,
+           "cert_file and key_file go together");
+}
+
+namespace {
+
+struct raw_config {
+  agent_config cfg;
+  std::vector<std::string> trusted_keys, cache_public_keys;
+  std::string runner = "auto";
+};
+
+template <class V, class X>
+void describe_config(V& v, X& raw) {
+  auto& x = raw.cfg;
+  v.def("machine_id", x.machine_id, {.fn = protocol::check_machine_id});
+  v.req("coordinator_url", x.coordinator_url, {.fn = protocol::check_http_url});
+  v.def("allow_insecure_http", x.allow_insecure_http);
+  v.def("tls", x.tls);
+  v.def("poll_interval_s", x.poll_interval);
+  v.def("retry_interval_s", x.retry_interval);
+  v.def("startup_jitter_s", x.startup_jitter);
+  v.def("request_timeout_s", x.request_timeout);
+  v.def("health_interval_s", x.health_interval);
+  v.def("health_config", x.health_config, path_spec);
+  v.def("state_dir", x.state_dir, path_spec);
+  v.def("profile", x.profile, path_spec);
+  v.def("trusted_keys", raw.trusted_keys, {.fn = check_key, .max_items = 64});
+  v.def("cache_public_keys", raw.cache_public_keys, {.fn = check_key, .max_items = 64});
+  v.def("fetch_timeout_s", x.fetch_timeout);
+  v.def("min_free_mb", x.min_free_mb);
+  v.def("activation_timeout_s", x.activation_timeout);
+  v.def("switch_runner", raw.runner, {.max_len = 16});
+  v.def("dry_run", x.dry_run);
+  v.def("control_socket", x.control_socket, path_spec);
+  v.opt("metrics_listen", x.metrics_listen, {.fn = check_listen});
+  v.def("outbox_limit", x.outbox_limit);
+  v.def("log_level", x.log_level, {.max_len = 16});
+
+  v.ensure(!x.machine_id.empty(), "machine_id", errc::missing_field, "no machine_id and no hostname to default to");
+  v.ensure(x.allow_insecure_http || x.coordinator_url.starts_with("https://"), "coordinator_url", errc::invalid_url,
+           "must be https (set allow_insecure_http to use plain http)");
+  for (auto [name, d] : {std::pair{"poll_interval_s", x.poll_interval}, std::pair{"retry_interval_s", x.retry_interval},
+                         std::pair{"request_timeout_s", x.request_timeout},
+                         std::pair{"health_interval_s", x.health_interval},
+                         std::pair{"fetch_timeout_s", x.fetch_timeout},
+                         std::pair{"activation_timeout_s", x.activation_timeout}})
+    v.ensure(d >= std::chrono::seconds(1), name, errc::out_of_range, "must be at least 1 second");
+  v.ensure(x.retry_interval <= x.poll_interval * 10, "retry_interval_s", errc::out_of_range,
+           "at most ten poll intervals");
+  v.ensure(raw.runner == "auto" || raw.runner == "systemd-run" || raw.runner == "direct", "switch_runner",
+           errc::invalid_enum, "expected one of: auto, systemd-run, direct");
+  v.ensure(x.log_level == "trace" || x.log_level == "debug" || x.log_level == "info" || x.log_level == "warn" ||
+               x.log_level == "error",
+           "log_level", errc::invalid_enum, "expected one of: trace, debug, info, warn, error");
+  v.ensure(x.outbox_limit >= 100, "outbox_limit", errc::out_of_range, "at least 100");
+}
+
+}  // namespace
+
+std::string_view to_string(switch_runner r) noexcept {
+  switch (r) {
+    case switch_runner::automatic: return "auto";
+    case switch_runner::systemd_run: return "systemd-run";
+    case switch_runner::direct: return "direct";
+  }
+  return "auto";
+}
+
+protocol::decoded<agent_config> parse_agent_config(std::string_view text, const std::string& hostname) {
+  boost::json::parse_options opts;
+  opts.max_depth = 16;
+  boost::system::error_code ec;
+  auto doc = boost::json::parse(text, ec, {}, opts);
+  if (ec) return protocol::decode_error{errc::invalid_json, {}, "malformed JSON: " + ec.message()};
+  raw_config raw;
+  // The hostname default applies only when it is a valid machine id.
+  if (!protocol::check_machine_id(hostname)) raw.cfg.machine_id = hostname;
+  std::optional<protocol::decode_error> err;
+  fields::decoder d(doc, nullptr, err);
+  if (d.ok()) describe_config(d, raw);
+  if (err) return *err;
+  for (const auto& k : raw.trusted_keys) raw.cfg.trusted_keys.push_back(protocol::parse_public_key(k).value());
+  for (const auto& k : raw.cache_public_keys) raw.cfg.cache_public_keys.push_back(protocol::parse_public_key(k).value());
+  raw.cfg.runner = raw.runner == "systemd-run" ? switch_runner::systemd_run
+                   : raw.runner == "direct"    ? switch_runner::direct
+                                               : switch_runner::automatic;
+  return raw.cfg;
+}
+
+protocol::decoded<agent_config> load_agent_config(const std::string& path, const std::string& hostname) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return protocol::decode_error{errc::invalid_json, {}, "cannot read " + path};
+  std::string text(1 << 20, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (in.peek() != std::char_traits<char>::eof())
+    return protocol::decode_error{errc::too_long, {}, path + " is larger than 1 MiB"};
+  return parse_agent_config(text, hostname);
+}
+
+boost::json::value to_json(const agent_config& cfg) {
+  raw_config raw{cfg, {}, {}, std::string(to_string(cfg.runner))};
+  for (const auto& k : cfg.trusted_keys) raw.trusted_keys.push_back(k.to_string());
+  for (const auto& k : cfg.cache_public_keys) raw.cache_public_keys.push_back(k.to_string());
+  boost::json::object obj;
+  fields::encoder e(obj);
+  describe_config(e, std::as_const(raw));
+  return obj;
+}
+
+}  // namespace nixfleet::agent
