@@ -1,0 +1,56 @@
+// The agent's durable state under state_dir: the in-flight record and the persistent state (last
+// known good, quarantine, hold). Each file is sealed with a SHA-256 of its canonical content, so a
+// torn or corrupted file is detected, set aside, and never crashes the agent.
+#pragma once
+
+#include "nixfleet/agent/core/deployer.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace nixfleet::agent::io {
+
+struct persistent_state {
+  std::optional<std::string> last_good;
+  std::vector<core::quarantine_entry> quarantine;  // newest last, at most 64 kept
+  bool hold = false;
+  friend bool operator==(const persistent_state&, const persistent_state&) = default;
+};
+
+template <class T>
+struct loaded {
+  T value{};
+  // Set when a file existed but could not be trusted (it was moved to <name>.corrupt).
+  std::optional<std::string> problem;
+};
+
+class state_store {
+ public:
+  explicit state_store(std::filesystem::path dir) : dir_(std::move(dir)) {}
+
+  // Creates the directory (mode 0700) if needed.
+  boost::system::error_code prepare() const;
+
+  loaded<std::optional<core::in_flight>> load_record() const;
+  loaded<persistent_state> load_state() const;
+
+  // Durable when they complete without error.
+  boost::asio::awaitable<boost::system::error_code> save_record(core::in_flight record) const;
+  boost::system::error_code clear_record() const;
+  boost::asio::awaitable<boost::system::error_code> save_state(persistent_state state) const;
+
+  const std::filesystem::path& dir() const noexcept { return dir_; }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// The sealed text of a JSON value, and its check (exposed for tests).
+std::string seal(const boost::json::value& data);
+boost::system::result<boost::json::value> unseal(std::string_view text);
+
+}  // namespace nixfleet::agent::io

@@ -1,0 +1,175 @@
+// Sealed JSON state files.
+#include "nixfleet/agent/io/state_store.hpp"
+
+#include "nixfleet/common/durable_file.hpp"
+#include "nixfleet/protocol/canonical_json.hpp"
+#include "nixfleet/protocol/json_fields.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <openssl/evp.h>
+
+#include <sys/stat.h>
+
+namespace nixfleet::agent {
+namespace core {
+
+template <class V, class X>
+  requires std::same_as<std::remove_const_t<X>, quarantine_entry>
+void describe(V& v, X& x) {
+  v.req("store_path", x.store_path, {.fn = protocol::check_store_path});
+  v.req("attempt", x.attempt);
+  v.def("reason", x.reason);
+}
+
+template <class V, class X>
+  requires std::same_as<std::remove_const_t<X>, in_flight>
+void describe(V& v, X& x) {
+  v.req("target", x.target, {.fn = protocol::check_store_path});
+  v.req("previous", x.previous, {.fn = protocol::check_store_path});
+  v.def("release_id", x.release_id);
+  v.opt("rollout_id", x.rollout_id);
+  v.req("attempt", x.attempt);
+  v.req("mode", x.mode);
+  bool rolling_back = x.stage == in_flight::phase::rolling_back;
+  v.req("rolling_back", rolling_back);
+  if constexpr (!std::is_const_v<X>)
+    x.stage = rolling_back ? in_flight::phase::rolling_back : in_flight::phase::activating;
+  v.def("reason", x.reason);
+  v.def("manual", x.manual);
+}
+
+}  // namespace core
+
+namespace io {
+
+template <class V, class X>
+  requires std::same_as<std::remove_const_t<X>, persistent_state>
+void describe(V& v, X& x) {
+  v.opt("last_good", x.last_good, {.fn = protocol::check_store_path});
+  v.def("quarantine", x.quarantine, {.max_items = 1024});
+  v.def("hold", x.hold);
+}
+
+namespace {
+
+constexpr std::string_view format_tag = "nixfleet-agent-state/1";
+constexpr std::size_t max_quarantine = 64;
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out.push_back(hex[digest[i] >> 4]);
+    out.push_back(hex[digest[i] & 0xf]);
+  }
+  return out;
+}
+
+template <class T>
+boost::json::value encode(const T& v) {
+  boost::json::object obj;
+  protocol::fields::encoder e(obj);
+  describe(e, v);
+  return obj;
+}
+
+template <class T>
+protocol::decoded<T> decode(const boost::json::value& v) {
+  std::optional<protocol::decode_error> err;
+  T out{};
+  protocol::fields::decoder d(v, nullptr, err);
+  if (d.ok()) describe(d, out);
+  if (err) return *err;
+  return out;
+}
+
+// Reads and checks one file; a corrupt one is moved aside and reported as a problem.
+template <class T>
+loaded<std::optional<T>> load(const std::filesystem::path& file) {
+  loaded<std::optional<T>> out;
+  auto text = durable::read_file(file, 4 << 20);
+  if (!text) {
+    if (text.error() != boost::system::errc::no_such_file_or_directory)
+      out.problem = file.string() + ": " + text.error().message();
+    return out;
+  }
+  std::string why;
+  if (auto data = unseal(*text)) {
+    if (auto v = decode<T>(*data)) {
+      out.value = std::move(*v);
+      return out;
+    } else {
+      why = v.error().what();
+    }
+  } else {
+    why = "torn or corrupted (checksum mismatch or malformed)";
+  }
+  auto aside = file;
+  aside += ".corrupt";
+  std::error_code ec;
+  std::filesystem::rename(file, aside, ec);
+  out.problem = file.string() + " " + why + "; moved to " + aside.string();
+  return out;
+}
+
+}  // namespace
+
+std::string seal(const boost::json::value& data) {
+  boost::json::object o;
+  o["format"] = format_tag;
+  o["sha256"] = sha256_hex(protocol::canonicalize(data).value());
+  o["data"] = data;
+  return boost::json::serialize(o) + "\n";
+}
+
+boost::system::result<boost::json::value> unseal(std::string_view text) {
+  const boost::system::error_code bad = protocol::errc::invalid_json;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(text, ec);
+  if (ec || !v.is_object()) return bad;
+  const auto& o = v.get_object();
+  const auto* fmt = o.if_contains("format");
+  const auto* sum = o.if_contains("sha256");
+  const auto* data = o.if_contains("data");
+  if (!fmt || !sum || !data || !fmt->is_string() || fmt->get_string() != format_tag || !sum->is_string()) return bad;
+  auto canon = protocol::canonicalize(*data);
+  if (!canon || sha256_hex(*canon) != sum->get_string()) return bad;
+  return *data;
+}
+
+boost::system::error_code state_store::prepare() const {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return {ec.value(), boost::system::generic_category()};
+  if (::chmod(dir_.c_str(), 0700) != 0) return {errno, boost::system::generic_category()};
+  return {};
+}
+
+loaded<std::optional<core::in_flight>> state_store::load_record() const {
+  return load<core::in_flight>(dir_ / "in-flight.json");
+}
+
+loaded<persistent_state> state_store::load_state() const {
+  auto l = load<persistent_state>(dir_ / "state.json");
+  return {l.value.value_or(persistent_state{}), l.problem};
+}
+
+boost::asio::awaitable<boost::system::error_code> state_store::save_record(core::in_flight record) const {
+  co_return co_await durable::replace_file(dir_ / "in-flight.json", seal(encode(record)));
+}
+
+boost::system::error_code state_store::clear_record() const { return durable::remove_file(dir_ / "in-flight.json"); }
+
+boost::asio::awaitable<boost::system::error_code> state_store::save_state(persistent_state state) const {
+  if (state.quarantine.size() > max_quarantine)
+    state.quarantine.erase(state.quarantine.begin(),
+                           state.quarantine.end() - static_cast<std::ptrdiff_t>(max_quarantine));
+  co_return co_await durable::replace_file(dir_ / "state.json", seal(encode(state)));
+}
+
+}  // namespace io
+}  // namespace nixfleet::agent
