@@ -3,6 +3,7 @@
 
 #include "nixfleet/common/durable_file.hpp"
 #include "nixfleet/protocol/canonical_json.hpp"
+#include "nixfleet/protocol/codec.hpp"
 #include "nixfleet/protocol/json_fields.hpp"
 
 #include <boost/json/parse.hpp>
@@ -169,6 +170,40 @@ boost::asio::awaitable<boost::system::error_code> state_store::save_state(persis
     state.quarantine.erase(state.quarantine.begin(),
                            state.quarantine.end() - static_cast<std::ptrdiff_t>(max_quarantine));
   co_return co_await durable::replace_file(dir_ / "state.json", seal(encode(state)));
+}
+
+namespace {
+struct saved_outbox {
+  std::uint64_t next_seq = 1;
+  std::vector<boost::json::object> reports;  // wire encoding of each report
+};
+template <class V, class X>
+  requires std::same_as<std::remove_const_t<X>, saved_outbox>
+void describe(V& v, X& x) {
+  v.req("next_seq", x.next_seq);
+  v.def("reports", x.reports, {.max_items = 1000000});
+}
+}  // namespace
+
+loaded<core::outbox> state_store::load_outbox(std::size_t limit) const {
+  auto l = load<saved_outbox>(dir_ / "outbox.json");
+  core::outbox box(limit);
+  if (!l.value) return {std::move(box), l.problem};
+  std::vector<protocol::report> reports;
+  for (const auto& o : l.value->reports) {
+    auto r = protocol::from_json<protocol::report>(o);
+    if (!r) return {core::outbox(limit, l.value->next_seq), "outbox.json holds an invalid report: " + r.error().what()};
+    reports.push_back(std::move(*r));
+  }
+  box.restore(l.value->next_seq, std::move(reports));
+  return {std::move(box), l.problem};
+}
+
+boost::asio::awaitable<boost::system::error_code> state_store::save_outbox(const core::outbox& box) const {
+  saved_outbox s{box.next_seq(), {}};
+  for (const auto& r : box.items())
+    if (!core::outbox::is_periodic(r.kind)) s.reports.push_back(protocol::to_json(r).as_object());
+  co_return co_await durable::replace_file(dir_ / "outbox.json", seal(encode(s)));
 }
 
 }  // namespace io

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "nixfleet/agent/core/deployer.hpp"
+#include "nixfleet/agent/core/outbox.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
@@ -42,6 +43,11 @@ class state_store {
   boost::asio::awaitable<boost::system::error_code> save_record(core::in_flight record) const;
   boost::system::error_code clear_record() const;
   boost::asio::awaitable<boost::system::error_code> save_state(persistent_state state) const;
+
+  // The outbox's lifecycle reports and its next sequence number (periodic reports are not kept:
+  // a fresh one is made after a restart anyway).
+  loaded<core::outbox> load_outbox(std::size_t limit) const;
+  boost::asio::awaitable<boost::system::error_code> save_outbox(const core::outbox& box) const;
 
   const std::filesystem::path& dir() const noexcept { return dir_; }
 

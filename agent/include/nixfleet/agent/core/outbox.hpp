@@ -1,0 +1,48 @@
+// The report outbox: sequence numbers, order, acknowledgement and bounds. Lifecycle reports are
+// kept until acknowledged (the oldest dropped only past `limit`); periodic ones (heartbeat,
+// health) are not queued up: a newer one replaces the pending one of its kind.
+#pragma once
+
+#include "nixfleet/protocol/types.hpp"
+
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+namespace nixfleet::agent::core {
+
+class outbox {
+ public:
+  explicit outbox(std::size_t limit = 10000, std::uint64_t next_seq = 1) : limit_(limit), next_seq_(next_seq) {}
+
+  // Assigns the next sequence number and queues the report; returns the number.
+  std::uint64_t push(protocol::report r);
+
+  // Up to `max` reports, oldest first.
+  std::vector<protocol::report> batch(std::size_t max) const;
+
+  // Forgets every report with seq ≤ `acked_seq`.
+  void ack(std::uint64_t acked_seq);
+
+  // Restores what a previous run persisted.
+  void restore(std::uint64_t next_seq, std::vector<protocol::report> pending);
+
+  std::size_t size() const noexcept { return items_.size(); }
+  bool empty() const noexcept { return items_.empty(); }
+  std::uint64_t next_seq() const noexcept { return next_seq_; }
+  std::uint64_t dropped() const noexcept { return dropped_; }
+  const std::deque<protocol::report>& items() const noexcept { return items_; }
+
+  // Heartbeats and periodic health reports.
+  static bool is_periodic(protocol::report_kind k) noexcept {
+    return k == protocol::report_kind::heartbeat || k == protocol::report_kind::health;
+  }
+
+ private:
+  std::size_t limit_;
+  std::uint64_t next_seq_;
+  std::uint64_t dropped_ = 0;
+  std::deque<protocol::report> items_;
+};
+
+}  // namespace nixfleet::agent::core
