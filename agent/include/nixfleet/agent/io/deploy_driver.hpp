@@ -1,0 +1,59 @@
+// Carries out the deployer's actions through the seams and feeds the outcomes back, keeping the
+// durable state (record, last known good, quarantine, outbox) on disk as it goes.
+#pragma once
+
+#include "nixfleet/agent/core/deployer.hpp"
+#include "nixfleet/agent/core/outbox.hpp"
+#include "nixfleet/agent/io/seams.hpp"
+#include "nixfleet/agent/io/state_store.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+namespace nixfleet::agent::io {
+
+struct driver_seams {
+  nix_runner& nix;
+  activator& activation;
+  prober& probes;
+  clock& time;
+};
+
+class deploy_driver {
+ public:
+  deploy_driver(core::deployer& machine, driver_seams seams, const state_store& store, core::outbox& box,
+                std::string machine_id, std::string profile, std::string agent_version);
+
+  // Loads the durable state and resumes an interrupted activation or rollback. Completes when the
+  // machine is idle again. Problems with corrupt files are logged and reported.
+  boost::asio::awaitable<void> start();
+
+  // One desired state from the poller (ignored while a deployment runs). Completes when idle.
+  boost::asio::awaitable<void> deliver(protocol::desired_state desired, const protocol::trusted_keys& keys);
+
+  // Break-glass rollback to the last known good path.
+  boost::asio::awaitable<void> manual_rollback();
+
+  persistent_state& state() noexcept { return state_; }
+  core::host_facts facts(const protocol::trusted_keys& keys);
+
+  // Builds a full report from an action (seq is assigned by the outbox).
+  protocol::report stamp(const core::report_action& a);
+
+ private:
+  boost::asio::awaitable<void> execute(core::actions acts);
+  boost::asio::awaitable<std::optional<core::actions>> perform(const core::action& a);
+  boost::asio::awaitable<void> emit(protocol::report r);
+  boost::asio::awaitable<void> save_state();
+
+  core::deployer& machine_;
+  driver_seams seams_;
+  const state_store& store_;
+  core::outbox& outbox_;
+  std::string machine_id_;
+  std::string profile_;
+  std::string agent_version_;
+  core::time_point started_;
+  persistent_state state_;
+};
+
+}  // namespace nixfleet::agent::io

@@ -1,0 +1,73 @@
+// The real seams: Nix commands, switch-to-configuration, probes, the steady clock.
+#pragma once
+
+#include "nixfleet/agent/io/seams.hpp"
+#include "nixfleet/health/config.hpp"
+
+#include <filesystem>
+#include <memory>
+
+namespace nixfleet::agent::io {
+
+struct nix_settings {
+  std::vector<protocol::public_key> cache_public_keys;  // require-sigs with these keys
+  std::chrono::milliseconds fetch_timeout{std::chrono::minutes(30)};
+  std::chrono::milliseconds command_timeout{std::chrono::minutes(2)};
+  std::uint64_t min_free_mb = 1024;
+  std::filesystem::path store_dir = "/nix/store";
+};
+
+// The NIX_CONFIG the agent runs Nix commands with: no network waits on the default substituters,
+// signatures required with the caches' keys.
+std::string nix_config_for(const nix_settings& s, const std::vector<std::string>& substituters);
+
+class nix_cli final : public nix_runner {
+ public:
+  explicit nix_cli(nix_settings s) : settings_(std::move(s)) {}
+  boost::asio::awaitable<step_result> fetch(std::string store_path, std::vector<std::string> cache_urls) override;
+  boost::asio::awaitable<step_result> set_profile(std::string profile, std::string store_path) override;
+
+ private:
+  nix_settings settings_;
+};
+
+struct activation_settings {
+  enum class runner { direct, systemd_run };
+  runner how = runner::direct;
+  std::chrono::milliseconds timeout{std::chrono::minutes(10)};
+  // A switch is ended with SIGTERM at the timeout and SIGKILL only this much later.
+  std::chrono::milliseconds kill_grace{std::chrono::seconds(60)};
+  std::filesystem::path current_system = "/run/current-system";
+};
+
+class switch_activator final : public activator {
+ public:
+  explicit switch_activator(activation_settings s) : settings_(std::move(s)) {}
+  boost::asio::awaitable<step_result> switch_to(std::string store_path, protocol::activation_mode mode) override;
+  std::string running() override;
+
+ private:
+  activation_settings settings_;
+  std::uint64_t switches_ = 0;
+};
+
+class health_prober final : public prober {
+ public:
+  explicit health_prober(std::shared_ptr<health::health_setup> setup) : setup_(std::move(setup)) {}
+  boost::asio::awaitable<std::vector<protocol::probe_result>> round() override;
+  std::vector<health::gated_probe> probes() const override { return setup_->gated(); }
+
+ private:
+  std::shared_ptr<health::health_setup> setup_;
+};
+
+class steady_clock final : public clock {
+ public:
+  core::time_point now() override { return std::chrono::steady_clock::now(); }
+  protocol::timestamp wall_now() override {
+    return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+  }
+  boost::asio::awaitable<void> sleep_until(core::time_point t) override;
+};
+
+}  // namespace nixfleet::agent::io

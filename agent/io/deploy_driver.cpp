@@ -1,0 +1,157 @@
+// The deployer's hands.
+#include "nixfleet/agent/io/deploy_driver.hpp"
+
+#include "nixfleet/common/log.hpp"
+
+#include <variant>
+
+namespace nixfleet::agent::io {
+
+deploy_driver::deploy_driver(core::deployer& machine, driver_seams seams, const state_store& store, core::outbox& box,
+                             std::string machine_id, std::string profile, std::string agent_version)
+    : machine_(machine),
+      seams_(seams),
+      store_(store),
+      outbox_(box),
+      machine_id_(std::move(machine_id)),
+      profile_(std::move(profile)),
+      agent_version_(std::move(agent_version)),
+      started_(seams.time.now()) {}
+
+core::host_facts deploy_driver::facts(const protocol::trusted_keys& keys) {
+  core::host_facts f;
+  f.machine_id = machine_id_;
+  f.current_path = seams_.activation.running();
+  f.on_hold = state_.hold;
+  f.keys = &keys;
+  f.quarantine = &state_.quarantine;
+  return f;
+}
+
+protocol::report deploy_driver::stamp(const core::report_action& a) {
+  protocol::report r;
+  r.at = seams_.time.wall_now();
+  r.kind = a.kind;
+  r.store_path = a.store_path;
+  r.release_id = a.release_id;
+  r.rollout_id = a.rollout_id;
+  r.message = a.message;
+  r.health = a.health;
+  r.current_path = seams_.activation.running();
+  r.agent_version = agent_version_;
+  r.uptime_s = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(seams_.time.now() - started_).count());
+  return r;
+}
+
+boost::asio::awaitable<void> deploy_driver::emit(protocol::report r) {
+  const auto kind = r.kind;
+  const auto seq = outbox_.push(std::move(r));
+  if (auto ec = co_await store_.save_outbox(outbox_))
+    log::error("cannot persist the outbox", {{"error", ec.message()}, {"seq", seq}});
+  log::info("report", {{"kind", protocol::to_string(kind)}, {"seq", seq}});
+}
+
+boost::asio::awaitable<void> deploy_driver::save_state() {
+  if (auto ec = co_await store_.save_state(state_)) log::error("cannot persist agent state", {{"error", ec.message()}});
+}
+
+boost::asio::awaitable<void> deploy_driver::start() {
+  auto st = store_.load_state();
+  state_ = st.value;
+  auto rec = store_.load_record();
+  for (const auto* problem : {&st.problem, &rec.problem}) {
+    if (!*problem) continue;
+    log::error("durable state was damaged", {{"problem", **problem}});
+    co_await emit(stamp({protocol::report_kind::health, {}, {}, {}, "agent state damaged: " + **problem,
+                         protocol::health_report{false, {}}}));
+  }
+  co_await execute(machine_.start(rec.value, seams_.activation.running(), seams_.time.now()));
+}
+
+boost::asio::awaitable<void> deploy_driver::deliver(protocol::desired_state desired, const protocol::trusted_keys& keys) {
+  co_await execute(machine_.on_desired(desired, facts(keys), seams_.time.now()));
+}
+
+boost::asio::awaitable<void> deploy_driver::manual_rollback() {
+  const auto running = seams_.activation.running();
+  co_await execute(machine_.on_manual_rollback(running, state_.last_good.value_or(""), seams_.time.now()));
+}
+
+boost::asio::awaitable<void> deploy_driver::execute(core::actions acts) {
+  while (!acts.empty()) {
+    core::actions next;
+    for (const auto& a : acts) {
+      if (auto follow = co_await perform(a)) {
+        next = std::move(*follow);
+        break;
+      }
+    }
+    acts = std::move(next);
+  }
+}
+
+boost::asio::awaitable<std::optional<core::actions>> deploy_driver::perform(const core::action& a) {
+  auto& t = seams_.time;
+  if (const auto* r = std::get_if<core::report_action>(&a)) {
+    co_await emit(stamp(*r));
+    co_return std::nullopt;
+  }
+  if (const auto* f = std::get_if<core::fetch_action>(&a)) {
+    log::info("fetching", {{"store_path", f->store_path}});
+    auto res = co_await seams_.nix.fetch(f->store_path, f->cache_urls);
+    co_return machine_.on_fetch_done(res.ok, res.error, t.now());
+  }
+  if (const auto* w = std::get_if<core::write_record_action>(&a)) {
+    const auto ec = co_await store_.save_record(w->record);
+    if (ec) log::error("cannot write the in-flight record", {{"error", ec.message()}});
+    if (w->notify) co_return machine_.on_record_written(!ec, ec ? ec.message() : "", t.now());
+    co_return std::nullopt;
+  }
+  if (const auto* act = std::get_if<core::activate_action>(&a)) {
+    log::info("activating", {{"store_path", act->store_path}, {"mode", protocol::to_string(act->mode)}});
+    if (act->mode != protocol::activation_mode::test) {
+      auto set = co_await seams_.nix.set_profile(profile_, act->store_path);
+      if (!set.ok) co_return machine_.on_activation_done(false, set.error, seams_.activation.running(), t.now());
+    }
+    auto sw = co_await seams_.activation.switch_to(act->store_path, act->mode);
+    co_return machine_.on_activation_done(sw.ok, sw.error, seams_.activation.running(), t.now());
+  }
+  if (const auto* p = std::get_if<core::probe_round_action>(&a)) {
+    co_await t.sleep_until(p->at);
+    auto results = co_await seams_.probes.round();
+    co_return machine_.on_probe_round(t.now(), results);
+  }
+  if (const auto* rb = std::get_if<core::rollback_action>(&a)) {
+    log::warn("rolling back", {{"to", rb->store_path}});
+    std::string error;
+    if (rb->mode != protocol::activation_mode::test) {
+      auto set = co_await seams_.nix.set_profile(profile_, rb->store_path);
+      if (!set.ok) error = set.error;  // still switch: the running system matters most
+    }
+    auto sw = co_await seams_.activation.switch_to(rb->store_path, rb->mode);
+    if (!sw.ok) error += (error.empty() ? "" : "; ") + sw.error;
+    co_return machine_.on_rollback_done(sw.ok, error, seams_.activation.running(), t.now());
+  }
+  if (std::holds_alternative<core::clear_record_action>(a)) {
+    if (auto ec = store_.clear_record()) log::error("cannot remove the in-flight record", {{"error", ec.message()}});
+    co_return std::nullopt;
+  }
+  if (const auto* q = std::get_if<core::quarantine_action>(&a)) {
+    state_.quarantine.push_back(q->entry);
+    co_await save_state();
+    co_return std::nullopt;
+  }
+  if (const auto* lg = std::get_if<core::set_last_good_action>(&a)) {
+    state_.last_good = lg->store_path;
+    co_await save_state();
+    co_return std::nullopt;
+  }
+  if (const auto* w = std::get_if<core::wait_action>(&a)) {
+    co_await t.sleep_until(w->until);
+    co_return machine_.on_timer(t.now());
+  }
+  co_return std::nullopt;
+}
+
+}  // namespace nixfleet::agent::io

@@ -1,0 +1,137 @@
+// Nix commands and switch-to-configuration, through nixfleet::process (argv only, timeouts).
+#include "nixfleet/agent/io/nix.hpp"
+
+#include "nixfleet/common/process.hpp"
+#include "nixfleet/protocol/validate.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace nixfleet::agent::io {
+namespace {
+
+std::string tail_of(const process::result& r) {
+  std::string t = r.err_tail;
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+  if (const auto nl = t.rfind('\n', t.size() > 400 ? t.size() - 400 : 0); t.size() > 400 && nl != std::string::npos)
+    t = t.substr(nl + 1);
+  return t;
+}
+
+step_result failed(const std::string& what, const process::result& r) {
+  auto msg = what + " " + r.describe();
+  if (auto t = tail_of(r); !t.empty()) msg += ": " + t;
+  return {false, msg};
+}
+
+std::vector<std::string> environment_with(const std::string& nix_config) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view kv(*e);
+    if (!kv.starts_with("NIX_CONFIG=")) env.emplace_back(kv);
+  }
+  env.push_back("NIX_CONFIG=" + nix_config);
+  return env;
+}
+
+}  // namespace
+
+std::string nix_config_for(const nix_settings& s, const std::vector<std::string>& substituters) {
+  std::string keys;
+  for (const auto& k : s.cache_public_keys) keys += (keys.empty() ? "" : " ") + k.to_string();
+  std::string subs;
+  for (const auto& u : substituters) subs += (subs.empty() ? "" : " ") + u;
+  return "experimental-features = nix-command\n"
+         "flake-registry =\n"
+         "require-sigs = true\n"
+         "substituters = " + subs + "\n"
+         "trusted-public-keys = " + keys + "\n";
+}
+
+boost::asio::awaitable<step_result> nix_cli::fetch(std::string store_path, std::vector<std::string> cache_urls) {
+  // Validated again here: nothing unchecked reaches argv.
+  if (protocol::check_store_path(store_path)) co_return step_result{false, "refusing an invalid store path"};
+  for (const auto& u : cache_urls)
+    if (protocol::check_cache_url(u)) co_return step_result{false, "refusing an invalid cache URL"};
+
+  struct statvfs st {};
+  if (::statvfs(settings_.store_dir.c_str(), &st) == 0) {
+    const auto free_mb = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize / (1024 * 1024);
+    if (free_mb < settings_.min_free_mb)
+      co_return step_result{false, "only " + std::to_string(free_mb) + " MiB free in " + settings_.store_dir.string() +
+                                       ", need " + std::to_string(settings_.min_free_mb)};
+  }
+
+  std::string errors;
+  for (const auto& cache : cache_urls) {
+    process::request req;
+    req.argv = {"nix", "copy", "--from", cache, store_path};
+    req.env = environment_with(nix_config_for(settings_, {}));
+    req.timeout = settings_.fetch_timeout;
+    auto r = co_await process::run(std::move(req));
+    if (r.ok()) co_return step_result{true, {}};
+    errors += (errors.empty() ? "" : "; ") + failed("nix copy --from " + cache, r).error;
+  }
+  // Last, the configured substituters (and paths already present).
+  process::request req;
+  req.argv = {"nix-store", "--realise", store_path};
+  req.env = environment_with(nix_config_for(settings_, cache_urls));
+  req.timeout = settings_.fetch_timeout;
+  auto r = co_await process::run(std::move(req));
+  if (r.ok()) co_return step_result{true, {}};
+  errors += (errors.empty() ? "" : "; ") + failed("nix-store --realise", r).error;
+  co_return step_result{false, errors};
+}
+
+boost::asio::awaitable<step_result> nix_cli::set_profile(std::string profile, std::string store_path) {
+  if (protocol::check_store_path(store_path)) co_return step_result{false, "refusing an invalid store path"};
+  process::request req;
+  req.argv = {"nix-env", "-p", profile, "--set", store_path};
+  req.env = environment_with(nix_config_for(settings_, {}));
+  req.timeout = settings_.command_timeout;
+  auto r = co_await process::run(std::move(req));
+  if (r.ok()) co_return step_result{true, {}};
+  co_return failed("nix-env --set", r);
+}
+
+boost::asio::awaitable<step_result> switch_activator::switch_to(std::string store_path, protocol::activation_mode mode) {
+  if (protocol::check_store_path(store_path)) co_return step_result{false, "refusing an invalid store path"};
+  const auto script = store_path + "/bin/switch-to-configuration";
+  const std::string verb(protocol::to_string(mode));
+  process::request req;
+  if (settings_.how == activation_settings::runner::systemd_run) {
+    // A transient unit: the switch survives this agent being restarted by the switch itself.
+    req.argv = {"systemd-run", "--collect", "--wait", "--quiet", "--service-type=exec",
+                "--unit=nixfleet-switch-" + std::to_string(++switches_), script, verb};
+  } else {
+    req.argv = {script, verb};
+  }
+  req.timeout = settings_.timeout;
+  req.kill_grace = settings_.kill_grace;
+  auto r = co_await process::run(std::move(req));
+  if (r.ok()) co_return step_result{true, {}};
+  co_return failed("switch-to-configuration " + verb, r);
+}
+
+std::string switch_activator::running() {
+  std::error_code ec;
+  auto target = std::filesystem::read_symlink(settings_.current_system, ec);
+  return ec ? std::string() : target.string();
+}
+
+boost::asio::awaitable<std::vector<protocol::probe_result>> health_prober::round() {
+  co_return co_await health::run_all(setup_->probes);
+}
+
+boost::asio::awaitable<void> steady_clock::sleep_until(core::time_point t) {
+  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, t);
+  co_await timer.async_wait(boost::asio::use_awaitable);
+}
+
+}  // namespace nixfleet::agent::io
