@@ -1,0 +1,42 @@
+// Talking to the coordinator: fetch desired state (with ETag), deliver report batches.
+#pragma once
+
+#include "nixfleet/agent/config.hpp"
+#include "nixfleet/protocol/types.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nixfleet::agent::io {
+
+struct poll_result {
+  enum class outcome { desired, nothing_assigned, not_modified, failed };
+  outcome what = outcome::failed;
+  std::optional<protocol::desired_state> desired;
+  std::string etag;
+  std::string error;
+};
+
+struct ack_result {
+  bool ok = false;
+  std::uint64_t acked_seq = 0;
+  std::string error;
+};
+
+class coordinator_client {
+ public:
+  virtual ~coordinator_client() = default;
+  // GET /api/v1/machines/{id}/desired with If-None-Match when `etag` is set.
+  virtual boost::asio::awaitable<poll_result> get_desired(std::string etag) = 0;
+  // POST /api/v1/machines/{id}/reports.
+  virtual boost::asio::awaitable<ack_result> post_reports(std::vector<protocol::report> batch) = 0;
+};
+
+// HTTP(S) with Beast: TLS verified against tls.ca_file (or the system store), the client
+// certificate when configured, every request bounded by request_timeout.
+std::unique_ptr<coordinator_client> make_http_client(const agent_config& cfg);
+
+}  // namespace nixfleet::agent::io

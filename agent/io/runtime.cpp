@@ -1,0 +1,114 @@
+// The agent's loops. The poller runs deployments inline (one at a time); the reporter flushes the
+// outbox independently, so reports queue while the coordinator is away and nothing else waits.
+#include "nixfleet/agent/io/runtime.hpp"
+
+#include "nixfleet/common/log.hpp"
+#include "nixfleet/common/version.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+namespace nixfleet::agent::io {
+
+namespace {
+core::deployer_config deployer_config_for(const agent_config& cfg, health::gate_config gate,
+                                          std::vector<health::gated_probe> probes) {
+  core::deployer_config d;
+  d.gate = gate;
+  d.probes = std::move(probes);
+  d.dry_run = cfg.dry_run;
+  return d;
+}
+}  // namespace
+
+agent_runtime::agent_runtime(const agent_config& cfg, runtime_seams seams, health::gate_config gate, std::uint64_t seed)
+    : cfg_(cfg),
+      seams_(seams),
+      store_(cfg.state_dir),
+      outbox_(cfg.outbox_limit),
+      machine_(deployer_config_for(cfg, gate, seams.probes.probes())),
+      driver_(machine_, {seams.nix, seams.activation, seams.probes, seams.time}, store_, outbox_, cfg.machine_id,
+              cfg.profile, std::string(nixfleet::version())),
+      keys_(cfg.trusted_keys),
+      rng_(seed) {}
+
+boost::asio::awaitable<void> agent_runtime::sleep_for(std::chrono::milliseconds d) {
+  co_await seams_.time.sleep_until(seams_.time.now() + d);
+}
+
+boost::asio::awaitable<void> agent_runtime::run() {
+  using namespace boost::asio::experimental::awaitable_operators;
+  if (auto ec = store_.prepare()) log::error("cannot create the state directory", {{"dir", cfg_.state_dir}, {"error", ec.message()}});
+  auto box = store_.load_outbox(cfg_.outbox_limit);
+  outbox_ = std::move(box.value);
+  if (box.problem) log::error("outbox damaged", {{"problem", *box.problem}});
+  co_await driver_.start();
+  co_await (poll_loop() && report_loop() && health_loop());
+}
+
+boost::asio::awaitable<void> agent_runtime::poll_loop() {
+  core::poll_schedule schedule({cfg_.poll_interval, std::chrono::seconds(1), cfg_.retry_interval, cfg_.startup_jitter});
+  std::string etag;
+  co_await sleep_for(schedule.first(rng_()));
+  for (;;) {
+    auto res = co_await seams_.coordinator.get_desired(etag);
+    ++polls_;
+    std::chrono::milliseconds wait;
+    switch (res.what) {
+      case poll_result::outcome::failed:
+        wait = schedule.after_failure(rng_());
+        // Never a reason to touch the host: keep running what runs.
+        log::warn("poll failed", {{"error", res.error}, {"retry_in_ms", wait.count()}});
+        break;
+      case poll_result::outcome::desired:
+        etag = res.etag;
+        co_await driver_.deliver(*res.desired, keys_);
+        wait = schedule.after_success(res.desired->poll_hint);
+        break;
+      case poll_result::outcome::nothing_assigned:
+      case poll_result::outcome::not_modified:
+        if (res.what == poll_result::outcome::nothing_assigned) etag = res.etag;
+        wait = schedule.after_success(std::nullopt);
+        break;
+    }
+    co_await sleep_for(wait);
+  }
+}
+
+boost::asio::awaitable<void> agent_runtime::report_loop() {
+  core::poll_schedule backoff({std::chrono::milliseconds(500), std::chrono::seconds(1), cfg_.retry_interval,
+                               std::chrono::milliseconds(0)});
+  for (;;) {
+    if (outbox_.empty()) {
+      co_await sleep_for(std::chrono::milliseconds(250));
+      continue;
+    }
+    auto res = co_await seams_.coordinator.post_reports(outbox_.batch(100));
+    if (!res.ok) {
+      const auto wait = backoff.after_failure(rng_());
+      log::warn("report delivery failed", {{"error", res.error}, {"pending", outbox_.size()}, {"retry_in_ms", wait.count()}});
+      co_await sleep_for(wait);
+      continue;
+    }
+    backoff.after_success(std::nullopt);
+    outbox_.ack(res.acked_seq);
+    if (auto ec = co_await store_.save_outbox(outbox_)) log::error("cannot persist the outbox", {{"error", ec.message()}});
+  }
+}
+
+boost::asio::awaitable<void> agent_runtime::health_loop() {
+  for (;;) {
+    co_await sleep_for(cfg_.health_interval);
+    if (machine_.current() != core::deployer::stage::idle) continue;  // the gate is running probes
+    auto results = co_await seams_.probes.round();
+    protocol::health_report h{true, results};
+    for (const auto& p : seams_.probes.probes())
+      for (const auto& r : results)
+        if (r.probe == p.name && p.required && r.status != protocol::probe_status::pass) h.passed = false;
+    core::report_action a{results.empty() ? protocol::report_kind::heartbeat : protocol::report_kind::health,
+                          {}, {}, {}, {}, std::nullopt};
+    if (!results.empty()) a.health = h;
+    outbox_.push(driver_.stamp(a));
+  }
+}
+
+}  // namespace nixfleet::agent::io

@@ -1,0 +1,207 @@
+// The running agent over fake seams (coordinator, Nix, activation, probes): polls, deploys,
+// reports in order with acknowledgements, and keeps running through a coordinator outage.
+#include "nixfleet/agent/io/nix.hpp"
+#include "nixfleet/agent/io/runtime.hpp"
+#include "run_sync.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <map>
+#include <set>
+
+using namespace nixfleet;
+using namespace nixfleet::agent;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string path_a = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-web-01-a";
+const std::string path_b = "/nix/store/1m9ggc7cy1rl4vxzx5zqn0dsj8dsyd2q-nixos-system-web-01-b";
+
+struct fake_coordinator final : io::coordinator_client {
+  bool down = false;
+  std::optional<protocol::desired_state> desired;
+  std::map<std::uint64_t, protocol::report> received;
+  int polls = 0;
+  asio::awaitable<io::poll_result> get_desired(std::string etag) override {
+    ++polls;
+    io::poll_result r;
+    if (down) {
+      r.error = "connection refused";
+      co_return r;
+    }
+    if (!desired) {
+      r.what = io::poll_result::outcome::nothing_assigned;
+      co_return r;
+    }
+    const auto tag = "\"" + desired->store_path.substr(11, 8) + std::to_string(desired->attempt) + "\"";
+    if (etag == tag) {
+      r.what = io::poll_result::outcome::not_modified;
+      co_return r;
+    }
+    r.what = io::poll_result::outcome::desired;
+    r.desired = desired;
+    r.etag = tag;
+    co_return r;
+  }
+  asio::awaitable<io::ack_result> post_reports(std::vector<protocol::report> batch) override {
+    io::ack_result a;
+    if (down) {
+      a.error = "connection refused";
+      co_return a;
+    }
+    for (auto& r : batch) received.emplace(r.seq, r);
+    a.ok = true;
+    a.acked_seq = batch.empty() ? 0 : batch.back().seq;
+    co_return a;
+  }
+  std::vector<protocol::report_kind> kinds() const {
+    std::vector<protocol::report_kind> out;
+    for (const auto& [seq, r] : received)
+      if (r.kind != protocol::report_kind::heartbeat && r.kind != protocol::report_kind::health) out.push_back(r.kind);
+    return out;
+  }
+};
+
+struct fake_host final : io::nix_runner, io::activator, io::prober {
+  std::string current = path_a;
+  std::string profile = path_a;
+  std::set<std::string> unhealthy;
+  int switches = 0;
+  asio::awaitable<io::step_result> fetch(std::string, std::vector<std::string>) override { co_return io::step_result{true, {}}; }
+  asio::awaitable<io::step_result> set_profile(std::string, std::string p) override {
+    profile = p;
+    co_return io::step_result{true, {}};
+  }
+  asio::awaitable<io::step_result> switch_to(std::string p, protocol::activation_mode) override {
+    ++switches;
+    current = p;
+    co_return io::step_result{true, {}};
+  }
+  std::string running() override { return current; }
+  asio::awaitable<std::vector<protocol::probe_result>> round() override {
+    const bool ok = !unhealthy.contains(current);
+    co_return std::vector<protocol::probe_result>{
+        {"web", "http", ok ? protocol::probe_status::pass : protocol::probe_status::fail, 1, std::nullopt}};
+  }
+  std::vector<health::gated_probe> probes() const override { return {{"web", true}}; }
+};
+
+struct fixture {
+  fixture() {
+    dir = fs::temp_directory_path() / ("nixfleet-runtime-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
+    cfg.machine_id = "web-01";
+    cfg.coordinator_url = "https://fleet.invalid";
+    cfg.poll_interval = 100ms;
+    cfg.retry_interval = 200ms;
+    cfg.startup_jitter = 50ms;
+    cfg.health_interval = 10s;
+    cfg.state_dir = dir.string();
+    gate.grace = 30ms;
+    gate.interval = 30ms;
+    gate.soak = 100ms;
+    gate.failure_threshold = 2;
+    gate.timeout = 5s;
+    coordinator.desired = protocol::desired_state{};
+    coordinator.desired->machine_id = "web-01";
+    coordinator.desired->release_id = "r-1";
+    coordinator.desired->store_path = path_b;
+  }
+  ~fixture() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+
+  // Runs the agent until `done` holds (checked every 20 ms) or `limit` passes.
+  template <class Pred>
+  bool run_until(io::agent_runtime& rt, Pred done, std::chrono::milliseconds limit = 5s) {
+    using namespace asio::experimental::awaitable_operators;
+    auto watch = [&]() -> asio::awaitable<bool> {
+      const auto until = std::chrono::steady_clock::now() + limit;
+      while (std::chrono::steady_clock::now() < until) {
+        if (done()) co_return true;
+        asio::steady_timer t(co_await asio::this_coro::executor, 20ms);
+        co_await t.async_wait(asio::use_awaitable);
+      }
+      co_return false;
+    };
+    auto r = test::run_sync(ctx, [&]() -> asio::awaitable<bool> {
+      auto v = co_await (rt.run() || watch());
+      co_return v.index() == 1 && std::get<1>(v);
+    }());
+    return r;
+  }
+
+  fs::path dir;
+  agent_config cfg;
+  health::gate_config gate;
+  fake_coordinator coordinator;
+  fake_host host;
+  io::steady_clock time;
+  asio::io_context ctx;
+  static inline int n = 0;
+};
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(agent_runtime_tests, fixture)
+
+BOOST_AUTO_TEST_CASE(polls_deploys_and_reports_in_order) {
+  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 1);
+  using k = protocol::report_kind;
+  const std::vector<k> lifecycle = {k::fetching, k::fetched, k::activating, k::activated, k::confirmed};
+  BOOST_TEST(run_until(rt, [&] { return coordinator.kinds() == lifecycle; }));
+  BOOST_TEST(host.current == path_b);
+  BOOST_TEST(host.profile == path_b);
+  std::uint64_t expected = 1;
+  for (const auto& [seq, r] : coordinator.received) BOOST_TEST(seq == expected++);
+}
+
+BOOST_AUTO_TEST_CASE(coordinator_outage_during_the_gate_changes_nothing_and_loses_nothing) {
+  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 2);
+  // The coordinator vanishes as soon as the agent has the desired state.
+  BOOST_TEST(run_until(rt, [&] {
+    if (coordinator.polls >= 1 && rt.deployer().current() != core::deployer::stage::idle) coordinator.down = true;
+    return coordinator.down && rt.deployer().current() == core::deployer::stage::idle;
+  }));
+  BOOST_TEST(host.current == path_b);  // confirmed, not rolled back
+  BOOST_TEST(host.switches == 1);
+  const auto polls_before = coordinator.polls;
+  // Stays down for a while: the host keeps running its generation, reports wait.
+  io::agent_runtime rt2(cfg, {coordinator, host, host, host, time}, gate, 3);
+  BOOST_TEST(!run_until(rt2, [&] { return false; }, 600ms));
+  BOOST_TEST(coordinator.polls > polls_before);
+  BOOST_TEST(host.current == path_b);
+  BOOST_TEST(host.switches == 1);
+  // Back: everything reaches the coordinator, in order.
+  coordinator.down = false;
+  using k = protocol::report_kind;
+  const std::vector<k> lifecycle = {k::fetching, k::fetched, k::activating, k::activated, k::confirmed};
+  io::agent_runtime rt3(cfg, {coordinator, host, host, host, time}, gate, 4);
+  BOOST_TEST(run_until(rt3, [&] { return coordinator.kinds().size() >= lifecycle.size() && rt3.outbox().empty(); }));
+  auto got = coordinator.kinds();
+  got.resize(lifecycle.size());
+  BOOST_TEST((got == lifecycle));
+}
+
+BOOST_AUTO_TEST_CASE(unhealthy_target_is_rolled_back_once_and_not_reapplied) {
+  host.unhealthy = {path_b};
+  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 5);
+  BOOST_TEST(run_until(rt, [&] {
+    auto ks = coordinator.kinds();
+    return std::find(ks.begin(), ks.end(), protocol::report_kind::rolled_back) != ks.end();
+  }));
+  BOOST_TEST(host.current == path_a);
+  const auto switches = host.switches;
+  // Many more polls of the same desired state: no re-apply. (A new ETag each poll forces full
+  // desired states through the decision.)
+  BOOST_TEST(!run_until(rt, [&] { return false; }, 700ms));
+  BOOST_TEST(host.switches == switches);
+  BOOST_TEST(host.current == path_a);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
