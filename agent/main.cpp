@@ -1,6 +1,7 @@
 // nixfleet-agent: command-line parsing and one call per subcommand.
 #include "nixfleet/agent/config.hpp"
 #include "nixfleet/agent/probe_command.hpp"
+#include "nixfleet/agent/run_command.hpp"
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/common/version.hpp"
 #include "nixfleet/health/config.hpp"
@@ -54,6 +55,17 @@ int main(int argc, char** argv) {
                                                    "(exit 0, or 78 naming the field at fault)");
   check->add_option("--config", config_path, "agent configuration (JSON)")->capture_default_str();
 
+  struct {
+    std::optional<std::string> machine_id, coordinator, log_level;
+    bool dry_run = false;
+  } over;
+  auto* run = app.add_subcommand("run", "Run the agent: poll, verify, fetch, activate, health-gate, roll back, report");
+  run->add_option("--config", config_path, "agent configuration (JSON)")->capture_default_str();
+  run->add_option("--machine-id", over.machine_id, "override machine_id");
+  run->add_option("--coordinator", over.coordinator, "override coordinator_url");
+  run->add_flag("--dry-run", over.dry_run, "verify and fetch, report what would be activated, never activate");
+  run->add_option("--log-level", over.log_level, "override log_level (trace, debug, info, warn, error)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -63,5 +75,25 @@ int main(int argc, char** argv) {
   nixfleet::log::init({.min_level = nixfleet::log::level::warn});
   if (probe->parsed()) return nixfleet::agent::run_probe_command(probe_opts, std::cout, std::cerr);
   if (check->parsed()) return check_config(config_path);
+  if (run->parsed()) {
+    auto cfg = nixfleet::agent::load_agent_config(config_path, system_hostname());
+    if (!cfg) {
+      std::cerr << "nixfleet-agent: bad configuration " << config_path << ": " << cfg.error().what() << "\n";
+      return nixfleet::agent::exit_config_error;
+    }
+    // Flags override the file; the result is validated as a whole again.
+    auto merged = nixfleet::agent::to_json(*cfg).as_object();
+    if (over.machine_id) merged["machine_id"] = *over.machine_id;
+    if (over.coordinator) merged["coordinator_url"] = *over.coordinator;
+    if (over.log_level) merged["log_level"] = *over.log_level;
+    if (over.dry_run) merged["dry_run"] = true;
+    auto final_cfg = nixfleet::agent::parse_agent_config(boost::json::serialize(merged), system_hostname());
+    if (!final_cfg) {
+      std::cerr << "nixfleet-agent: bad option: " << final_cfg.error().what() << "\n";
+      return nixfleet::agent::exit_config_error;
+    }
+    nixfleet::log::init({.min_level = nixfleet::log::parse_level(final_cfg->log_level, nixfleet::log::level::info)});
+    return nixfleet::agent::run_agent(*final_cfg);
+  }
   return 0;
 }

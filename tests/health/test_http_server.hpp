@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <functional>
 #include <list>
 #include <memory>
 #include <optional>
@@ -33,6 +34,9 @@ class test_http_server {
   }
 
   unsigned short port() const { return acceptor_.local_endpoint().port(); }
+
+  // Answers every request (head and body) with the raw HTTP response this returns.
+  std::function<std::string(const std::string& request)> handler;
 
   // Closes the listener and every open connection so that the io_context can run dry.
   void stop() {
@@ -67,20 +71,32 @@ class test_http_server {
   }
 
   template <class Stream>
-  static boost::asio::awaitable<void> exchange(Stream& stream) {
+  boost::asio::awaitable<void> exchange(Stream& stream) {
     boost::asio::streambuf buf;
     auto [ec, n] = co_await boost::asio::async_read_until(stream, buf, "\r\n\r\n",
                                                           boost::asio::as_tuple(boost::asio::use_awaitable));
     if (ec) co_return;
     std::string request(boost::asio::buffers_begin(buf.data()), boost::asio::buffers_begin(buf.data()) + n);
-    if (request.starts_with("GET /hang ")) {
+    buf.consume(n);
+    if (const auto cl = request.find("Content-Length: "); cl != std::string::npos) {
+      const auto want = std::stoul(request.substr(cl + 16));
+      while (buf.size() < want) {
+        auto [rec, m] = co_await stream.async_read_some(buf.prepare(want - buf.size()),
+                                                        boost::asio::as_tuple(boost::asio::use_awaitable));
+        if (rec) co_return;
+        buf.commit(m);
+      }
+      request.append(boost::asio::buffers_begin(buf.data()), boost::asio::buffers_begin(buf.data()) + want);
+    }
+    if (request.starts_with("GET /hang")) {
       // Hold the connection open without answering until stop() closes it.
       char byte;
       co_await stream.async_read_some(boost::asio::buffer(&byte, 1), boost::asio::as_tuple(boost::asio::use_awaitable));
       co_return;
     }
-    co_await boost::asio::async_write(stream, boost::asio::buffer(response_for(request)),
-                                      boost::asio::as_tuple(boost::asio::use_awaitable));
+    // (a named local: GCC 12 mishandles temporaries of a conditional inside co_await)
+    std::string answer = handler ? handler(request) : response_for(request);
+    co_await boost::asio::async_write(stream, boost::asio::buffer(answer), boost::asio::as_tuple(boost::asio::use_awaitable));
   }
 
   boost::asio::awaitable<void> serve(std::shared_ptr<boost::asio::ip::tcp::socket> s) {
