@@ -1,5 +1,6 @@
 // nixfleet-agent: command-line parsing and one call per subcommand.
 #include "nixfleet/agent/config.hpp"
+#include "nixfleet/agent/io/control.hpp"
 #include "nixfleet/agent/probe_command.hpp"
 #include "nixfleet/agent/run_command.hpp"
 #include "nixfleet/common/log.hpp"
@@ -66,6 +67,19 @@ int main(int argc, char** argv) {
   run->add_flag("--dry-run", over.dry_run, "verify and fetch, report what would be activated, never activate");
   run->add_option("--log-level", over.log_level, "override log_level (trace, debug, info, warn, error)");
 
+  // Break-glass commands, through the running agent's control socket.
+  std::string socket_path;
+  std::vector<std::pair<CLI::App*, std::string>> controls;
+  for (auto [name, help] : {std::pair{"status", "Show current, last known good, hold, quarantine, in-flight and outbox"},
+                            std::pair{"hold", "Stop starting deployments until release-hold"},
+                            std::pair{"release-hold", "Allow deployments again"},
+                            std::pair{"rollback", "Roll back to the previous confirmed generation now (and hold)"}}) {
+    auto* sub = app.add_subcommand(name, help);
+    sub->add_option("--socket", socket_path, "control socket (default: control_socket from --config)");
+    sub->add_option("--config", config_path, "agent configuration (JSON)")->capture_default_str();
+    controls.emplace_back(sub, name);
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -75,6 +89,25 @@ int main(int argc, char** argv) {
   nixfleet::log::init({.min_level = nixfleet::log::level::warn});
   if (probe->parsed()) return nixfleet::agent::run_probe_command(probe_opts, std::cout, std::cerr);
   if (check->parsed()) return check_config(config_path);
+  for (const auto& [sub, name] : controls) {
+    if (!sub->parsed()) continue;
+    if (socket_path.empty()) {
+      auto cfg = nixfleet::agent::load_agent_config(config_path, system_hostname());
+      socket_path = cfg ? cfg->control_socket : nixfleet::agent::agent_config{}.control_socket;
+    }
+    try {
+      auto answer = nixfleet::agent::io::control_request(socket_path, name);
+      std::cout << boost::json::serialize(answer) << "\n";
+      const auto* ok = answer.is_object() ? answer.as_object().if_contains("ok") : nullptr;
+      return ok && ok->is_bool() && ok->as_bool() ? 0 : 1;
+    } catch (const boost::system::system_error& e) {
+      std::cerr << "nixfleet-agent: cannot reach the agent at " << socket_path << ": " << e.code().message() << "\n";
+      return 1;
+    } catch (const std::exception& e) {
+      std::cerr << "nixfleet-agent: bad answer from the agent at " << socket_path << ": " << e.what() << "\n";
+      return 1;
+    }
+  }
   if (run->parsed()) {
     auto cfg = nixfleet::agent::load_agent_config(config_path, system_hostname());
     if (!cfg) {

@@ -1,6 +1,8 @@
 // The deploy decision.
 #include "nixfleet/agent/core/decide.hpp"
 
+#include "nixfleet/protocol/validate.hpp"
+
 #include <algorithm>
 
 namespace nixfleet::agent::core {
@@ -16,6 +18,9 @@ decision decide(const protocol::desired_state& desired, const host_facts& facts)
     return {verdict::wrong_host, report_kind::rejected,
             "desired state is addressed to " + desired.machine_id + ", this host is " + facts.machine_id};
   if (desired.store_path == facts.current_path) return {verdict::up_to_date, report_kind::up_to_date, {}};
+  if (protocol::check_store_path(facts.current_path))
+    return {verdict::unknown_running, report_kind::rejected,
+            "cannot tell which system runs (no store path behind the current-system link): nothing to roll back to"};
   if (facts.on_hold)
     return {verdict::on_hold, report_kind::rejected, "host is on hold: deployments wait for release-hold"};
   if (facts.keys != nullptr && !facts.keys->empty()) {

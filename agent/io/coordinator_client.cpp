@@ -93,6 +93,7 @@ class http_client final : public coordinator_client {
     }
     if (res.status != 200) {
       out.error = describe_status(res);
+      out.refused = res.status == 400 || res.status == 413 || res.status == 422;
       co_return out;
     }
     auto ack = protocol::parse<protocol::report_ack>(res.body);

@@ -63,8 +63,10 @@ boost::asio::awaitable<void> deploy_driver::start() {
   for (const auto* problem : {&st.problem, &rec.problem}) {
     if (!*problem) continue;
     log::error("durable state was damaged", {{"problem", **problem}});
-    co_await emit(stamp({protocol::report_kind::health, {}, {}, {}, "agent state damaged: " + **problem,
-                         protocol::health_report{false, {}}}));
+    core::report_action a{protocol::report_kind::health, {}, {}, {}, "agent state damaged: " + **problem,
+                          protocol::health_report{false, {}}};
+    auto r = stamp(a);
+    co_await emit(std::move(r));
   }
   co_await execute(machine_.start(rec.value, seams_.activation.running(), seams_.time.now()));
 }
@@ -74,8 +76,22 @@ boost::asio::awaitable<void> deploy_driver::deliver(protocol::desired_state desi
 }
 
 boost::asio::awaitable<void> deploy_driver::manual_rollback() {
+  // The newest confirmed generation that is not the one running.
   const auto running = seams_.activation.running();
-  co_await execute(machine_.on_manual_rollback(running, state_.last_good.value_or(""), seams_.time.now()));
+  std::string to;
+  for (auto it = state_.confirmed.rbegin(); it != state_.confirmed.rend() && to.empty(); ++it)
+    if (*it != running) to = *it;
+  co_await execute(machine_.on_manual_rollback(running, to, seams_.time.now()));
+}
+
+boost::asio::awaitable<void> deploy_driver::set_hold(bool on) {
+  state_.hold = on;
+  co_await save_state();
+  // (built before co_await: GCC 12 destroys braced temporaries inside co_await twice)
+  core::report_action a{protocol::report_kind::heartbeat, {}, {}, {},
+                        std::string(on ? "hold set locally: deployments wait" : "hold released locally"), {}};
+  auto r = stamp(a);
+  co_await emit(std::move(r));
 }
 
 boost::asio::awaitable<void> deploy_driver::execute(core::actions acts) {
@@ -94,7 +110,8 @@ boost::asio::awaitable<void> deploy_driver::execute(core::actions acts) {
 boost::asio::awaitable<std::optional<core::actions>> deploy_driver::perform(const core::action& a) {
   auto& t = seams_.time;
   if (const auto* r = std::get_if<core::report_action>(&a)) {
-    co_await emit(stamp(*r));
+    auto full = stamp(*r);
+    co_await emit(std::move(full));
     co_return std::nullopt;
   }
   if (const auto* f = std::get_if<core::fetch_action>(&a)) {
@@ -144,6 +161,8 @@ boost::asio::awaitable<std::optional<core::actions>> deploy_driver::perform(cons
   }
   if (const auto* lg = std::get_if<core::set_last_good_action>(&a)) {
     state_.last_good = lg->store_path;
+    std::erase(state_.confirmed, lg->store_path);
+    state_.confirmed.push_back(lg->store_path);
     co_await save_state();
     co_return std::nullopt;
   }

@@ -2,6 +2,7 @@
 // outbox independently, so reports queue while the coordinator is away and nothing else waits.
 #include "nixfleet/agent/io/runtime.hpp"
 
+#include "nixfleet/agent/io/control.hpp"
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/common/version.hpp"
 
@@ -42,7 +43,10 @@ boost::asio::awaitable<void> agent_runtime::run() {
   outbox_ = std::move(box.value);
   if (box.problem) log::error("outbox damaged", {{"problem", *box.problem}});
   co_await driver_.start();
-  co_await (poll_loop() && report_loop() && health_loop());
+  if (cfg_.control_socket.empty())
+    co_await (poll_loop() && report_loop() && health_loop());
+  else
+    co_await (poll_loop() && report_loop() && health_loop() && serve_control(cfg_.control_socket, *this));
 }
 
 boost::asio::awaitable<void> agent_runtime::poll_loop() {
@@ -83,6 +87,15 @@ boost::asio::awaitable<void> agent_runtime::report_loop() {
       continue;
     }
     auto res = co_await seams_.coordinator.post_reports(outbox_.batch(100));
+    if (!res.ok && res.refused) {
+      // A report the coordinator can never accept would block every later one: drop the oldest
+      // (logged in full) and try the rest.
+      const auto& bad = outbox_.items().front();
+      log::error("coordinator refused a report; dropping it",
+                 {{"seq", bad.seq}, {"kind", protocol::to_string(bad.kind)}, {"error", res.error}});
+      outbox_.ack(bad.seq);
+      continue;
+    }
     if (!res.ok) {
       const auto wait = backoff.after_failure(rng_());
       log::warn("report delivery failed", {{"error", res.error}, {"pending", outbox_.size()}, {"retry_in_ms", wait.count()}});

@@ -48,6 +48,7 @@ template <class V, class X>
   requires std::same_as<std::remove_const_t<X>, persistent_state>
 void describe(V& v, X& x) {
   v.opt("last_good", x.last_good, {.fn = protocol::check_store_path});
+  v.def("confirmed", x.confirmed, {.fn = protocol::check_store_path, .max_items = 1024});
   v.def("quarantine", x.quarantine, {.max_items = 1024});
   v.def("hold", x.hold);
 }
@@ -166,6 +167,8 @@ boost::asio::awaitable<boost::system::error_code> state_store::save_record(core:
 boost::system::error_code state_store::clear_record() const { return durable::remove_file(dir_ / "in-flight.json"); }
 
 boost::asio::awaitable<boost::system::error_code> state_store::save_state(persistent_state state) const {
+  if (state.confirmed.size() > 16)
+    state.confirmed.erase(state.confirmed.begin(), state.confirmed.end() - 16);
   if (state.quarantine.size() > max_quarantine)
     state.quarantine.erase(state.quarantine.begin(),
                            state.quarantine.end() - static_cast<std::ptrdiff_t>(max_quarantine));

@@ -61,6 +61,13 @@ BOOST_AUTO_TEST_CASE(state_for_another_host_is_rejected) {
   BOOST_TEST((*d.report == report_kind::rejected));
 }
 
+BOOST_AUTO_TEST_CASE(unknown_running_system_is_never_replaced) {
+  facts.current_path = "";
+  auto d = decide(desired, facts);
+  BOOST_TEST((d.what == verdict::unknown_running));
+  BOOST_TEST((*d.report == report_kind::rejected));
+}
+
 BOOST_AUTO_TEST_CASE(hold_blocks_deployment) {
   facts.on_hold = true;
   auto d = decide(desired, facts);

@@ -1,5 +1,6 @@
 // The running agent over fake seams (coordinator, Nix, activation, probes): polls, deploys,
 // reports in order with acknowledgements, and keeps running through a coordinator outage.
+#include "nixfleet/agent/io/control.hpp"
 #include "nixfleet/agent/io/nix.hpp"
 #include "nixfleet/agent/io/runtime.hpp"
 #include "run_sync.hpp"
@@ -8,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <future>
 #include <map>
 #include <set>
 
@@ -24,6 +26,7 @@ const std::string path_b = "/nix/store/1m9ggc7cy1rl4vxzx5zqn0dsj8dsyd2q-nixos-sy
 
 struct fake_coordinator final : io::coordinator_client {
   bool down = false;
+  std::optional<std::uint64_t> poison_seq;  // a report this coordinator always refuses (400)
   std::optional<protocol::desired_state> desired;
   std::map<std::uint64_t, protocol::report> received;
   int polls = 0;
@@ -54,6 +57,12 @@ struct fake_coordinator final : io::coordinator_client {
       a.error = "connection refused";
       co_return a;
     }
+    for (auto& r : batch)
+      if (poison_seq && r.seq == *poison_seq) {
+        a.refused = true;
+        a.error = "coordinator answered 400";
+        co_return a;
+      }
     for (auto& r : batch) received.emplace(r.seq, r);
     a.ok = true;
     a.acked_seq = batch.empty() ? 0 : batch.back().seq;
@@ -101,6 +110,7 @@ struct fixture {
     cfg.startup_jitter = 50ms;
     cfg.health_interval = 10s;
     cfg.state_dir = dir.string();
+    cfg.control_socket = (dir / "control.sock").string();
     gate.grace = 30ms;
     gate.interval = 30ms;
     gate.soak = 100ms;
@@ -202,6 +212,66 @@ BOOST_AUTO_TEST_CASE(unhealthy_target_is_rolled_back_once_and_not_reapplied) {
   BOOST_TEST(!run_until(rt, [&] { return false; }, 700ms));
   BOOST_TEST(host.switches == switches);
   BOOST_TEST(host.current == path_a);
+}
+
+BOOST_AUTO_TEST_CASE(a_report_the_coordinator_refuses_does_not_block_the_rest) {
+  coordinator.poison_seq = 2;
+  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 7);
+  BOOST_TEST(run_until(rt, [&] { return coordinator.received.contains(5) && rt.outbox().empty(); }));
+  BOOST_TEST(!coordinator.received.contains(2));
+  BOOST_TEST(coordinator.received.contains(1));
+  BOOST_TEST(coordinator.received.contains(3));
+}
+
+BOOST_AUTO_TEST_CASE(control_socket_status_hold_and_rollback) {
+  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 6);
+  BOOST_REQUIRE(run_until(rt, [&] { return host.current == path_b && rt.deployer().current() == core::deployer::stage::idle; }));
+
+  // Talk to the socket from another thread while the agent runs.
+  auto ask = [&](const std::string& command) {
+    std::future<boost::json::value> answer;
+    bool sent = false;
+    int ticks = 0;
+    run_until(rt, [&] {
+      // Each run_until starts the agent afresh: let it bind the socket before connecting.
+      if (!sent && ++ticks > 5) {
+        answer = std::async(std::launch::async, [&, command] { return io::control_request(cfg.control_socket, command); });
+        sent = true;
+      }
+      return sent && answer.wait_for(0s) == std::future_status::ready;
+    });
+    return answer.get();
+  };
+
+  auto status = ask("status");
+  BOOST_TEST(status.at("ok").as_bool());
+  BOOST_TEST(status.at("current").as_string() == path_b);
+  BOOST_TEST(status.at("last_good").as_string() == path_b);
+  BOOST_TEST(status.at("stage").as_string() == "idle");
+
+  auto held = ask("hold");
+  BOOST_TEST(held.at("hold").as_bool());
+  // A new target while held is not deployed.
+  coordinator.desired->store_path = path_a;
+  coordinator.desired->attempt = 1;
+  run_until(rt, [] { return false; }, 400ms);
+  BOOST_TEST(host.current == path_b);
+
+  ask("release-hold");
+  BOOST_TEST(run_until(rt, [&] { return host.current == path_a && rt.deployer().current() == core::deployer::stage::idle; }));
+
+  // Break-glass rollback to the previous confirmed generation (a), from b deployed again.
+  coordinator.desired->store_path = path_b;
+  coordinator.desired->attempt = 2;
+  BOOST_REQUIRE(run_until(rt, [&] { return host.current == path_b && rt.deployer().current() == core::deployer::stage::idle; }));
+  auto rolled = ask("rollback");
+  BOOST_TEST(rolled.at("current").as_string() == path_a);
+  BOOST_TEST(rolled.at("hold").as_bool());  // and held, so the next poll does not undo it
+  run_until(rt, [] { return false; }, 400ms);
+  BOOST_TEST(host.current == path_a);
+
+  auto bad = ask("format-disk");
+  BOOST_TEST(!bad.at("ok").as_bool());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -25,7 +25,7 @@ struct host_facts {
   const std::vector<quarantine_entry>* quarantine = nullptr;
 };
 
-enum class verdict { deploy, up_to_date, wrong_host, unsigned_target, bad_signature, quarantined, on_hold };
+enum class verdict { deploy, up_to_date, wrong_host, unknown_running, unsigned_target, bad_signature, quarantined, on_hold };
 
 struct decision {
   verdict what = verdict::deploy;
@@ -34,8 +34,9 @@ struct decision {
   std::string message;
 };
 
-// The checks, in order: addressed to this host; already running; on hold; signed by a trusted
-// key for this hostname (when keys are configured); not quarantined at this attempt.
+// The checks, in order: addressed to this host; already running; what runs is known (a store
+// path, so that there is something to roll back to); on hold; signed by a trusted key for this
+// hostname (when keys are configured); not quarantined at this attempt.
 decision decide(const protocol::desired_state& desired, const host_facts& facts);
 
 // True when `path` failed here at `attempt` or a later one.

@@ -22,6 +22,8 @@ struct poll_result {
 
 struct ack_result {
   bool ok = false;
+  // The coordinator refused the batch as invalid (400/413/422): retrying it as is cannot succeed.
+  bool refused = false;
   std::uint64_t acked_seq = 0;
   std::string error;
 };

@@ -30,8 +30,11 @@ class deploy_driver {
   // One desired state from the poller (ignored while a deployment runs). Completes when idle.
   boost::asio::awaitable<void> deliver(protocol::desired_state desired, const protocol::trusted_keys& keys);
 
-  // Break-glass rollback to the last known good path.
+  // Break-glass rollback to the newest confirmed path that is not running.
   boost::asio::awaitable<void> manual_rollback();
+
+  // Local hold: no deployment starts while set. Durable; reported as a heartbeat message.
+  boost::asio::awaitable<void> set_hold(bool on);
 
   persistent_state& state() noexcept { return state_; }
   core::host_facts facts(const protocol::trusted_keys& keys);

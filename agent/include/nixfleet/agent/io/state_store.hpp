@@ -17,6 +17,8 @@ namespace nixfleet::agent::io {
 
 struct persistent_state {
   std::optional<std::string> last_good;
+  // Confirmed paths, newest last (at most 16): where a manual rollback goes.
+  std::vector<std::string> confirmed;
   std::vector<core::quarantine_entry> quarantine;  // newest last, at most 64 kept
   bool hold = false;
   friend bool operator==(const persistent_state&, const persistent_state&) = default;
