@@ -81,19 +81,27 @@ boost::asio::awaitable<void> agent_runtime::poll_loop() {
 boost::asio::awaitable<void> agent_runtime::report_loop() {
   core::poll_schedule backoff({std::chrono::milliseconds(500), std::chrono::seconds(1), cfg_.retry_interval,
                                std::chrono::milliseconds(0)});
+  bool isolate = false;
   for (;;) {
     if (outbox_.empty()) {
       co_await sleep_for(std::chrono::milliseconds(250));
       continue;
     }
-    auto res = co_await seams_.coordinator.post_reports(outbox_.batch(100));
+    auto batch = outbox_.batch(isolate ? 1 : 100);
+    const auto sent = batch.size();
+    auto res = co_await seams_.coordinator.post_reports(std::move(batch));
     if (!res.ok && res.refused) {
-      // A report the coordinator can never accept would block every later one: drop the oldest
-      // (logged in full) and try the rest.
+      // A report the coordinator can never accept would block every later one. Find it by sending
+      // one report at a time, and drop only that one (logged).
+      if (sent > 1) {
+        isolate = true;
+        continue;
+      }
       const auto& bad = outbox_.items().front();
       log::error("coordinator refused a report; dropping it",
                  {{"seq", bad.seq}, {"kind", protocol::to_string(bad.kind)}, {"error", res.error}});
       outbox_.ack(bad.seq);
+      isolate = false;
       continue;
     }
     if (!res.ok) {
