@@ -3,9 +3,10 @@
 
 #include "nixfleet/protocol/json_fields.hpp"
 
+#include "nixfleet/common/durable_file.hpp"
+
 #include <boost/json/parse.hpp>
 
-#include <fstream>
 
 namespace nixfleet::agent {
 namespace {
@@ -132,14 +133,11 @@ protocol::decoded<agent_config> parse_agent_config(std::string_view text, const 
 }
 
 protocol::decoded<agent_config> load_agent_config(const std::string& path, const std::string& hostname) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return protocol::decode_error{errc::invalid_json, {}, "cannot read " + path};
-  std::string text(1 << 20, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(in.gcount()));
-  if (in.peek() != std::char_traits<char>::eof())
+  auto text = durable::read_file(path, 1 << 20);
+  if (!text && text.error() == boost::system::errc::file_too_large)
     return protocol::decode_error{errc::too_long, {}, path + " is larger than 1 MiB"};
-  return parse_agent_config(text, hostname);
+  if (!text) return protocol::decode_error{errc::invalid_json, {}, "cannot read " + path};
+  return parse_agent_config(*text, hostname);
 }
 
 boost::json::value to_json(const agent_config& cfg) {

@@ -3,11 +3,11 @@
 
 #include "nixfleet/protocol/json_fields.hpp"
 
+#include "nixfleet/common/durable_file.hpp"
+
 #include <boost/json/parse.hpp>
 
-#include <fstream>
 #include <set>
-#include <sstream>
 
 namespace nixfleet::health {
 
@@ -101,14 +101,11 @@ protocol::decoded<health_setup> parse_health_config(std::string_view text, const
 
 protocol::decoded<health_setup> load_health_config(const std::string& path, const probe_env& env,
                                                    const registry& types) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return protocol::decode_error{errc::invalid_json, {}, "cannot read " + path};
-  std::string text(1 << 20, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(in.gcount()));
-  if (in.peek() != std::char_traits<char>::eof())
+  auto text = durable::read_file(path, 1 << 20);
+  if (!text && text.error() == boost::system::errc::file_too_large)
     return protocol::decode_error{errc::too_long, {}, path + " is larger than 1 MiB"};
-  return parse_health_config(text, env, types);
+  if (!text) return protocol::decode_error{errc::invalid_json, {}, "cannot read " + path};
+  return parse_health_config(*text, env, types);
 }
 
 }  // namespace nixfleet::health
