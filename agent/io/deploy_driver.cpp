@@ -46,6 +46,13 @@ protocol::report deploy_driver::stamp(const core::report_action& a) {
 
 boost::asio::awaitable<void> deploy_driver::emit(protocol::report r) {
   const auto kind = r.kind;
+  switch (kind) {
+    case protocol::report_kind::activated: ++metrics_.activations; break;
+    case protocol::report_kind::activation_failed: ++metrics_.activation_failures; break;
+    case protocol::report_kind::rolled_back: ++metrics_.rollbacks; break;
+    case protocol::report_kind::confirmed: ++metrics_.confirmations; break;
+    default: break;
+  }
   const auto seq = outbox_.push(std::move(r));
   if (auto ec = co_await store_.save_outbox(outbox_))
     log::error("cannot persist the outbox", {{"error", ec.message()}, {"seq", seq}});
@@ -131,12 +138,15 @@ boost::asio::awaitable<std::optional<core::actions>> deploy_driver::perform(cons
       auto set = co_await seams_.nix.set_profile(profile_, act->store_path);
       if (!set.ok) co_return machine_.on_activation_done(false, set.error, seams_.activation.running(), t.now());
     }
+    const auto began = t.now();
     auto sw = co_await seams_.activation.switch_to(act->store_path, act->mode);
+    metrics_.last_activation_seconds = std::chrono::duration<double>(t.now() - began).count();
     co_return machine_.on_activation_done(sw.ok, sw.error, seams_.activation.running(), t.now());
   }
   if (const auto* p = std::get_if<core::probe_round_action>(&a)) {
     co_await t.sleep_until(p->at);
     auto results = co_await seams_.probes.round();
+    for (const auto& r : results) metrics_.probe_up[r.probe] = r.status == protocol::probe_status::pass ? 1 : 0;
     co_return machine_.on_probe_round(t.now(), results);
   }
   if (const auto* rb = std::get_if<core::rollback_action>(&a)) {
@@ -146,7 +156,9 @@ boost::asio::awaitable<std::optional<core::actions>> deploy_driver::perform(cons
       auto set = co_await seams_.nix.set_profile(profile_, rb->store_path);
       if (!set.ok) error = set.error;  // still switch: the running system matters most
     }
+    const auto began = t.now();
     auto sw = co_await seams_.activation.switch_to(rb->store_path, rb->mode);
+    metrics_.last_rollback_seconds = std::chrono::duration<double>(t.now() - began).count();
     if (!sw.ok) error += (error.empty() ? "" : "; ") + sw.error;
     co_return machine_.on_rollback_done(sw.ok, error, seams_.activation.running(), t.now());
   }

@@ -100,8 +100,6 @@ int run_agent(const agent_config& cfg) {
     }, boost::asio::detached);
   }
 
-  if (cfg.metrics_listen)
-    log::warn("metrics_listen is set but this agent has no metrics endpoint yet; ignored", {{"listen", *cfg.metrics_listen}});
   log::info("nixfleet-agent started", {{"machine_id", cfg.machine_id}, {"coordinator", cfg.coordinator_url},
                                        {"dry_run", cfg.dry_run}, {"probes", health_setup->probes.size()}});
   systemd::notify("READY=1");

@@ -3,6 +3,7 @@
 #include "nixfleet/agent/io/runtime.hpp"
 
 #include "nixfleet/agent/io/control.hpp"
+#include "nixfleet/agent/io/metrics.hpp"
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/common/version.hpp"
 
@@ -43,10 +44,14 @@ boost::asio::awaitable<void> agent_runtime::run() {
   outbox_ = std::move(box.value);
   if (box.problem) log::error("outbox damaged", {{"problem", *box.problem}});
   co_await driver_.start();
-  if (cfg_.control_socket.empty())
-    co_await (poll_loop() && report_loop() && health_loop());
-  else
-    co_await (poll_loop() && report_loop() && health_loop() && serve_control(cfg_.control_socket, *this));
+  // Optional listeners: a control socket path and a metrics address.
+  auto control = [this]() -> boost::asio::awaitable<void> {
+    if (!cfg_.control_socket.empty()) co_await serve_control(cfg_.control_socket, *this);
+  };
+  auto metrics = [this]() -> boost::asio::awaitable<void> {
+    if (cfg_.metrics_listen) co_await serve_metrics(*cfg_.metrics_listen, *this);
+  };
+  co_await (poll_loop() && report_loop() && health_loop() && control() && metrics());
 }
 
 boost::asio::awaitable<void> agent_runtime::poll_loop() {
@@ -56,6 +61,10 @@ boost::asio::awaitable<void> agent_runtime::poll_loop() {
   for (;;) {
     auto res = co_await seams_.coordinator.get_desired(etag);
     ++polls_;
+    auto& m = driver_.metrics();
+    (res.what == poll_result::outcome::failed ? m.polls_failed : m.polls_ok)++;
+    if (res.what != poll_result::outcome::failed)
+      m.last_poll_unix = std::chrono::duration_cast<std::chrono::seconds>(seams_.time.wall_now().time_since_epoch()).count();
     std::chrono::milliseconds wait;
     switch (res.what) {
       case poll_result::outcome::failed:
@@ -101,6 +110,7 @@ boost::asio::awaitable<void> agent_runtime::report_loop() {
       log::error("coordinator refused a report; dropping it",
                  {{"seq", bad.seq}, {"kind", protocol::to_string(bad.kind)}, {"error", res.error}});
       outbox_.ack(bad.seq);
+      ++driver_.metrics().reports_dropped;
       isolate = false;
       continue;
     }
@@ -111,7 +121,11 @@ boost::asio::awaitable<void> agent_runtime::report_loop() {
       continue;
     }
     backoff.after_success(std::nullopt);
+    const auto before = outbox_.size();
     outbox_.ack(res.acked_seq);
+    driver_.metrics().reports_delivered += before - outbox_.size();
+    driver_.metrics().last_report_unix =
+        std::chrono::duration_cast<std::chrono::seconds>(seams_.time.wall_now().time_since_epoch()).count();
     if (auto ec = co_await store_.save_outbox(outbox_)) log::error("cannot persist the outbox", {{"error", ec.message()}});
   }
 }
@@ -121,6 +135,7 @@ boost::asio::awaitable<void> agent_runtime::health_loop() {
     co_await sleep_for(cfg_.health_interval);
     if (machine_.current() != core::deployer::stage::idle) continue;  // the gate is running probes
     auto results = co_await seams_.probes.round();
+    for (const auto& r : results) driver_.metrics().probe_up[r.probe] = r.status == protocol::probe_status::pass ? 1 : 0;
     protocol::health_report h{true, results};
     for (const auto& p : seams_.probes.probes())
       for (const auto& r : results)

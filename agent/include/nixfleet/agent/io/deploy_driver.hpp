@@ -4,6 +4,7 @@
 
 #include "nixfleet/agent/core/deployer.hpp"
 #include "nixfleet/agent/core/outbox.hpp"
+#include "nixfleet/agent/io/metrics.hpp"
 #include "nixfleet/agent/io/seams.hpp"
 #include "nixfleet/agent/io/state_store.hpp"
 
@@ -37,6 +38,8 @@ class deploy_driver {
   boost::asio::awaitable<void> set_hold(bool on);
 
   persistent_state& state() noexcept { return state_; }
+  agent_metrics& metrics() noexcept { return metrics_; }
+  const std::string& machine_id() const noexcept { return machine_id_; }
   core::host_facts facts(const protocol::trusted_keys& keys);
 
   // Builds a full report from an action (seq is assigned by the outbox).
@@ -57,6 +60,7 @@ class deploy_driver {
   std::string agent_version_;
   core::time_point started_;
   persistent_state state_;
+  agent_metrics metrics_;
 };
 
 }  // namespace nixfleet::agent::io
