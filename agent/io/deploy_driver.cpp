@@ -75,6 +75,8 @@ boost::asio::awaitable<void> deploy_driver::start() {
     auto r = stamp(a);
     co_await emit(std::move(r));
   }
+  // A switch started by the previous agent process may still be running: judge what runs after it.
+  if (rec.value) co_await seams_.activation.wait_for_earlier_switch();
   co_await execute(machine_.start(rec.value, seams_.activation.running(), seams_.time.now()));
 }
 

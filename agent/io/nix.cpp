@@ -119,6 +119,22 @@ boost::asio::awaitable<step_result> switch_activator::switch_to(std::string stor
   co_return failed("switch-to-configuration " + verb, r);
 }
 
+boost::asio::awaitable<void> switch_activator::wait_for_earlier_switch() {
+  if (settings_.how != activation_settings::runner::systemd_run) co_return;
+  const auto deadline = std::chrono::steady_clock::now() + settings_.timeout + settings_.kill_grace;
+  for (;;) {
+    process::request req;
+    req.argv = {settings_.systemctl, "list-units", "--plain", "--no-legend", "--no-pager", "--state=activating,active,deactivating",
+                "nixfleet-switch-*"};
+    req.timeout = std::chrono::seconds(30);
+    auto r = co_await process::run(std::move(req));
+    if (!r.ok() || r.out.find("nixfleet-switch-") == std::string::npos) co_return;
+    if (std::chrono::steady_clock::now() > deadline) co_return;  // recovery decides from what runs
+    boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, std::chrono::seconds(1));
+    co_await t.async_wait(boost::asio::use_awaitable);
+  }
+}
+
 std::string switch_activator::running() {
   std::error_code ec;
   auto target = std::filesystem::read_symlink(settings_.current_system, ec);

@@ -38,6 +38,7 @@ struct activation_settings {
   // A switch is ended with SIGTERM at the timeout and SIGKILL only this much later.
   std::chrono::milliseconds kill_grace{std::chrono::seconds(60)};
   std::filesystem::path current_system = "/run/current-system";
+  std::string systemctl = "systemctl";
 };
 
 class switch_activator final : public activator {
@@ -45,6 +46,7 @@ class switch_activator final : public activator {
   explicit switch_activator(activation_settings s) : settings_(std::move(s)) {}
   boost::asio::awaitable<step_result> switch_to(std::string store_path, protocol::activation_mode mode) override;
   std::string running() override;
+  boost::asio::awaitable<void> wait_for_earlier_switch() override;
 
  private:
   activation_settings settings_;

@@ -35,6 +35,9 @@ class activator {
   virtual boost::asio::awaitable<step_result> switch_to(std::string store_path, protocol::activation_mode mode) = 0;
   // The system running now (/run/current-system).
   virtual std::string running() = 0;
+  // Completes when no switch started by an earlier agent process is still running (a switch in a
+  // transient unit outlives the agent that started it). Bounded by the activation timeout.
+  virtual boost::asio::awaitable<void> wait_for_earlier_switch() { co_return; }
 };
 
 class prober {
