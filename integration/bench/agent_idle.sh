@@ -25,6 +25,8 @@ c0=$(cpu $agent); t0=$(date +%s.%N)
 sleep $((seconds - 4))
 c1=$(cpu $agent); t1=$(date +%s.%N)
 agent_rss=$(rss_kib $agent); ref_rss=$(rss_kib $ref)
-awk -v a="$agent_rss" -v r="$ref_rss" -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$ticks" 'BEGIN {
-  printf "agent idle RSS: %.2f MiB (sleep(1) beside it: %.2f MiB, ratio %.1fx)\n", a/1024, r/1024, a/r;
+agent_anon=$(awk '/^RssAnon/ {print $2}' "/proc/$agent/status")
+agent_pss=$(awk '/^Pss:/ {print $2}' "/proc/$agent/smaps_rollup")
+awk -v a="$agent_rss" -v anon="$agent_anon" -v pss="$agent_pss" -v r="$ref_rss" -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$ticks" 'BEGIN {
+  printf "agent idle RSS: %.2f MiB (sleep(1) beside it: %.2f MiB, ratio %.1fx); private anonymous %.2f MiB, PSS %.2f MiB\n", a/1024, r/1024, a/r, anon/1024, pss/1024;
   printf "agent idle CPU: %.3f %% of one core over %.0f s\n", 100 * (c1 - c0) / hz / (t1 - t0), t1 - t0 }'
