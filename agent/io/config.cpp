@@ -23,8 +23,11 @@ boost::system::error_code check_listen(std::string_view s) {
   const auto colon = s.rfind(':');
   if (colon == std::string_view::npos || colon == 0 || colon + 1 == s.size() || s.size() > 128)
     return errc::invalid_characters;
-  for (char c : s.substr(colon + 1))
+  const auto port = s.substr(colon + 1);
+  if (port.size() > 5) return errc::out_of_range;
+  for (char c : port)
     if (c < '0' || c > '9') return errc::invalid_characters;
+  if (std::stoul(std::string(port)) > 65535 || std::stoul(std::string(port)) == 0) return errc::out_of_range;
   return protocol::check_text(s, 128);
 }
 

@@ -96,9 +96,10 @@ asio::awaitable<boost::json::value> handle_control(const std::string& line, agen
 
 asio::awaitable<void> serve_control(std::string socket_path, agent_runtime& rt) {
   auto ex = co_await asio::this_coro::executor;
+  // A directory we create is private to root; an existing one is left as the operator made it.
+  const auto parent = std::filesystem::path(socket_path).parent_path();
   std::error_code fec;
-  std::filesystem::create_directories(std::filesystem::path(socket_path).parent_path(), fec);
-  ::chmod(std::filesystem::path(socket_path).parent_path().c_str(), 0700);
+  if (std::filesystem::create_directories(parent, fec)) ::chmod(parent.c_str(), 0700);
   ::unlink(socket_path.c_str());
   stream::acceptor acceptor(ex, stream::endpoint(socket_path));
   ::chmod(socket_path.c_str(), 0600);

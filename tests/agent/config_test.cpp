@@ -69,6 +69,8 @@ BOOST_AUTO_TEST_CASE(bad_configs_name_the_field) {
       {R"({"coordinator_url": "https://x", "switch_runner": "ssh"})", "h", "switch_runner"},
       {R"({"coordinator_url": "https://x", "log_level": "loud"})", "h", "log_level"},
       {R"({"coordinator_url": "https://x", "metrics_listen": "9101"})", "h", "metrics_listen"},
+      {R"({"coordinator_url": "https://x", "metrics_listen": "127.0.0.1:70000"})", "h", "metrics_listen"},
+      {R"({"coordinator_url": "https://x", "metrics_listen": "127.0.0.1:0"})", "h", "metrics_listen"},
       {R"({"coordinator_url": "https://x", "outbox_limit": 5})", "h", "outbox_limit"},
       {R"({"coordinator_url": "https://x", "dry_run": "yes"})", "h", "dry_run"},
       {"[1]", "h", ""},
