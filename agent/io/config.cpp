@@ -93,8 +93,6 @@ void describe_config(V& v, X& raw) {
                          std::pair{"fetch_timeout_s", x.fetch_timeout},
                          std::pair{"activation_timeout_s", x.activation_timeout}})
     v.ensure(d >= std::chrono::seconds(1), name, errc::out_of_range, "must be at least 1 second");
-  v.ensure(x.retry_interval <= x.poll_interval * 10, "retry_interval_s", errc::out_of_range,
-           "at most ten poll intervals");
   v.ensure(raw.runner == "auto" || raw.runner == "systemd-run" || raw.runner == "direct", "switch_runner",
            errc::invalid_enum, "expected one of: auto, systemd-run, direct");
   v.ensure(x.log_level == "trace" || x.log_level == "debug" || x.log_level == "info" || x.log_level == "warn" ||

@@ -2,6 +2,7 @@
 #include "nixfleet/agent/io/deploy_driver.hpp"
 
 #include "nixfleet/common/log.hpp"
+#include "nixfleet/protocol/validate.hpp"
 
 #include <variant>
 
@@ -37,7 +38,7 @@ protocol::report deploy_driver::stamp(const core::report_action& a) {
   r.rollout_id = a.rollout_id;
   r.message = a.message;
   r.health = a.health;
-  r.current_path = seams_.activation.running();
+  if (auto running = seams_.activation.running(); !protocol::check_store_path(running)) r.current_path = running;
   r.agent_version = agent_version_;
   r.uptime_s = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::seconds>(seams_.time.now() - started_).count());

@@ -83,7 +83,7 @@ void describe(V& v, X& x) {
   v.opt("rollout_id", x.rollout_id, id);
   v.opt("message", x.message);
   v.opt("health", x.health);
-  v.req("current_path", x.current_path, path);
+  v.opt("current_path", x.current_path, path);
   v.opt("booted_path", x.booted_path, path);
   v.req("agent_version", x.agent_version, spec{.max_len = 64});
   v.req("uptime_s", x.uptime_s);

@@ -126,7 +126,8 @@ struct report {
   std::optional<std::string> rollout_id;
   std::optional<std::string> message;
   std::optional<health_report> health;  // about store_path (or current_path when absent)
-  std::string current_path;
+  // What runs; absent when the host cannot tell (no store path behind /run/current-system).
+  std::optional<std::string> current_path;
   std::optional<std::string> booted_path;
   std::string agent_version;
   std::uint64_t uptime_s = 0;
