@@ -60,7 +60,6 @@ boost::asio::awaitable<void> agent_runtime::poll_loop() {
   co_await sleep_for(schedule.first(rng_()));
   for (;;) {
     auto res = co_await seams_.coordinator.get_desired(etag);
-    ++polls_;
     auto& m = driver_.metrics();
     (res.what == poll_result::outcome::failed ? m.polls_failed : m.polls_ok)++;
     if (res.what != poll_result::outcome::failed)

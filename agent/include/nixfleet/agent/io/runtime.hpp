@@ -36,7 +36,7 @@ class agent_runtime {
   const core::outbox& outbox() const noexcept { return outbox_; }
   const core::deployer& deployer() const noexcept { return machine_; }
   deploy_driver& driver() noexcept { return driver_; }
-  std::uint64_t polls() const noexcept { return polls_; }
+  std::uint64_t polls() noexcept { return driver_.metrics().polls_ok + driver_.metrics().polls_failed; }
 
  private:
   boost::asio::awaitable<void> poll_loop();
@@ -52,7 +52,6 @@ class agent_runtime {
   deploy_driver driver_;
   protocol::trusted_keys keys_;
   std::mt19937_64 rng_;
-  std::uint64_t polls_ = 0;
 };
 
 }  // namespace nixfleet::agent::io
