@@ -201,7 +201,11 @@ void describe(V& v, X& x) {
   v.req("hostname", x.hostname, id);
   v.req("wave", x.wave);
   v.req("state", x.state);
+  v.opt("target_path", x.target_path, path);
   v.opt("previous_path", x.previous_path, path);
+  v.opt("previous_release_id", x.previous_release_id, id);
+  v.opt("attempt", x.attempt);
+  v.opt("dispatched_at", x.dispatched_at);
   v.opt("message", x.message);
   v.opt("updated_at", x.updated_at);
 }
@@ -213,7 +217,9 @@ void describe(V& v, X& x) {
   v.req("status", x.status);
   v.req("hosts", x.hosts, host_list);
   v.opt("started_at", x.started_at);
+  v.opt("soak_until", x.soak_until);
   v.opt("finished_at", x.finished_at);
+  v.def("tolerated_failures", x.tolerated_failures);
 }
 
 template <class V, class X>

@@ -82,7 +82,8 @@ NIXFLEET_ENUM_NAMES(wave_status, {wave_status::pending, "pending"}, {wave_status
                     {wave_status::soaking, "soaking"}, {wave_status::done, "done"}, {wave_status::failed, "failed"})
 NIXFLEET_ENUM_NAMES(host_state, {host_state::pending, "pending"}, {host_state::dispatched, "dispatched"},
                     {host_state::activating, "activating"}, {host_state::confirmed, "confirmed"},
-                    {host_state::soaked, "soaked"}, {host_state::failed, "failed"})
+                    {host_state::soaked, "soaked"}, {host_state::failed, "failed"},
+                    {host_state::left, "left"})
 #undef NIXFLEET_ENUM_NAMES
 
 template <class E>
@@ -239,6 +240,27 @@ class decoder {
     auto r = parse_size_spec(std::string_view(str->data(), str->size()));
     if (!r) return fail(p, errc::invalid_size_spec, "expected a count (\"3\") or a percentage (\"10%\", at most 100%)");
     out = *r;
+  }
+
+  // Wave lists: "canary" alone is shorthand for ["1", "100%"]; inside a list it means "1".
+  void read(const boost::json::value& v, const path_node* p, std::vector<size_spec>& out, const spec& s) {
+    if (const auto* str = v.if_string(); str != nullptr && *str == "canary") {
+      out = {{size_spec::unit::count, 1}, {size_spec::unit::percent, 100}};
+      return;
+    }
+    const auto* arr = v.if_array();
+    if (arr == nullptr) return fail(p, errc::wrong_type, "expected a list of wave sizes or \"canary\"");
+    if (arr->size() > s.max_items)
+      return fail(p, errc::too_many_items, "more than " + std::to_string(s.max_items) + " items");
+    out.clear();
+    for (std::size_t i = 0; i < arr->size() && ok(); ++i) {
+      path_node here{p, {}, i, true};
+      if (const auto* str = (*arr)[i].if_string(); str != nullptr && *str == "canary") {
+        out.push_back({size_spec::unit::count, 1});
+        continue;
+      }
+      read((*arr)[i], &here, out.emplace_back(), s);
+    }
   }
 
   void read(const boost::json::value& v, const path_node* p, boost::json::object& out, const spec&) {

@@ -57,7 +57,9 @@ enum class role { readonly, deploy, admin };
 enum class failure_action { pause, revert, halt };  // on_failure
 enum class rollout_status { running, paused, completed, cancelled, halted, reverted };
 enum class wave_status { pending, active, soaking, done, failed };
-enum class host_state { pending, dispatched, activating, confirmed, soaked, failed };
+// `left`: the host left the rollout (decommissioned, in maintenance before dispatch, or deleted);
+// it counts neither as a success nor as a failure.
+enum class host_state { pending, dispatched, activating, confirmed, soaked, failed, left };
 
 std::string_view to_string(activation_mode v) noexcept;
 std::string_view to_string(report_kind v) noexcept;
@@ -223,7 +225,11 @@ struct rollout_host {
   std::string hostname;
   std::uint32_t wave = 0;
   host_state state = host_state::pending;
-  std::optional<std::string> previous_path;  // what it ran when dispatched: the revert target
+  std::optional<std::string> target_path;     // what this rollout puts on it
+  std::optional<std::string> previous_path;   // what it ran when dispatched: the revert target
+  std::optional<std::string> previous_release_id;  // the release it was told to run before
+  std::optional<std::uint32_t> attempt;       // the attempt number it was dispatched with
+  std::optional<timestamp> dispatched_at;
   std::optional<std::string> message;
   std::optional<timestamp> updated_at;
 
@@ -235,7 +241,10 @@ struct rollout_wave {
   wave_status status = wave_status::pending;
   std::vector<std::string> hosts;
   std::optional<timestamp> started_at;
+  std::optional<timestamp> soak_until;   // set once every host is confirmed or failed
   std::optional<timestamp> finished_at;
+  // Failures an operator accepted by resuming without retry: not held against the threshold again.
+  std::uint32_t tolerated_failures = 0;
 
   friend bool operator==(const rollout_wave&, const rollout_wave&) = default;
 };
