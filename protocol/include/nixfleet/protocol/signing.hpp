@@ -99,6 +99,12 @@ boost::system::error_code verify_entry(const trusted_keys& keys, std::string_vie
 std::string narinfo_fingerprint(std::string_view store_path, std::string_view nar_hash, std::uint64_t nar_size,
                                 std::span<const std::string> references);
 
+// SHA-256 of `data`, as 64 lowercase hex digits.
+std::string sha256_hex(std::string_view data);
+
+// `n` bytes from the operating system's CSPRNG, as lowercase hex.
+std::string random_hex(std::size_t n);
+
 namespace detail {
 std::string base64_encode(std::span<const std::uint8_t> bytes);
 // Strict: canonical padding only, no whitespace. Fails with errc::invalid_key.

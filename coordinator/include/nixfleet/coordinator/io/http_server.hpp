@@ -1,0 +1,86 @@
+// An HTTP/1.1 server on Beast and coroutines, plain or TLS (optionally verifying client
+// certificates), with keep-alive, size limits, idle and request timeouts, a connection cap and a
+// graceful shutdown that lets requests in flight finish.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace nixfleet::coordinator::io {
+
+struct tls_options {
+  std::string cert_file;
+  std::string key_file;
+  std::optional<std::string> client_ca_file;  // verify client certificates signed by this CA
+  bool require_client_cert = false;           // refuse the handshake without one
+};
+
+struct server_options {
+  boost::asio::ip::tcp::endpoint listen;
+  std::optional<tls_options> tls;
+  std::size_t header_limit = 16 * 1024;
+  std::size_t body_limit = 1 << 20;
+  std::chrono::milliseconds idle_timeout{30'000};     // waiting for the next request
+  std::chrono::milliseconds request_timeout{10'000};  // reading one request, first byte to last
+  std::chrono::milliseconds write_timeout{30'000};
+  std::size_t max_connections = 20'000;
+};
+
+struct http_request {
+  boost::beast::http::request<boost::beast::http::string_body> msg;
+  std::optional<std::string> client_cn;  // CN of a verified client certificate
+  bool tls = false;
+  std::string peer;
+};
+
+struct http_response {
+  unsigned status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+using http_handler = std::function<boost::asio::awaitable<http_response>(http_request&)>;
+// The body of an error answered by the server itself (bad request, too large…).
+using error_renderer = std::function<http_response(unsigned status, std::string code, std::string message)>;
+
+struct server_stats {
+  std::size_t open_connections = 0;
+  std::size_t in_flight = 0;
+  std::uint64_t accepted = 0;
+  std::uint64_t refused_over_cap = 0;
+  std::uint64_t timed_out = 0;
+};
+
+class http_server {
+ public:
+  http_server(boost::asio::io_context& ctx, server_options opts, http_handler handler, error_renderer errors);
+  ~http_server();
+  http_server(const http_server&) = delete;
+  http_server& operator=(const http_server&) = delete;
+
+  // Binds and starts accepting; throws std::system_error when the address cannot be used and
+  // std::runtime_error when the TLS files cannot be loaded.
+  void start();
+  boost::asio::ip::tcp::endpoint local_endpoint() const;
+  // Stops accepting, closes idle connections, waits up to `drain` for requests in flight.
+  boost::asio::awaitable<void> shutdown(std::chrono::milliseconds drain);
+  server_stats stats() const;
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace nixfleet::coordinator::io

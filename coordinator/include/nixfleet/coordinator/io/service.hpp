@@ -1,0 +1,68 @@
+// The coordinator service: the in-memory fleet, the HTTP routes of architecture §3, the
+// reconcile loop driving rollouts, report retention and metrics, over a store.
+#pragma once
+
+#include "nixfleet/coordinator/io/http_server.hpp"
+#include "nixfleet/coordinator/io/storage.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace nixfleet::coordinator::io {
+
+struct service_options {
+  std::string db_path;
+  server_options api;
+  std::optional<boost::asio::ip::tcp::endpoint> metrics_listen;
+  // Plain HTTP: agent routes are open (no client certificates to check).
+  bool insecure_http = false;
+  std::chrono::hours report_retention{7 * 24};
+  std::chrono::milliseconds reconcile_interval{1000};
+  std::chrono::milliseconds prune_interval{std::chrono::hours(1)};
+  std::uint32_t poll_hint_s = 5;
+  // Time source; tests move it.
+  std::function<protocol::timestamp()> clock;
+  // Called when a write the coordinator already acted on in memory cannot be made durable: the
+  // process must stop (and restart from the store) rather than serve state it would forget.
+  std::function<void(const std::string&)> on_fatal;
+};
+
+class service {
+ public:
+  service(boost::asio::io_context& ctx, service_options opts);
+  ~service();
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+
+  // Binds the listeners and starts the background loops; throws when an address is unusable.
+  void start();
+  boost::asio::ip::tcp::endpoint api_endpoint() const;
+  std::optional<boost::asio::ip::tcp::endpoint> metrics_endpoint() const;
+  // Stops accepting, drains requests in flight (up to `drain`), waits for pending writes.
+  boost::asio::awaitable<void> stop(std::chrono::milliseconds drain);
+  // Runs one reconcile pass over every active rollout now (tests; the loop does it periodically).
+  boost::asio::awaitable<void> reconcile_now();
+  // Statements the store ran since it was opened.
+  std::uint64_t store_operations() const;
+
+  struct impl;
+
+ private:
+  std::shared_ptr<impl> impl_;
+};
+
+// Creates an operator API key in the store at `db_path` and returns it (the only time it is
+// shown). The coordinator need not be stopped: it finds keys it does not know in the store.
+std::string create_key(const std::string& db_path, const std::string& name, protocol::role role,
+                       const std::string& actor);
+
+// `nixfleet-coordinator serve`: runs until SIGTERM/SIGINT. Returns the exit code.
+int run_serve(service_options opts);
+
+}  // namespace nixfleet::coordinator::io

@@ -1,0 +1,275 @@
+// The coordinator's HTTP(S) server. One coroutine per connection; a connection waiting for its
+// next request is idle (and closed at shutdown), one reading or answering is in flight.
+#include "nixfleet/coordinator/io/http_server.hpp"
+
+#include "nixfleet/common/log.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <array>
+#include <list>
+
+namespace nixfleet::coordinator::io {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+struct http_server::impl : std::enable_shared_from_this<impl> {
+  struct connection {
+    bool idle = true;
+    std::function<void()> close;
+  };
+
+  impl(asio::io_context& c, server_options o, http_handler h, error_renderer e)
+      : ctx(c), opts(std::move(o)), handler(std::move(h)), errors(std::move(e)), acceptor(c) {}
+
+  asio::io_context& ctx;
+  server_options opts;
+  http_handler handler;
+  error_renderer errors;
+  tcp::acceptor acceptor;
+  std::optional<asio::ssl::context> ssl;
+  bool stopping = false;
+  server_stats st;
+  std::list<connection> connections;
+
+  void start() {
+    if (opts.tls) {
+      ssl.emplace(asio::ssl::context::tls_server);
+      ssl->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
+                       asio::ssl::context::single_dh_use);
+      boost::system::error_code ec;
+      ssl->use_certificate_chain_file(opts.tls->cert_file, ec);
+      if (ec) throw std::runtime_error("cannot load the TLS certificate " + opts.tls->cert_file + ": " + ec.message());
+      ssl->use_private_key_file(opts.tls->key_file, asio::ssl::context::pem, ec);
+      if (ec) throw std::runtime_error("cannot load the TLS key " + opts.tls->key_file + ": " + ec.message());
+      if (opts.tls->client_ca_file) {
+        ssl->load_verify_file(*opts.tls->client_ca_file, ec);
+        if (ec)
+          throw std::runtime_error("cannot load the client CA " + *opts.tls->client_ca_file + ": " + ec.message());
+        auto mode = asio::ssl::verify_peer;
+        if (opts.tls->require_client_cert) mode |= asio::ssl::verify_fail_if_no_peer_cert;
+        ssl->set_verify_mode(mode);
+      }
+    }
+    acceptor.open(opts.listen.protocol());
+    acceptor.set_option(asio::socket_base::reuse_address(true));
+    acceptor.bind(opts.listen);
+    acceptor.listen(asio::socket_base::max_listen_connections);
+    asio::co_spawn(ctx, accept_loop(shared_from_this()), asio::detached);
+  }
+
+  static asio::awaitable<void> accept_loop(std::shared_ptr<impl> self) {
+    for (;;) {
+      auto [ec, sock] = co_await self->acceptor.async_accept(use_tuple);
+      if (self->stopping) co_return;
+      if (ec) {
+        if (ec == asio::error::operation_aborted) co_return;
+        log::warn("accept_failed", {{"error", ec.message()}});
+        // Out of descriptors: back off a little rather than spin.
+        asio::steady_timer t(self->ctx, std::chrono::milliseconds(50));
+        co_await t.async_wait(use_tuple);
+        continue;
+      }
+      if (self->connections.size() >= self->opts.max_connections) {
+        ++self->st.refused_over_cap;
+        boost::system::error_code ignored;
+        sock.close(ignored);
+        continue;
+      }
+      ++self->st.accepted;
+      asio::co_spawn(self->ctx, session(self, std::move(sock)), asio::detached);
+    }
+  }
+
+  static std::optional<std::string> peer_common_name(SSL* ssl) {
+    X509* cert = SSL_get1_peer_certificate(ssl);
+    if (cert == nullptr) return std::nullopt;
+    std::optional<std::string> cn;
+    if (SSL_get_verify_result(ssl) == X509_V_OK) {
+      char buf[256];
+      int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, sizeof buf);
+      if (n > 0 && static_cast<std::size_t>(n) < sizeof buf) cn = std::string(buf, static_cast<std::size_t>(n));
+    }
+    X509_free(cert);
+    return cn;
+  }
+
+  static asio::awaitable<void> session(std::shared_ptr<impl> self, tcp::socket sock) {
+    std::string peer;
+    {
+      boost::system::error_code ec;
+      auto ep = sock.remote_endpoint(ec);
+      if (!ec) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
+    }
+    auto conn = self->connections.insert(self->connections.end(), connection{});
+    if (self->ssl) {
+      beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(sock)), *self->ssl);
+      conn->close = [&stream] { beast::get_lowest_layer(stream).cancel(); };
+      beast::get_lowest_layer(stream).expires_after(self->opts.request_timeout);
+      auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, use_tuple);
+      if (!ec) {
+        auto cn = peer_common_name(stream.native_handle());
+        co_await self->serve(stream, conn, std::move(cn), true, peer);
+        beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+        co_await stream.async_shutdown(use_tuple);
+      } else {
+        log::debug("tls_handshake_failed", {{"peer", peer}, {"error", ec.message()}});
+      }
+    } else {
+      beast::tcp_stream stream(std::move(sock));
+      conn->close = [&stream] { stream.cancel(); };
+      co_await self->serve(stream, conn, std::nullopt, false, peer);
+      boost::system::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    }
+    self->connections.erase(conn);
+  }
+
+  template <class Stream>
+  asio::awaitable<bool> send(Stream& stream, http_response r, unsigned version, bool keep_alive) {
+    http::response<http::string_body> res{static_cast<http::status>(r.status), version};
+    res.set(http::field::server, "nixfleet-coordinator");
+    if (!r.body.empty() || r.status != 204) res.set(http::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) res.set(k, v);
+    res.body() = std::move(r.body);
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    beast::get_lowest_layer(stream).expires_after(opts.write_timeout);
+    auto [ec, n] = co_await http::async_write(stream, res, use_tuple);
+    co_return !ec;
+  }
+
+  template <class Stream>
+  asio::awaitable<void> drain(Stream& stream) {
+    auto& lowest = beast::get_lowest_layer(stream);
+    boost::system::error_code ignored;
+    lowest.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    lowest.expires_after(std::chrono::seconds(1));
+    std::array<char, 16384> sink;
+    for (std::size_t total = 0; total < 8u << 20;) {
+      auto [ec, n] = co_await lowest.async_read_some(asio::buffer(sink), use_tuple);
+      if (ec) break;
+      total += n;
+    }
+  }
+
+  template <class Stream>
+  asio::awaitable<void> serve(Stream& stream, std::list<connection>::iterator conn, std::optional<std::string> cn,
+                              bool tls, std::string peer) {
+    beast::flat_buffer buf;
+    auto& lowest = beast::get_lowest_layer(stream);
+    while (!stopping) {
+      if (buf.size() == 0) {
+        conn->idle = true;
+        lowest.expires_after(opts.idle_timeout);
+        auto [ec, n] = co_await stream.async_read_some(buf.prepare(4096), use_tuple);
+        conn->idle = false;
+        if (ec) {
+          if (ec == beast::error::timeout) ++st.timed_out;
+          co_return;
+        }
+        buf.commit(n);
+      }
+      conn->idle = false;
+      ++st.in_flight;
+      struct in_flight_guard {
+        server_stats& s;
+        ~in_flight_guard() { --s.in_flight; }
+      } guard{st};
+
+      lowest.expires_after(opts.request_timeout);
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
+      parser.body_limit(opts.body_limit);
+      auto [ec, n] = co_await http::async_read(stream, buf, parser, use_tuple);
+      if (ec) {
+        if (ec == beast::error::timeout) {
+          ++st.timed_out;
+          co_return;
+        }
+        if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted ||
+            ec == asio::error::connection_reset)
+          co_return;
+        http_response r = ec == http::error::body_limit
+                              ? errors(413, "body_too_large",
+                                       "the body is larger than " + std::to_string(opts.body_limit) + " bytes")
+                          : ec == http::error::header_limit
+                              ? errors(431, "header_too_large", "the request header is too large")
+                              : errors(400, "bad_request", "malformed HTTP request");
+        co_await send(stream, std::move(r), 11, false);
+        // Read (and drop) what the client is still sending for a moment, so that closing does
+        // not reset the connection before it has read the answer.
+        if (ec == http::error::body_limit) co_await drain(stream);
+        co_return;
+      }
+      http_request req{parser.release(), cn, tls, peer};
+      const bool keep_alive = req.msg.keep_alive();
+      const unsigned version = req.msg.version();
+      http_response r;
+      try {
+        r = co_await handler(req);
+      } catch (const std::exception& e) {
+        log::error("request_failed", {{"target", std::string(req.msg.target())}, {"error", e.what()}});
+        r = errors(500, "internal", "the coordinator could not complete the request");
+      }
+      if (!co_await send(stream, std::move(r), version, keep_alive && !stopping)) co_return;
+      if (!keep_alive) co_return;
+    }
+  }
+};
+
+http_server::http_server(asio::io_context& ctx, server_options opts, http_handler handler, error_renderer errors)
+    : impl_(std::make_shared<impl>(ctx, std::move(opts), std::move(handler), std::move(errors))) {}
+
+http_server::~http_server() {
+  boost::system::error_code ignored;
+  impl_->stopping = true;
+  impl_->acceptor.close(ignored);
+  for (auto& c : impl_->connections)
+    if (c.close) c.close();
+}
+
+void http_server::start() { impl_->start(); }
+
+tcp::endpoint http_server::local_endpoint() const { return impl_->acceptor.local_endpoint(); }
+
+server_stats http_server::stats() const {
+  auto s = impl_->st;
+  s.open_connections = impl_->connections.size();
+  return s;
+}
+
+asio::awaitable<void> http_server::shutdown(std::chrono::milliseconds drain) {
+  auto self = impl_;
+  self->stopping = true;
+  boost::system::error_code ignored;
+  self->acceptor.close(ignored);
+  for (auto& c : self->connections)
+    if (c.idle && c.close) c.close();
+  const auto deadline = std::chrono::steady_clock::now() + drain;
+  while (self->st.in_flight > 0 && std::chrono::steady_clock::now() < deadline) {
+    asio::steady_timer t(self->ctx, std::chrono::milliseconds(10));
+    co_await t.async_wait(use_tuple);
+  }
+  for (auto& c : self->connections)
+    if (c.close) c.close();
+}
+
+}  // namespace nixfleet::coordinator::io

@@ -1,0 +1,123 @@
+// JSON form of the coordinator's machine records, as stored.
+#include "nixfleet/coordinator/io/storage.hpp"
+
+#include "nixfleet/protocol/codec.hpp"
+
+#include <boost/json/value.hpp>
+
+namespace nixfleet::coordinator::io {
+
+namespace json = boost::json;
+
+namespace {
+
+template <class T>
+T field(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr) throw storage_error("machine row lacks " + std::string(key));
+  auto d = protocol::from_json<T>(*v);
+  if (!d) throw storage_error("machine row: " + std::string(key) + ": " + d.error().what());
+  return *d;
+}
+
+std::optional<std::string> opt_string(const json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr || !v->is_string()) return std::nullopt;
+  return std::string(v->as_string());
+}
+
+std::optional<timestamp> opt_time(const json::object& o, std::string_view key) {
+  auto s = opt_string(o, key);
+  if (!s) return std::nullopt;
+  auto t = protocol::parse_time(*s);
+  if (!t) throw storage_error("machine row: bad time in " + std::string(key));
+  return *t;
+}
+
+template <class E>
+E enum_field(const json::object& o, std::string_view key, E fallback, std::initializer_list<E> all) {
+  auto s = opt_string(o, key);
+  if (!s) return fallback;
+  for (E e : all)
+    if (protocol::to_string(e) == *s) return e;
+  throw storage_error("machine row: unknown " + std::string(key) + " " + *s);
+}
+
+}  // namespace
+
+json::value to_json(const machine_record& m) {
+  json::object o;
+  o["id"] = m.id;
+  json::array tags;
+  for (const auto& t : m.tags) tags.push_back(json::value(t));
+  o["tags"] = std::move(tags);
+  o["lifecycle"] = protocol::to_string(m.state);
+  if (m.desired) o["desired"] = protocol::to_json(*m.desired);
+  o["attempt"] = m.attempt;
+  if (m.current_path) o["current_path"] = *m.current_path;
+  if (m.booted_path) o["booted_path"] = *m.booted_path;
+  if (m.last_seen) o["last_seen"] = protocol::format_time(*m.last_seen);
+  if (m.last_report) o["last_report"] = protocol::to_json(*m.last_report);
+  if (m.health) o["health"] = protocol::to_json(*m.health);
+  if (m.health_path) o["health_path"] = *m.health_path;
+  if (m.last_event) {
+    json::object e;
+    e["kind"] = protocol::to_string(m.last_event->kind);
+    if (m.last_event->store_path) e["store_path"] = *m.last_event->store_path;
+    if (m.last_event->message) e["message"] = *m.last_event->message;
+    e["received_at"] = protocol::format_time(m.last_event->received_at);
+    o["last_event"] = std::move(e);
+  }
+  json::array history;
+  for (const auto& h : m.history) history.push_back(protocol::to_json(h));
+  o["history"] = std::move(history);
+  o["acked_seq"] = m.acked_seq;
+  return o;
+}
+
+machine_record machine_from_json(const json::value& v) {
+  const auto* o = v.if_object();
+  if (o == nullptr) throw storage_error("machine row is not an object");
+  machine_record m;
+  m.id = opt_string(*o, "id").value_or("");
+  if (m.id.empty()) throw storage_error("machine row lacks id");
+  if (const auto* t = o->if_contains("tags"); t && t->is_array())
+    for (const auto& x : t->as_array())
+      if (x.is_string()) m.tags.emplace_back(x.as_string());
+  using protocol::lifecycle;
+  m.state = enum_field(*o, "lifecycle", lifecycle::active,
+                       {lifecycle::active, lifecycle::maintenance, lifecycle::decommissioned});
+  if (o->contains("desired")) m.desired = field<protocol::desired_state>(*o, "desired");
+  if (const auto* a = o->if_contains("attempt"); a && a->is_number())
+    m.attempt = static_cast<std::uint32_t>(a->to_number<std::uint64_t>());
+  m.current_path = opt_string(*o, "current_path");
+  m.booted_path = opt_string(*o, "booted_path");
+  m.last_seen = opt_time(*o, "last_seen");
+  if (o->contains("last_report")) m.last_report = field<protocol::report>(*o, "last_report");
+  if (o->contains("health")) m.health = field<protocol::health_report>(*o, "health");
+  m.health_path = opt_string(*o, "health_path");
+  if (const auto* e = o->if_contains("last_event"); e && e->is_object()) {
+    const auto& eo = e->as_object();
+    lifecycle_event ev;
+    using protocol::report_kind;
+    ev.kind = enum_field(eo, "kind", report_kind::heartbeat,
+                         {report_kind::heartbeat, report_kind::up_to_date, report_kind::fetching, report_kind::fetched,
+                          report_kind::fetch_failed, report_kind::rejected, report_kind::activating,
+                          report_kind::activated, report_kind::activation_failed, report_kind::health,
+                          report_kind::confirmed, report_kind::rolled_back, report_kind::rollback_failed});
+    ev.store_path = opt_string(eo, "store_path");
+    ev.message = opt_string(eo, "message");
+    ev.received_at = opt_time(eo, "received_at").value_or(timestamp{});
+    m.last_event = ev;
+  }
+  if (const auto* h = o->if_contains("history"); h && h->is_array())
+    for (const auto& x : h->as_array()) {
+      auto g = protocol::from_json<protocol::confirmed_generation>(x);
+      if (!g) throw storage_error("machine row: history: " + g.error().what());
+      m.history.push_back(*g);
+    }
+  if (const auto* a = o->if_contains("acked_seq"); a && a->is_number()) m.acked_seq = a->to_number<std::uint64_t>();
+  return m;
+}
+
+}  // namespace nixfleet::coordinator::io

@@ -1,0 +1,533 @@
+// SQLite store: WAL journal, foreign keys, numbered migrations, one prepared statement per query.
+#include "nixfleet/coordinator/io/storage.hpp"
+
+#include "nixfleet/protocol/canonical_json.hpp"
+#include "nixfleet/protocol/codec.hpp"
+#include "nixfleet/protocol/signing.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <sqlite3.h>
+
+#include <atomic>
+#include <map>
+#include <optional>
+
+namespace nixfleet::coordinator::io {
+
+namespace json = boost::json;
+
+namespace {
+
+std::int64_t millis(timestamp t) { return t.time_since_epoch().count(); }
+timestamp from_millis(std::int64_t ms) { return timestamp(std::chrono::milliseconds(ms)); }
+
+template <class T>
+T decode_or_throw(std::string_view text, std::string_view what) {
+  auto v = protocol::parse<T>(text);
+  if (!v) throw storage_error("corrupt " + std::string(what) + " row: " + v.error().what());
+  return *v;
+}
+
+// Numbered migrations; each runs once, in order, in its own transaction.
+constexpr const char* migrations[] = {
+    R"sql(
+CREATE TABLE machines (
+  id TEXT PRIMARY KEY,
+  body TEXT NOT NULL
+);
+CREATE TABLE releases (
+  id TEXT PRIMARY KEY,
+  created_at INTEGER NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE TABLE rollouts (
+  id TEXT PRIMARY KEY,
+  release_id TEXT NOT NULL REFERENCES releases(id),
+  status TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE TABLE rollout_hosts (
+  rollout_id TEXT NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+  idx INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY (rollout_id, idx)
+);
+CREATE TABLE rollout_events (
+  rollout_id TEXT NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY (rollout_id, seq)
+);
+CREATE TABLE reports (
+  machine_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  received_at INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY (machine_id, seq)
+);
+CREATE INDEX reports_by_time ON reports (received_at);
+CREATE TABLE audit (
+  seq INTEGER PRIMARY KEY,
+  at INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE INDEX audit_by_target ON audit (target);
+CREATE TABLE api_keys (
+  id TEXT PRIMARY KEY,
+  hash TEXT NOT NULL UNIQUE,
+  body TEXT NOT NULL
+);
+)sql",
+};
+
+class statement {
+ public:
+  statement(sqlite3* db, const char* sql, std::atomic<std::uint64_t>& ops) : db_(db), ops_(ops) {
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr) != SQLITE_OK)
+      throw storage_error(std::string("prepare failed: ") + sqlite3_errmsg(db));
+  }
+  ~statement() { sqlite3_finalize(stmt_); }
+  statement(const statement&) = delete;
+  statement& operator=(const statement&) = delete;
+
+  statement& bind(int i, std::string_view s) {
+    check(sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT));
+    return *this;
+  }
+  statement& bind(int i, std::int64_t v) {
+    check(sqlite3_bind_int64(stmt_, i, v));
+    return *this;
+  }
+  statement& bind_null(int i) {
+    check(sqlite3_bind_null(stmt_, i));
+    return *this;
+  }
+
+  // True while there is a row.
+  bool step() {
+    if (!started_) {
+      ++ops_;
+      started_ = true;
+    }
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw storage_error(std::string("step failed: ") + sqlite3_errmsg(db_));
+  }
+  void run();
+  void reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+    started_ = false;
+  }
+
+  std::string text(int col) const {
+    const auto* p = sqlite3_column_text(stmt_, col);
+    return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(stmt_, col));
+  }
+  std::int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
+
+ private:
+  void check(int rc) {
+    if (rc != SQLITE_OK) throw storage_error(std::string("bind failed: ") + sqlite3_errmsg(db_));
+  }
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  std::atomic<std::uint64_t>& ops_;
+  bool started_ = false;
+};
+
+// Resets a statement however the scope is left.
+struct reset_on_exit {
+  statement& s;
+  ~reset_on_exit() { s.reset(); }
+};
+
+void statement::run() {
+  reset_on_exit r{*this};
+  while (step()) {
+  }
+}
+
+class sqlite_storage final : public storage {
+ public:
+  explicit sqlite_storage(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+      std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+      sqlite3_close(db_);
+      throw storage_error("cannot open database " + path + ": " + msg);
+    }
+    sqlite3_busy_timeout(db_, 5000);
+    exec("PRAGMA journal_mode=WAL");
+    exec("PRAGMA synchronous=FULL");
+    exec("PRAGMA foreign_keys=ON");
+    migrate();
+  }
+  ~sqlite_storage() override {
+    cache_.clear();
+    sqlite3_close(db_);
+  }
+
+  loaded_state load() override {
+    loaded_state out;
+    {
+      auto& s = prepared("SELECT body FROM machines ORDER BY id");
+      reset_on_exit r{s};
+      while (s.step()) {
+        boost::system::error_code ec;
+        auto v = json::parse(s.text(0), ec);
+        if (ec) throw storage_error("corrupt machine row");
+        out.machines.push_back(machine_from_json(v));
+      }
+    }
+    {
+      auto& s = prepared("SELECT body FROM releases ORDER BY created_at, id");
+      reset_on_exit r{s};
+      while (s.step()) out.releases.push_back(decode_or_throw<protocol::release>(s.text(0), "release"));
+    }
+    {
+      auto& s = prepared("SELECT body FROM rollouts ORDER BY created_at, id");
+      reset_on_exit r{s};
+      while (s.step()) out.rollouts.push_back(decode_or_throw<protocol::rollout_detail>(s.text(0), "rollout"));
+    }
+    for (auto& r : out.rollouts) {
+      {
+        auto& s = prepared("SELECT body FROM rollout_hosts WHERE rollout_id = ? ORDER BY idx");
+        reset_on_exit g{s};
+        s.bind(1, r.id);
+        while (s.step()) r.hosts.push_back(decode_or_throw<protocol::rollout_host>(s.text(0), "rollout host"));
+      }
+      {
+        auto& s = prepared("SELECT body FROM rollout_events WHERE rollout_id = ? ORDER BY seq");
+        reset_on_exit g{s};
+        s.bind(1, r.id);
+        while (s.step()) r.events.push_back(decode_or_throw<protocol::rollout_event>(s.text(0), "rollout event"));
+      }
+    }
+    {
+      auto& s = prepared("SELECT hash, body FROM api_keys ORDER BY id");
+      reset_on_exit r{s};
+      while (s.step())
+        out.keys.push_back({decode_or_throw<protocol::api_key_info>(s.text(1), "api key"), s.text(0)});
+    }
+    return out;
+  }
+
+  std::vector<std::string> commit(const std::vector<const change_set*>& sets) override {
+    std::vector<std::string> results(sets.size());
+    exec("BEGIN IMMEDIATE");
+    // Another process (`keys create`) may have appended to the audit chain: read its head under
+    // the write lock.
+    try {
+      chain_head_ = head();
+    } catch (const storage_error&) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+    const auto head_before = chain_head_;
+    try {
+      for (std::size_t i = 0; i < sets.size(); ++i) {
+        const auto saved_head = chain_head_;
+        exec("SAVEPOINT change_set");
+        try {
+          apply(*sets[i]);
+          exec("RELEASE change_set");
+        } catch (const storage_error& e) {
+          exec("ROLLBACK TO change_set");
+          exec("RELEASE change_set");
+          chain_head_ = saved_head;
+          results[i] = e.what();
+        }
+      }
+      exec("COMMIT");
+    } catch (const storage_error& e) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      chain_head_ = head_before;
+      for (auto& r : results)
+        if (r.empty()) r = std::string("commit failed: ") + e.what();
+    }
+    return results;
+  }
+
+  std::vector<protocol::audit_event> audit(const audit_query& q) override {
+    auto& s = prepared(
+        "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit WHERE seq > ?1 "
+        "AND (?2 IS NULL OR actor = ?2) AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR target = ?4) "
+        "AND (?5 IS NULL OR at >= ?5) ORDER BY seq LIMIT ?6");
+    reset_on_exit r{s};
+    s.bind(1, static_cast<std::int64_t>(q.after_seq));
+    q.actor ? s.bind(2, *q.actor) : s.bind_null(2);
+    q.action ? s.bind(3, *q.action) : s.bind_null(3);
+    q.target ? s.bind(4, *q.target) : s.bind_null(4);
+    q.since ? s.bind(5, millis(*q.since)) : s.bind_null(5);
+    s.bind(6, static_cast<std::int64_t>(q.limit));
+    std::vector<protocol::audit_event> out;
+    while (s.step()) out.push_back(read_audit_row(s));
+    return out;
+  }
+
+  audit_verdict verify_audit() override {
+    auto& s = prepared("SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit ORDER BY seq");
+    reset_on_exit r{s};
+    audit_verdict v;
+    std::string prev(64, '0');
+    std::uint64_t expected_seq = 1;
+    while (s.step()) {
+      protocol::audit_event e;
+      std::string why;
+      try {
+        e = read_audit_row(s);
+      } catch (const storage_error&) {
+        e.seq = static_cast<std::uint64_t>(s.integer(0));
+        why = "row does not parse";
+      }
+      ++v.rows;
+      if (why.empty() && e.seq != expected_seq) why = "sequence gap (a row was removed)";
+      if (why.empty() && e.prev_hash != prev) why = "prev_hash does not match the row before";
+      if (why.empty() && audit_hash(e) != e.hash) why = "hash does not match the row's content";
+      if (!why.empty()) {
+        v.ok = false;
+        v.bad_seq = e.seq;
+        v.reason = why;
+        return v;
+      }
+      prev = e.hash;
+      ++expected_seq;
+    }
+    return v;
+  }
+
+  std::uint64_t prune_reports(timestamp before) override {
+    auto& s = prepared("DELETE FROM reports WHERE received_at < ?");
+    s.bind(1, millis(before));
+    s.run();
+    return static_cast<std::uint64_t>(sqlite3_changes(db_));
+  }
+
+  std::vector<stored_report> reports(const std::string& machine_id, std::uint32_t limit) override {
+    auto& s = prepared("SELECT received_at, body FROM reports WHERE machine_id = ? ORDER BY seq DESC LIMIT ?");
+    reset_on_exit r{s};
+    s.bind(1, machine_id).bind(2, static_cast<std::int64_t>(limit));
+    std::vector<stored_report> out;
+    while (s.step())
+      out.push_back({machine_id, from_millis(s.integer(0)), decode_or_throw<protocol::report>(s.text(1), "report")});
+    return out;
+  }
+
+  std::uint64_t report_count() override {
+    auto& s = prepared("SELECT count(*) FROM reports");
+    reset_on_exit r{s};
+    s.step();
+    return static_cast<std::uint64_t>(s.integer(0));
+  }
+
+  std::optional<key_record> find_key(const std::string& hash) override {
+    auto& s = prepared("SELECT body FROM api_keys WHERE hash = ?");
+    reset_on_exit r{s};
+    s.bind(1, hash);
+    if (!s.step()) return std::nullopt;
+    return key_record{decode_or_throw<protocol::api_key_info>(s.text(0), "api key"), hash};
+  }
+
+  std::uint64_t operations() const noexcept override { return ops_.load(); }
+
+ private:
+  struct chain {
+    std::uint64_t seq = 0;
+    std::string hash = std::string(64, '0');
+  };
+
+  void exec(const char* sql) {
+    ++ops_;
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      throw storage_error(std::string(sql).substr(0, 40) + ": " + msg);
+    }
+  }
+
+  statement& prepared(const char* sql) {
+    auto it = cache_.find(sql);
+    if (it == cache_.end()) it = cache_.emplace(sql, std::make_unique<statement>(db_, sql, ops_)).first;
+    return *it->second;
+  }
+
+  void migrate() {
+    exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+    std::int64_t version = 0;
+    {
+      auto& s = prepared("SELECT coalesce(max(version), 0) FROM schema_version");
+      reset_on_exit r{s};
+      if (s.step()) version = s.integer(0);
+    }
+    const auto known = static_cast<std::int64_t>(std::size(migrations));
+    if (version > known)
+      throw storage_error("the database was written by a newer coordinator (schema " + std::to_string(version) + ")");
+    for (auto v = version; v < known; ++v) {
+      exec("BEGIN IMMEDIATE");
+      try {
+        exec(migrations[v]);
+        auto& s = prepared("INSERT INTO schema_version (version) VALUES (?)");
+        s.bind(1, v + 1);
+        s.run();
+        exec("COMMIT");
+      } catch (...) {
+        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+      }
+    }
+    chain_head_ = head();
+  }
+
+  chain head() {
+    auto& s = prepared("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
+    reset_on_exit r{s};
+    chain c;
+    if (s.step()) {
+      c.seq = static_cast<std::uint64_t>(s.integer(0));
+      c.hash = s.text(1);
+    }
+    return c;
+  }
+
+  protocol::audit_event read_audit_row(statement& s) {
+    protocol::audit_event e;
+    e.seq = static_cast<std::uint64_t>(s.integer(0));
+    e.at = from_millis(s.integer(1));
+    e.actor = s.text(2);
+    e.action = s.text(3);
+    e.target = s.text(4);
+    boost::system::error_code ec;
+    auto detail = json::parse(s.text(5), ec);
+    if (ec || !detail.is_object()) throw storage_error("corrupt audit detail");
+    e.detail = detail.as_object();
+    e.prev_hash = s.text(6);
+    e.hash = s.text(7);
+    return e;
+  }
+
+  void apply(const change_set& c) {
+    for (const auto& m : c.machines) {
+      auto& s = prepared("INSERT INTO machines (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body");
+      s.bind(1, m.id).bind(2, json::serialize(to_json(m)));
+      s.run();
+    }
+    for (const auto& id : c.deleted_machines) {
+      auto& s = prepared("DELETE FROM machines WHERE id = ?");
+      s.bind(1, id);
+      s.run();
+    }
+    for (const auto& r : c.reports) {
+      auto& s = prepared(
+          "INSERT INTO reports (machine_id, seq, received_at, kind, body) VALUES (?, ?, ?, ?, ?) "
+          "ON CONFLICT(machine_id, seq) DO NOTHING");
+      s.bind(1, r.machine_id)
+          .bind(2, static_cast<std::int64_t>(r.body.seq))
+          .bind(3, millis(r.received_at))
+          .bind(4, protocol::to_string(r.body.kind))
+          .bind(5, protocol::serialize(r.body));
+      s.run();
+    }
+    for (const auto& r : c.releases) {
+      auto& s = prepared("INSERT INTO releases (id, created_at, body) VALUES (?, ?, ?)");
+      s.bind(1, r.id).bind(2, millis(r.created_at)).bind(3, protocol::serialize(r));
+      s.run();
+    }
+    for (const auto& id : c.deleted_releases) {
+      auto& s = prepared("DELETE FROM releases WHERE id = ?");
+      s.bind(1, id);
+      s.run();
+    }
+    for (const auto& w : c.rollouts) {
+      auto& s = prepared(
+          "INSERT INTO rollouts (id, release_id, status, created_at, body) VALUES (?, ?, ?, ?, ?) "
+          "ON CONFLICT(id) DO UPDATE SET status = excluded.status, body = excluded.body");
+      s.bind(1, w.head.id)
+          .bind(2, w.head.spec.release_id)
+          .bind(3, protocol::to_string(w.head.status))
+          .bind(4, millis(w.head.created_at))
+          .bind(5, protocol::serialize(w.head));
+      s.run();
+      for (const auto& [idx, h] : w.hosts) {
+        auto& hs = prepared(
+            "INSERT INTO rollout_hosts (rollout_id, idx, body) VALUES (?, ?, ?) "
+            "ON CONFLICT(rollout_id, idx) DO UPDATE SET body = excluded.body");
+        hs.bind(1, w.head.id).bind(2, static_cast<std::int64_t>(idx)).bind(3, protocol::serialize(h));
+        hs.run();
+      }
+      for (const auto& e : w.events) {
+        auto& es = prepared("INSERT INTO rollout_events (rollout_id, seq, body) VALUES (?, ?, ?)");
+        es.bind(1, w.head.id).bind(2, static_cast<std::int64_t>(e.seq)).bind(3, protocol::serialize(e));
+        es.run();
+      }
+    }
+    for (const auto& k : c.keys) {
+      auto& s = prepared("INSERT INTO api_keys (id, hash, body) VALUES (?, ?, ?)");
+      s.bind(1, k.info.id).bind(2, k.hash).bind(3, protocol::serialize(k.info));
+      s.run();
+    }
+    for (const auto& id : c.deleted_keys) {
+      auto& s = prepared("DELETE FROM api_keys WHERE id = ?");
+      s.bind(1, id);
+      s.run();
+    }
+    for (const auto& a : c.audit) {
+      protocol::audit_event e;
+      e.seq = chain_head_.seq + 1;
+      e.at = a.at;
+      e.actor = a.actor;
+      e.action = a.action;
+      e.target = a.target;
+      e.detail = a.detail;
+      e.prev_hash = chain_head_.hash;
+      e.hash = audit_hash(e);
+      auto& s = prepared(
+          "INSERT INTO audit (seq, at, actor, action, target, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+      s.bind(1, static_cast<std::int64_t>(e.seq))
+          .bind(2, millis(e.at))
+          .bind(3, e.actor)
+          .bind(4, e.action)
+          .bind(5, e.target)
+          .bind(6, json::serialize(e.detail))
+          .bind(7, e.prev_hash)
+          .bind(8, e.hash);
+      s.run();
+      chain_head_ = {e.seq, e.hash};
+    }
+  }
+
+  sqlite3* db_ = nullptr;
+  std::map<const char*, std::unique_ptr<statement>> cache_;
+  std::atomic<std::uint64_t> ops_{0};
+  chain chain_head_;
+};
+
+}  // namespace
+
+std::string audit_hash(const protocol::audit_event& e) {
+  json::object o;
+  o["seq"] = e.seq;
+  o["at"] = protocol::format_time(e.at);
+  o["actor"] = e.actor;
+  o["action"] = e.action;
+  o["target"] = e.target;
+  o["detail"] = e.detail;
+  auto canonical = protocol::canonicalize(o);
+  if (!canonical) throw storage_error("audit detail cannot be canonicalised");
+  return protocol::sha256_hex(e.prev_hash + *canonical);
+}
+
+std::unique_ptr<storage> open_sqlite(const std::string& path) { return std::make_unique<sqlite_storage>(path); }
+
+}  // namespace nixfleet::coordinator::io

@@ -1,0 +1,498 @@
+// The coordinator over real HTTP on an ephemeral port: every route, the auth matrix, bad input,
+// slow and idle clients, the poll path's independence from the store, TLS client certificates.
+#include "test_client.hpp"
+
+#include "nixfleet/coordinator/io/storage.hpp"
+#include "nixfleet/protocol/codec.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <sqlite3.h>
+
+#include <atomic>
+
+using namespace nixfleet;
+using namespace nixfleet::test;
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using http::verb;
+
+namespace {
+
+const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
+const std::string P2 = "/nix/store/1d3b7r5mckylg04wcr7hhd7im5h1vp5w-nixos-system-b";
+
+std::string release_body(const std::string& id, const std::string& path, const std::vector<std::string>& hosts) {
+  json::array entries;
+  for (const auto& h : hosts) entries.push_back(json::object{{"hostname", h}, {"store_path", path}, {"tags", json::array{"web"}}});
+  return json::serialize(json::object{{"id", id},
+                                      {"created_at", "2026-11-25T10:00:00.000Z"},
+                                      {"cache_urls", json::array{"http://127.0.0.1:1/cache"}},
+                                      {"entries", entries}});
+}
+
+std::string report_body(std::uint64_t seq, const std::string& kind, const std::optional<std::string>& store_path,
+                        const std::string& current) {
+  json::object r{{"seq", seq},
+                 {"at", "2026-11-25T10:00:0" + std::to_string(seq % 10) + ".000Z"},
+                 {"kind", kind},
+                 {"current_path", current},
+                 {"agent_version", "test"},
+                 {"uptime_s", 5}};
+  if (store_path) r["store_path"] = *store_path;
+  return json::serialize(json::object{{"reports", json::array{r}}});
+}
+
+struct coordinator_fixture {
+  fs::path dir = temp_dir("coordinator");
+  std::string db = (dir / "db.sqlite").string();
+  std::string admin, deployer, reader;
+  std::shared_ptr<std::atomic<std::int64_t>> now_ms = std::make_shared<std::atomic<std::int64_t>>(1'790'000'000'000);
+  std::optional<running_coordinator> c;
+
+  coordinator_fixture() {
+    admin = coordinator::io::create_key(db, "alice", protocol::role::admin, "test");
+    deployer = coordinator::io::create_key(db, "bob", protocol::role::deploy, "test");
+    reader = coordinator::io::create_key(db, "carol", protocol::role::readonly, "test");
+  }
+  ~coordinator_fixture() {
+    c.reset();
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+
+  coordinator::io::service_options options() {
+    coordinator::io::service_options o;
+    o.db_path = db;
+    o.insecure_http = true;
+    o.reconcile_interval = std::chrono::hours(1);  // tests reconcile explicitly
+    auto clock = now_ms;
+    o.clock = [clock] { return protocol::timestamp(std::chrono::milliseconds(clock->load())); };
+    return o;
+  }
+  void start() { c.emplace(options()); }
+  void start(coordinator::io::service_options o) { c.emplace(std::move(o)); }
+  void advance(std::chrono::milliseconds d) { *now_ms += d.count(); }
+
+  reply as(const std::string& key, verb m, const std::string& target, const std::string& body = {}) {
+    request_spec s{m, target, body, {}};
+    if (!key.empty()) s.headers["Authorization"] = "Bearer " + key;
+    return send(c->endpoint(), s);
+  }
+  reply agent(verb m, const std::string& target, const std::string& body = {},
+              std::map<std::string, std::string> headers = {}) {
+    return send(c->endpoint(), {m, target, body, std::move(headers)});
+  }
+  bool healthy() { return agent(verb::get, "/healthz").status == 200; }
+};
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(coordinator_routes, coordinator_fixture)
+
+BOOST_AUTO_TEST_CASE(operator_routes_require_a_key_and_enough_role) {
+  start();
+  struct row {
+    verb m;
+    std::string target;
+    protocol::role need;
+  };
+  const std::vector<row> routes = {
+      {verb::get, "/api/v1/machines", protocol::role::readonly},
+      {verb::get, "/api/v1/machines/web-1", protocol::role::readonly},
+      {verb::put, "/api/v1/machines/web-1", protocol::role::admin},
+      {verb::delete_, "/api/v1/machines/web-1/desired", protocol::role::admin},
+      {verb::post, "/api/v1/machines/web-1/rollback", protocol::role::deploy},
+      {verb::get, "/api/v1/releases", protocol::role::readonly},
+      {verb::post, "/api/v1/releases", protocol::role::deploy},
+      {verb::get, "/api/v1/releases/r1", protocol::role::readonly},
+      {verb::delete_, "/api/v1/releases/r1", protocol::role::admin},
+      {verb::get, "/api/v1/releases/r1/diff/r2", protocol::role::readonly},
+      {verb::get, "/api/v1/rollouts", protocol::role::readonly},
+      {verb::post, "/api/v1/rollouts", protocol::role::deploy},
+      {verb::get, "/api/v1/rollouts/ro-1", protocol::role::readonly},
+      {verb::post, "/api/v1/rollouts/ro-1/pause", protocol::role::deploy},
+      {verb::post, "/api/v1/rollouts/ro-1/resume", protocol::role::deploy},
+      {verb::post, "/api/v1/rollouts/ro-1/cancel", protocol::role::deploy},
+      {verb::get, "/api/v1/audit", protocol::role::readonly},
+      {verb::get, "/api/v1/audit/export?format=csv", protocol::role::readonly},
+      {verb::get, "/api/v1/audit/verify", protocol::role::readonly},
+      {verb::get, "/api/v1/keys", protocol::role::admin},
+      {verb::post, "/api/v1/keys", protocol::role::admin},
+      {verb::delete_, "/api/v1/keys/key-000000000000", protocol::role::admin},
+  };
+  const std::string unknown_key = "nfk_" + std::string(64, 'a');
+  for (const auto& r : routes) {
+    BOOST_TEST_CONTEXT(r.target << " " << r.m) {
+      auto none = as("", r.m, r.target, "{}");
+      BOOST_TEST(none.status == 401u);
+      BOOST_TEST(none.json().at("error").as_string() == "unauthenticated");
+      BOOST_TEST(none.headers["X-Nixfleet-Protocol"] == "1");
+      BOOST_TEST(as(unknown_key, r.m, r.target, "{}").status == 401u);
+      BOOST_TEST(as("not-a-key", r.m, r.target, "{}").status == 401u);
+      if (r.need == protocol::role::deploy || r.need == protocol::role::admin)
+        BOOST_TEST(as(reader, r.m, r.target, "{}").status == 403u);
+      if (r.need == protocol::role::admin) BOOST_TEST(as(deployer, r.m, r.target, "{}").status == 403u);
+      // Enough role gets past authorisation (to a 2xx, 400, 404 or 409 on these placeholder ids).
+      auto ok = as(admin, r.m, r.target, "{}");
+      BOOST_TEST((ok.status != 401u && ok.status != 403u));
+    }
+  }
+  BOOST_TEST(healthy());
+}
+
+BOOST_AUTO_TEST_CASE(releases_are_immutable_listed_diffed_and_deleted) {
+  start();
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1", "web-2"})).status == 201u);
+  auto dup = as(deployer, verb::post, "/api/v1/releases", release_body("r1", P2, {"web-1"}));
+  BOOST_TEST(dup.status == 409u);
+  auto r2 = json::parse(release_body("r2", P2, {"web-1", "web-3"})).as_object();
+  r2["entries"].as_array().push_back(json::object{{"hostname", "web-2"}, {"store_path", P1}, {"tags", json::array{}}});
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", json::serialize(r2)).status == 201u);
+
+  auto one = as(reader, verb::get, "/api/v1/releases/r1");
+  BOOST_TEST(one.status == 200u);
+  BOOST_TEST(one.json().at("created_by").as_string() == "bob");
+  BOOST_TEST(as(reader, verb::get, "/api/v1/releases").json().as_array().size() == 2u);
+  BOOST_TEST(as(reader, verb::get, "/api/v1/releases/nope").status == 404u);
+
+  auto diff = as(reader, verb::get, "/api/v1/releases/r1/diff/r2").json();
+  BOOST_TEST(json::serialize(diff.at("added")) == R"(["web-3"])");
+  BOOST_TEST(json::serialize(diff.at("removed")) == "[]");
+  BOOST_TEST(diff.at("changed").as_array().size() == 1u);
+  BOOST_TEST(diff.at("changed").at(0).at("hostname").as_string() == "web-1");
+  BOOST_TEST(diff.at("changed").at(0).at("new").as_string() == P2);
+  BOOST_TEST(json::serialize(diff.at("unchanged")) == R"(["web-2"])");
+
+  auto ro = as(deployer, verb::post, "/api/v1/rollouts", R"({"release_id":"r2","target":{"hosts":["web-3"]}})");
+  BOOST_TEST(ro.status == 201u);
+  BOOST_TEST(as(admin, verb::delete_, "/api/v1/releases/r2").status == 409u);
+  BOOST_TEST(as(admin, verb::delete_, "/api/v1/releases/r1").status == 204u);
+  BOOST_TEST(as(reader, verb::get, "/api/v1/releases/r1").status == 404u);
+}
+
+BOOST_AUTO_TEST_CASE(a_rollout_dispatches_in_waves_and_completes_on_confirmations) {
+  start();
+  BOOST_TEST(as(admin, verb::put, "/api/v1/machines/web-1", R"({"tags":["web","eu"]})").status == 200u);
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1", "web-2"})).status == 201u);
+  auto ro = as(deployer, verb::post, "/api/v1/rollouts",
+               R"({"release_id":"r1","target":{"tags":["web"]},"waves":"canary","soak_s":60})");
+  BOOST_TEST_REQUIRE(ro.status == 201u);
+  const auto id = std::string(ro.json().at("id").as_string());
+  const auto canary = std::string(ro.json().at("waves").at(0).at("hosts").at(0).as_string());
+  const auto second = canary == "web-1" ? std::string("web-2") : std::string("web-1");
+
+  // The canary has a desired state with a poll hint; the second host has none yet.
+  auto d = agent(verb::get, "/api/v1/machines/" + canary + "/desired");
+  BOOST_TEST_REQUIRE(d.status == 200u);
+  auto desired = protocol::parse<protocol::desired_state>(d.body);
+  BOOST_TEST_REQUIRE(desired.has_value());
+  BOOST_TEST(desired->store_path == P1);
+  BOOST_TEST((desired->rollout_id == id));
+  BOOST_TEST((desired->poll_hint == 5u));
+  BOOST_TEST(desired->attempt == 1u);
+  BOOST_TEST(agent(verb::get, "/api/v1/machines/" + second + "/desired").status == 204u);
+  auto again = agent(verb::get, "/api/v1/machines/" + canary + "/desired", {}, {{"If-None-Match", d.headers["ETag"]}});
+  BOOST_TEST(again.status == 304u);
+
+  // The canary confirms; the wave soaks for 60 s, then the second host is dispatched.
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/" + canary + "/reports", report_body(1, "confirmed", P1, P1)).status == 200u);
+  c->reconcile();
+  auto st = as(reader, verb::get, "/api/v1/rollouts/" + id).json();
+  BOOST_TEST(st.at("waves").at(0).at("status").as_string() == "soaking");
+  advance(std::chrono::seconds(61));
+  c->reconcile();
+  BOOST_TEST(agent(verb::get, "/api/v1/machines/" + second + "/desired").status == 200u);
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/" + second + "/reports", report_body(1, "confirmed", P1, P1)).status == 200u);
+  c->reconcile();
+  advance(std::chrono::seconds(61));
+  c->reconcile();
+  st = as(reader, verb::get, "/api/v1/rollouts/" + id).json();
+  BOOST_TEST(st.at("status").as_string() == "completed");
+  BOOST_TEST(st.at("events").as_array().size() >= 8u);
+  // Out of the rollout, the hint is gone (and the ETag changed with it).
+  auto after = agent(verb::get, "/api/v1/machines/" + canary + "/desired", {}, {{"If-None-Match", d.headers["ETag"]}});
+  BOOST_TEST(after.status == 200u);
+  BOOST_TEST(!after.json().at("poll_hint").is_number());
+
+  auto listed = as(reader, verb::get, "/api/v1/rollouts?status=completed").json().as_array();
+  BOOST_TEST(listed.size() == 1u);
+  BOOST_TEST(as(reader, verb::get, "/api/v1/rollouts?status=running").json().as_array().empty());
+
+  auto m = as(reader, verb::get, "/api/v1/machines/" + canary).json();
+  BOOST_TEST(m.at("current_path").as_string() == P1);
+  BOOST_TEST(m.at("history").at(0).at("store_path").as_string() == P1);
+  auto filtered = as(reader, verb::get, "/api/v1/machines?tag=eu").json().as_array();
+  BOOST_TEST_REQUIRE(filtered.size() == 1u);
+  BOOST_TEST(filtered[0].at("id").as_string() == "web-1");
+  BOOST_TEST(as(reader, verb::get, "/api/v1/machines?state=maintenance").json().as_array().empty());
+  BOOST_TEST(as(reader, verb::get, "/api/v1/machines?state=bogus").status == 400u);
+}
+
+BOOST_AUTO_TEST_CASE(failure_pauses_then_resume_with_retry_raises_the_attempt_and_cancel_ends_it) {
+  start();
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1", "web-2", "web-3"})).status == 201u);
+  auto ro = as(deployer, verb::post, "/api/v1/rollouts",
+               R"({"release_id":"r1","target":{"hosts":["web-1","web-2","web-3"]},"waves":["100%"],"on_failure":"pause"})");
+  BOOST_TEST_REQUIRE(ro.status == 201u);
+  const auto id = std::string(ro.json().at("id").as_string());
+  auto before = protocol::parse<protocol::desired_state>(agent(verb::get, "/api/v1/machines/web-2/desired").body);
+  BOOST_TEST_REQUIRE(before.has_value());
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-2/reports", report_body(1, "rolled_back", P1, P2)).status == 200u);
+  c->reconcile();
+  auto st = as(reader, verb::get, "/api/v1/rollouts/" + id).json();
+  BOOST_TEST(st.at("status").as_string() == "paused");
+  // The failed host is told to run what it runs.
+  auto reset = protocol::parse<protocol::desired_state>(agent(verb::get, "/api/v1/machines/web-2/desired").body);
+  BOOST_TEST_REQUIRE(reset.has_value());
+  BOOST_TEST(reset->store_path == P2);
+
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/rollouts/" + id + "/pause").status == 409u);
+  auto resumed = as(deployer, verb::post, "/api/v1/rollouts/" + id + "/resume", R"({"retry_failed":true})");
+  BOOST_TEST(resumed.status == 200u);
+  BOOST_TEST(resumed.json().at("status").as_string() == "running");
+  auto retry = protocol::parse<protocol::desired_state>(agent(verb::get, "/api/v1/machines/web-2/desired").body);
+  BOOST_TEST_REQUIRE(retry.has_value());
+  BOOST_TEST(retry->store_path == P1);
+  BOOST_TEST(retry->attempt > reset->attempt);
+
+  auto cancelled = as(deployer, verb::post, "/api/v1/rollouts/" + id + "/cancel");
+  BOOST_TEST(cancelled.json().at("status").as_string() == "cancelled");
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/rollouts/" + id + "/resume").status == 409u);
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/rollouts/" + id + "/bogus").status == 404u);
+  // Out of any active rollout, a host may join a new one.
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/rollouts", R"({"release_id":"r1","target":{"hosts":["web-1"]}})").status == 201u);
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/rollouts", R"({"release_id":"r1","target":{"hosts":["web-1"]}})").status == 409u);
+}
+
+BOOST_AUTO_TEST_CASE(reports_are_acknowledged_once_and_replays_are_not_doubled) {
+  start();
+  json::array batch;
+  for (std::uint64_t seq = 1; seq <= 5; ++seq)
+    batch.push_back(json::parse(report_body(seq, seq == 5 ? "confirmed" : "heartbeat", P1, P1)).at("reports").at(0));
+  const auto body = json::serialize(json::object{{"reports", batch}});
+  auto first = agent(verb::post, "/api/v1/machines/web-9/reports", body);
+  BOOST_TEST(first.status == 200u);
+  BOOST_TEST(first.body == R"({"acked_seq":5})");
+  auto replay = agent(verb::post, "/api/v1/machines/web-9/reports", body);
+  BOOST_TEST(replay.body == R"({"acked_seq":5})");
+  c->stop();
+  auto store = coordinator::io::open_sqlite(db);
+  BOOST_TEST(store->report_count() == 5u);
+  BOOST_TEST(store->reports("web-9", 10).front().body.seq == 5u);
+  auto loaded = store->load();
+  BOOST_TEST_REQUIRE(loaded.machines.size() == 1u);
+  BOOST_TEST(loaded.machines[0].acked_seq == 5u);
+  BOOST_TEST((loaded.machines[0].current_path == P1));
+}
+
+BOOST_AUTO_TEST_CASE(machine_update_rollback_and_clearing_desired) {
+  start();
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1"})).status == 201u);
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r2", P2, {"web-1"})).status == 201u);
+  // The machine ran P1 (confirmed), then P2 (confirmed).
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", report_body(1, "confirmed", P1, P1)).status == 200u);
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", report_body(2, "confirmed", P2, P2)).status == 200u);
+  auto rb = as(deployer, verb::post, "/api/v1/machines/web-1/rollback");
+  BOOST_TEST(rb.status == 200u);
+  auto d = protocol::parse<protocol::desired_state>(agent(verb::get, "/api/v1/machines/web-1/desired").body);
+  BOOST_TEST_REQUIRE(d.has_value());
+  BOOST_TEST(d->store_path == P1);
+  BOOST_TEST(d->release_id == "r1");
+  auto given = as(deployer, verb::post, "/api/v1/machines/web-1/rollback", R"({"store_path":")" + P2 + R"("})");
+  BOOST_TEST(given.status == 200u);
+  auto unknown = as(deployer, verb::post, "/api/v1/machines/web-1/rollback",
+                    R"({"store_path":"/nix/store/2f4c8s6nd0zmh15xds8iijf8jn6i2wq6-x"})");
+  BOOST_TEST(unknown.status == 409u);
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/machines/nobody/rollback").status == 404u);
+
+  auto put = as(admin, verb::put, "/api/v1/machines/web-1", R"({"lifecycle":"maintenance","tags":["db"]})");
+  BOOST_TEST(put.status == 200u);
+  BOOST_TEST(put.json().at("lifecycle").as_string() == "maintenance");
+  BOOST_TEST(as(admin, verb::delete_, "/api/v1/machines/web-1/desired").status == 204u);
+  BOOST_TEST(agent(verb::get, "/api/v1/machines/web-1/desired").status == 204u);
+  BOOST_TEST(as(admin, verb::delete_, "/api/v1/machines/nobody/desired").status == 404u);
+}
+
+BOOST_AUTO_TEST_CASE(keys_are_created_listed_and_revoked) {
+  start();
+  auto made = as(admin, verb::post, "/api/v1/keys", R"({"name":"ci","role":"deploy"})");
+  BOOST_TEST_REQUIRE(made.status == 201u);
+  const auto key = std::string(made.json().at("key").as_string());
+  const auto id = std::string(made.json().at("id").as_string());
+  BOOST_TEST(as(key, verb::get, "/api/v1/releases").status == 200u);
+  auto listed = as(admin, verb::get, "/api/v1/keys");
+  BOOST_TEST(listed.json().as_array().size() == 4u);
+  BOOST_TEST(listed.body.find("nfk_") == std::string::npos, "secrets are never listed");
+  BOOST_TEST(as(admin, verb::delete_, "/api/v1/keys/" + id).status == 204u);
+  BOOST_TEST(as(key, verb::get, "/api/v1/releases").status == 401u);
+  // A key made on the host while the coordinator runs is found in the store.
+  auto late = coordinator::io::create_key(db, "dave", protocol::role::readonly, "test");
+  BOOST_TEST(as(late, verb::get, "/api/v1/releases").status == 200u);
+  BOOST_TEST(as(admin, verb::post, "/api/v1/keys", R"({"name":"x","role":"root"})").status == 400u);
+}
+
+BOOST_AUTO_TEST_CASE(audit_log_lists_exports_verifies_and_names_a_tampered_row) {
+  start();
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1"})).status == 201u);
+  // A key whose name a spreadsheet would run as a formula acts; its name lands in the actor column.
+  auto formula = as(admin, verb::post, "/api/v1/keys", R"({"name":"-2+3","role":"admin"})");
+  BOOST_TEST_REQUIRE(formula.status == 201u);
+  BOOST_TEST(as(std::string(formula.json().at("key").as_string()), verb::put, "/api/v1/machines/web-1",
+                R"({"tags":["web"]})").status == 200u);
+  auto rows = as(reader, verb::get, "/api/v1/audit?actor=bob").json().as_array();
+  BOOST_TEST_REQUIRE(rows.size() == 1u);
+  BOOST_TEST(rows[0].at("action").as_string() == "release.created");
+  BOOST_TEST(as(reader, verb::get, "/api/v1/audit?limit=2").json().as_array().size() == 2u);
+  BOOST_TEST(as(reader, verb::get, "/api/v1/audit?limit=5000").status == 400u);
+  BOOST_TEST(as(reader, verb::get, "/api/v1/audit?since=yesterday").status == 400u);
+
+  auto csv = as(reader, verb::get, "/api/v1/audit/export?format=csv");
+  BOOST_TEST(csv.headers["Content-Type"].starts_with("text/csv"));
+  BOOST_TEST(csv.body.starts_with("seq,at,actor,action,target,detail,prev_hash,hash\n"));
+  BOOST_TEST(csv.body.find(",\"=") == std::string::npos, "no cell starts a formula");
+  BOOST_TEST(csv.body.find(",\"-") == std::string::npos, "no cell starts a formula");
+  BOOST_TEST(csv.body.find(",\"'-2+3\",") != std::string::npos, "the name is kept, defused");
+  auto jsonl = as(reader, verb::get, "/api/v1/audit/export?format=jsonl");
+  std::size_t lines = 0;
+  for (std::size_t pos = 0; (pos = jsonl.body.find('\n', pos)) != std::string::npos; ++pos) ++lines;
+  BOOST_TEST(lines == 6u);  // three keys, a release, a key, a machine created
+  BOOST_TEST(as(reader, verb::get, "/api/v1/audit/export?format=xml").status == 400u);
+
+  auto verdict = as(reader, verb::get, "/api/v1/audit/verify").json();
+  BOOST_TEST(verdict.at("ok").as_bool());
+  BOOST_TEST(verdict.at("rows").as_int64() == 6);
+
+  c->stop();
+  sqlite3* raw = nullptr;
+  BOOST_TEST_REQUIRE(sqlite3_open(db.c_str(), &raw) == SQLITE_OK);
+  BOOST_TEST(sqlite3_exec(raw, "UPDATE audit SET actor = 'mallory' WHERE seq = 4", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(raw);
+  auto v = coordinator::io::open_sqlite(db)->verify_audit();
+  BOOST_TEST(!v.ok);
+  BOOST_TEST((v.bad_seq == 4u));
+  start();
+  auto over_http = as(reader, verb::get, "/api/v1/audit/verify").json();
+  BOOST_TEST(!over_http.at("ok").as_bool());
+  BOOST_TEST(over_http.at("bad_seq").as_int64() == 4);
+}
+
+BOOST_AUTO_TEST_CASE(bad_input_gets_the_right_status_and_the_server_stays_healthy) {
+  start();
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1"})).status == 201u);
+  struct row {
+    std::string name;
+    verb m;
+    std::string target;
+    std::string body;
+    std::map<std::string, std::string> headers;
+    unsigned status;
+  };
+  const std::string two_mib(2 << 20, 'x');
+  const std::string key = "Bearer " + deployer;
+  const std::vector<row> rows = {
+      {"malformed json", verb::post, "/api/v1/releases", "{\"id\": ", {{"Authorization", key}}, 400},
+      {"wrong type", verb::post, "/api/v1/releases", R"({"id": 7, "created_at": "2026-11-25T10:00:00Z", "entries": []})",
+       {{"Authorization", key}}, 400},
+      {"unknown fields accepted", verb::post, "/api/v1/releases",
+       R"({"id":"r9","created_at":"2026-11-25T10:00:00Z","cache_urls":[],"colour":"blue","entries":[{"hostname":"h","store_path":")" +
+           P1 + R"(","shoe_size":44}]})",
+       {{"Authorization", key}}, 201},
+      {"two MiB body", verb::post, "/api/v1/releases", two_mib, {{"Authorization", key}}, 413},
+      {"invalid store path", verb::post, "/api/v1/releases",
+       R"({"id":"r8","created_at":"2026-11-25T10:00:00Z","cache_urls":[],"entries":[{"hostname":"h","store_path":"/nix/store/../etc/passwd"}]})",
+       {{"Authorization", key}}, 400},
+      {"invalid machine id in path", verb::get, "/api/v1/machines/..%2Fetc/desired", "", {}, 400},
+      {"invalid machine id in body", verb::post, "/api/v1/rollouts",
+       R"({"release_id":"r1","target":{"hosts":["bad host"]}})", {{"Authorization", key}}, 400},
+      {"wrong protocol major", verb::get, "/api/v1/machines/web-1/desired", "", {{"X-Nixfleet-Protocol", "2"}}, 426},
+      {"same major, newer minor", verb::get, "/api/v1/machines/web-1/desired", "", {{"X-Nixfleet-Protocol", "1.3"}}, 204},
+      {"unknown route", verb::get, "/api/v2/everything", "", {}, 404},
+      {"wrong method", verb::patch, "/api/v1/releases", "", {{"Authorization", key}}, 405},
+      {"report batch with a bad kind", verb::post, "/api/v1/machines/web-1/reports",
+       R"({"reports":[{"seq":1,"at":"2026-11-25T10:00:00Z","kind":"exploded","agent_version":"x","uptime_s":1}]})", {}, 400},
+      {"negative sequence", verb::post, "/api/v1/machines/web-1/reports",
+       R"({"reports":[{"seq":-1,"at":"2026-11-25T10:00:00Z","kind":"heartbeat","agent_version":"x","uptime_s":1}]})", {}, 400},
+  };
+  for (const auto& r : rows) {
+    BOOST_TEST_CONTEXT(r.name) {
+      auto res = send(c->endpoint(), {r.m, r.target, r.body, r.headers});
+      BOOST_TEST(res.status == r.status, res.status << " " << res.body);
+      if (res.status >= 400) {
+        auto j = res.json();
+        BOOST_TEST(j.at("error").is_string());
+        BOOST_TEST(j.at("message").is_string());
+        BOOST_TEST(res.body.find("sqlite") == std::string::npos);
+      }
+      BOOST_TEST(healthy());
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(slow_and_idle_clients_are_dropped_and_do_not_starve_others) {
+  auto o = options();
+  o.api.request_timeout = std::chrono::milliseconds(300);
+  o.api.idle_timeout = std::chrono::milliseconds(500);
+  start(o);
+  asio::io_context ctx;
+  // Slowloris: half a header, then nothing.
+  asio::ip::tcp::socket slow(ctx);
+  slow.connect(c->endpoint());
+  asio::write(slow, asio::buffer(std::string("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")));
+  // Many idle connections.
+  std::vector<asio::ip::tcp::socket> idle;
+  for (int i = 0; i < 200; ++i) {
+    idle.emplace_back(ctx);
+    idle.back().connect(c->endpoint());
+  }
+  BOOST_TEST(healthy(), "others are served while slow and idle clients hold connections");
+  std::this_thread::sleep_for(std::chrono::milliseconds(900));
+  char byte;
+  boost::system::error_code ec;
+  slow.read_some(asio::buffer(&byte, 1), ec);
+  BOOST_TEST((ec == asio::error::eof || ec == asio::error::connection_reset), "the slow client was dropped: " << ec.message());
+  idle.front().read_some(asio::buffer(&byte, 1), ec);
+  BOOST_TEST((ec == asio::error::eof || ec == asio::error::connection_reset), "idle clients were dropped");
+  BOOST_TEST(healthy());
+}
+
+BOOST_AUTO_TEST_CASE(the_poll_path_never_reaches_the_store) {
+  start();
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1", "web-2"})).status == 201u);
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/rollouts", R"({"release_id":"r1","target":{"hosts":["web-1"]}})").status == 201u);
+  auto first = agent(verb::get, "/api/v1/machines/web-1/desired");
+  BOOST_TEST_REQUIRE(first.status == 200u);
+  const auto before = c->on_thread([this] { return c->service().store_operations(); });
+  unsigned not_modified = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto r = agent(verb::get, "/api/v1/machines/web-1/desired", {}, {{"If-None-Match", first.headers["ETag"]}});
+    not_modified += r.status == 304u;
+    BOOST_TEST(agent(verb::get, "/api/v1/machines/web-2/desired").status == 204u);
+    BOOST_TEST(agent(verb::get, "/api/v1/machines/never-seen/desired").status == 204u);
+  }
+  BOOST_TEST(not_modified == 200u);
+  const auto after = c->on_thread([this] { return c->service().store_operations(); });
+  BOOST_TEST(after == before, "600 polls ran " << after - before << " store statements");
+  // A report does reach the store: the counter does count.
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", report_body(1, "heartbeat", std::nullopt, P2)).status == 200u);
+  BOOST_TEST(c->on_thread([this] { return c->service().store_operations(); }) > after);
+}
+
+BOOST_AUTO_TEST_CASE(metrics_are_served_on_their_own_address) {
+  auto o = options();
+  o.metrics_listen = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0);
+  start(o);
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", report_body(1, "heartbeat", std::nullopt, P1)).status == 200u);
+  auto ep = c->on_thread([this] { return *c->service().metrics_endpoint(); });
+  auto m = send(ep, {verb::get, "/metrics", {}, {}});
+  BOOST_TEST(m.status == 200u);
+  BOOST_TEST(m.body.find("nixfleet_coordinator_machines{lifecycle=\"active\"} 1") != std::string::npos);
+  BOOST_TEST(m.body.find("nixfleet_coordinator_reports_ingested_total 1") != std::string::npos);
+  BOOST_TEST(m.body.find("route=\"/api/v1/machines/{id}/reports\",status=\"200\"") != std::string::npos);
+  BOOST_TEST(m.body.find("nixfleet_coordinator_build_info") != std::string::npos);
+  BOOST_TEST(m.body.find("nixfleet_coordinator_store_write_seconds_total") != std::string::npos);
+  BOOST_TEST(send(ep, {verb::get, "/api/v1/machines", {}, {}}).status == 404u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
