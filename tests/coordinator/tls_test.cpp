@@ -1,0 +1,127 @@
+// The coordinator over TLS: agents identified by client certificates (CN = machine id),
+// operators by API key, and a handshake refused when a required certificate is missing or
+// signed by someone else. Certificates are made with the openssl command for each run.
+#include "test_client.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <fstream>
+
+using namespace nixfleet;
+using namespace nixfleet::test;
+namespace fs = std::filesystem;
+using http::verb;
+
+namespace {
+
+void run(const std::string& cmd) {
+  const int rc = std::system((cmd + " >/dev/null 2>&1").c_str());
+  BOOST_REQUIRE_MESSAGE(rc == 0, "failed: " << cmd);
+}
+
+struct pki {
+  fs::path dir = temp_dir("tls");
+
+  pki() {
+    const std::string d = dir.string();
+    const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    run("openssl req -x509 " + ec + " -keyout " + d + "/ca.key -out " + d + "/ca.crt -days 2 -subj /CN=nixfleet-test-ca");
+    run("openssl req -x509 " + ec + " -keyout " + d + "/rogue-ca.key -out " + d +
+        "/rogue-ca.crt -days 2 -subj /CN=rogue-ca");
+    issue("server", "127.0.0.1", "ca", "subjectAltName=IP:127.0.0.1");
+    issue("web-1", "web-1", "ca", "extendedKeyUsage=clientAuth");
+    issue("web-2", "web-2", "ca", "extendedKeyUsage=clientAuth");
+    issue("rogue-web-1", "web-1", "rogue-ca", "extendedKeyUsage=clientAuth");
+  }
+  ~pki() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+
+  void issue(const std::string& name, const std::string& cn, const std::string& ca, const std::string& ext) {
+    const std::string d = dir.string();
+    std::ofstream(dir / (name + ".ext")) << ext << "\n";
+    run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " + d + "/" + name +
+        ".key -out " + d + "/" + name + ".csr -subj /CN=" + cn);
+    run("openssl x509 -req -in " + d + "/" + name + ".csr -CA " + d + "/" + ca + ".crt -CAkey " + d + "/" + ca +
+        ".key -CAcreateserial -out " + d + "/" + name + ".crt -days 2 -extfile " + d + "/" + name + ".ext");
+  }
+
+  std::string path(const std::string& f) const { return (dir / f).string(); }
+  client_tls as(const std::optional<std::string>& who) const {
+    client_tls t{path("ca.crt"), std::nullopt, std::nullopt};
+    if (who) {
+      t.cert_file = path(*who + ".crt");
+      t.key_file = path(*who + ".key");
+    }
+    return t;
+  }
+};
+
+struct tls_fixture {
+  pki certs;
+  fs::path dir = temp_dir("tls-db");
+  std::string db = (dir / "db.sqlite").string();
+  std::string admin = coordinator::io::create_key(db, "alice", protocol::role::admin, "test");
+  std::optional<running_coordinator> c;
+
+  ~tls_fixture() {
+    c.reset();
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+
+  void start(bool require_cert) {
+    coordinator::io::service_options o;
+    o.db_path = db;
+    o.api.tls = coordinator::io::tls_options{certs.path("server.crt"), certs.path("server.key"),
+                                             certs.path("ca.crt"), require_cert};
+    o.reconcile_interval = std::chrono::hours(1);
+    c.emplace(std::move(o));
+  }
+
+  reply get(const std::string& target, const std::optional<std::string>& who,
+            std::map<std::string, std::string> headers = {}) {
+    return send(c->endpoint(), {verb::get, target, {}, std::move(headers)}, certs.as(who));
+  }
+};
+
+const std::string heartbeat =
+    R"({"reports":[{"seq":1,"at":"2026-11-25T10:00:00Z","kind":"heartbeat","agent_version":"t","uptime_s":1}]})";
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(coordinator_tls, tls_fixture)
+
+BOOST_AUTO_TEST_CASE(agents_are_known_by_their_certificate_and_operators_by_key) {
+  start(false);
+  BOOST_TEST(get("/api/v1/machines/web-1/desired", "web-1").status == 204u);
+  auto other = get("/api/v1/machines/web-2/desired", "web-1");
+  BOOST_TEST(other.status == 403u, "a certificate for another machine");
+  auto report_other = send(c->endpoint(), {verb::post, "/api/v1/machines/web-2/reports", heartbeat, {}}, certs.as("web-1"));
+  BOOST_TEST(report_other.status == 403u);
+  auto own = send(c->endpoint(), {verb::post, "/api/v1/machines/web-2/reports", heartbeat, {}}, certs.as("web-2"));
+  BOOST_TEST(own.status == 200u);
+  auto none = get("/api/v1/machines/web-1/desired", std::nullopt);
+  BOOST_TEST(none.status == 401u, "no certificate at all");
+  BOOST_TEST(none.json().at("error").as_string() == "client_certificate_required");
+  // Operators need no certificate; their key is what counts.
+  BOOST_TEST(get("/api/v1/machines", std::nullopt, {{"Authorization", "Bearer " + admin}}).status == 200u);
+  BOOST_TEST(get("/api/v1/machines", "web-1").status == 401u, "a machine certificate is no operator key");
+  // A certificate with the right name from another CA does not get through the handshake.
+  auto rogue = get("/api/v1/machines/web-1/desired", "rogue-web-1");
+  BOOST_TEST(rogue.status == 0u);
+  BOOST_TEST(!rogue.error.empty());
+  BOOST_TEST(get("/healthz", std::nullopt).status == 200u);
+}
+
+BOOST_AUTO_TEST_CASE(a_required_client_certificate_is_enforced_at_the_handshake) {
+  start(true);
+  auto none = get("/healthz", std::nullopt);
+  BOOST_TEST(none.status == 0u, "handshake refused");
+  BOOST_TEST(!none.error.empty());
+  BOOST_TEST(get("/api/v1/machines/web-1/desired", "web-1").status == 204u);
+  BOOST_TEST(get("/healthz", "web-2").status == 200u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
