@@ -1,0 +1,203 @@
+// The SQLite store: migrations, change sets isolated in savepoints, the audit chain across failed
+// sets and other writers, report retention, and everything loaded back as written.
+#include "test_client.hpp"
+
+#include "nixfleet/coordinator/io/storage.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <sqlite3.h>
+
+using namespace nixfleet;
+using namespace nixfleet::coordinator::io;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
+
+protocol::timestamp at(std::int64_t ms) { return protocol::timestamp(std::chrono::milliseconds(ms)); }
+
+struct store_fixture {
+  fs::path dir = nixfleet::test::temp_dir("store");
+  std::string path = (dir / "db.sqlite").string();
+  ~store_fixture() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+protocol::release release(const std::string& id) {
+  protocol::release r;
+  r.id = id;
+  r.created_at = at(1000);
+  r.created_by = "alice";
+  r.entries.push_back({"web-1", P1, std::nullopt, {"web"}, std::nullopt});
+  return r;
+}
+
+// Built out of line: GCC 12 warns (wrongly) about the default wave list when this is inlined.
+[[gnu::noinline]] protocol::rollout_detail rollout_head() {
+  protocol::rollout_detail r;
+  r.id = "ro-1";
+  r.spec.release_id = "r1";
+  return r;
+}
+
+audit_entry event(const std::string& action) { return {at(5000), "alice", action, "r1", boost::json::object{{"n", 1}}}; }
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(coordinator_storage, store_fixture)
+
+BOOST_AUTO_TEST_CASE(migrations_run_once_and_a_newer_schema_is_refused) {
+  { auto s = open_sqlite(path); }
+  { auto s = open_sqlite(path); }
+  sqlite3* raw = nullptr;
+  BOOST_REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(raw, "SELECT count(*) FROM schema_version", -1, &st, nullptr);
+  sqlite3_step(st);
+  BOOST_TEST(sqlite3_column_int(st, 0) == 1);
+  sqlite3_finalize(st);
+  char* mode = nullptr;
+  sqlite3_exec(raw, "INSERT INTO schema_version (version) VALUES (999)", nullptr, nullptr, &mode);
+  sqlite3_close(raw);
+  BOOST_CHECK_THROW(open_sqlite(path), storage_error);
+}
+
+BOOST_AUTO_TEST_CASE(a_failing_change_set_does_not_take_the_others_down_nor_break_the_chain) {
+  auto s = open_sqlite(path);
+  change_set a, dup, b;
+  a.releases.push_back(release("r1"));
+  a.audit.push_back(event("release.created"));
+  dup.releases.push_back(release("r1"));  // primary key taken: this set fails
+  dup.audit.push_back(event("release.created"));
+  b.releases.push_back(release("r2"));
+  b.audit.push_back(event("release.created"));
+  b.audit.push_back(event("release.noted"));
+  auto results = s->commit({&a, &dup, &b});
+  BOOST_TEST(results[0].empty());
+  BOOST_TEST(!results[1].empty());
+  BOOST_TEST(results[2].empty());
+  auto loaded = s->load();
+  BOOST_TEST(loaded.releases.size() == 2u);
+  auto v = s->verify_audit();
+  BOOST_TEST(v.ok, v.reason);
+  BOOST_TEST(v.rows == 3u);
+  auto rows = s->audit({});
+  BOOST_TEST_REQUIRE(rows.size() == 3u);
+  BOOST_TEST(rows[0].prev_hash == std::string(64, '0'));
+  BOOST_TEST(rows[1].prev_hash == rows[0].hash);
+  BOOST_TEST(rows[2].seq == 3u);
+  BOOST_TEST(rows[2].hash == audit_hash(rows[2]));
+
+  // Another writer (`keys create` on the host) appends meanwhile; the chain stays whole.
+  {
+    auto other = open_sqlite(path);
+    change_set k;
+    k.audit.push_back(event("key.created"));
+    BOOST_TEST(other->commit({&k})[0].empty());
+  }
+  change_set c;
+  c.audit.push_back(event("release.deleted"));
+  BOOST_TEST(s->commit({&c})[0].empty());
+  v = s->verify_audit();
+  BOOST_TEST(v.ok, v.reason);
+  BOOST_TEST(v.rows == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(a_removed_audit_row_is_named) {
+  auto s = open_sqlite(path);
+  change_set c;
+  for (int i = 0; i < 5; ++i) c.audit.push_back(event("a" + std::to_string(i)));
+  s->commit({&c});
+  sqlite3* raw = nullptr;
+  BOOST_REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+  sqlite3_exec(raw, "DELETE FROM audit WHERE seq = 3", nullptr, nullptr, nullptr);
+  sqlite3_close(raw);
+  auto v = open_sqlite(path)->verify_audit();
+  BOOST_TEST(!v.ok);
+  BOOST_TEST((v.bad_seq == 4u));
+}
+
+BOOST_AUTO_TEST_CASE(reports_are_kept_once_and_pruned_after_retention) {
+  auto s = open_sqlite(path);
+  change_set c;
+  for (std::uint64_t seq = 1; seq <= 4; ++seq) {
+    protocol::report r;
+    r.seq = seq;
+    r.at = at(static_cast<std::int64_t>(seq) * 1000);
+    r.agent_version = "t";
+    c.reports.push_back({"web-1", at(static_cast<std::int64_t>(seq) * 1000), r});
+  }
+  s->commit({&c});
+  s->commit({&c});  // a replay
+  BOOST_TEST(s->report_count() == 4u);
+  BOOST_TEST(s->prune_reports(at(2500)) == 2u);
+  BOOST_TEST(s->report_count() == 2u);
+  BOOST_TEST(s->reports("web-1", 10).front().body.seq == 4u);
+}
+
+BOOST_AUTO_TEST_CASE(machines_rollouts_and_keys_load_back_as_written) {
+  machine_record m;
+  m.id = "web-1";
+  m.tags = {"web", "eu"};
+  m.state = protocol::lifecycle::maintenance;
+  m.attempt = 3;
+  m.current_path = P1;
+  m.last_seen = at(7000);
+  m.health = protocol::health_report{true, {{"nginx", "systemd_unit", protocol::probe_status::pass, 12, std::nullopt}}};
+  m.health_path = P1;
+  m.last_event = lifecycle_event{protocol::report_kind::confirmed, P1, std::string("ok"), at(6000)};
+  m.history = {{P1, at(6000)}};
+  m.acked_seq = 42;
+  protocol::desired_state d;
+  d.machine_id = "web-1";
+  d.release_id = "r1";
+  d.store_path = P1;
+  d.attempt = 3;
+  d.release_created_at = at(1000);
+  m.desired = d;
+
+  auto r = rollout_head();
+  r.spec.target.hosts = {"web-1"};
+  r.created_at = at(2000);
+  r.created_by = "alice";
+  r.waves = {{0, protocol::wave_status::active, {"web-1"}, at(2000), std::nullopt, std::nullopt, 0}};
+  protocol::rollout_host h;
+  h.hostname = "web-1";
+  h.target_path = P1;
+  h.state = protocol::host_state::dispatched;
+  h.attempt = 3;
+  h.dispatched_at = at(2000);
+  rollout_write w;
+  w.head = r;
+  w.hosts = {{0, h}};
+  w.events = {{1, at(2000), "host_dispatched", std::string("web-1"), 0u, "desired state set"}};
+
+  key_record k{{"key-1", "alice", protocol::role::admin, at(100), std::nullopt}, std::string(64, 'f')};
+  {
+    auto s = open_sqlite(path);
+    change_set c;
+    c.releases.push_back(release("r1"));
+    c.machines.push_back(m);
+    c.rollouts.push_back(w);
+    c.keys.push_back(k);
+    BOOST_TEST(s->commit({&c})[0].empty());
+  }
+  auto loaded = open_sqlite(path)->load();
+  BOOST_TEST_REQUIRE(loaded.machines.size() == 1u);
+  BOOST_TEST((loaded.machines[0] == m));
+  BOOST_TEST_REQUIRE(loaded.rollouts.size() == 1u);
+  BOOST_TEST_REQUIRE(loaded.rollouts[0].hosts.size() == 1u);
+  BOOST_TEST((loaded.rollouts[0].hosts[0] == h));
+  BOOST_TEST(loaded.rollouts[0].events.size() == 1u);
+  BOOST_TEST((loaded.rollouts[0].waves == r.waves));
+  BOOST_TEST_REQUIRE(loaded.keys.size() == 1u);
+  BOOST_TEST(loaded.keys[0].hash == k.hash);
+  BOOST_TEST(open_sqlite(path)->find_key(k.hash).has_value());
+  BOOST_TEST(!open_sqlite(path)->find_key(std::string(64, 'e')).has_value());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
