@@ -1,18 +1,4 @@
 // nixfleet: the operator CLI.
-#include "nixfleet/common/version.hpp"
+#include "nixfleet/cli/commands.hpp"
 
-#include <CLI/CLI.hpp>
-
-#include <iostream>
-
-int main(int argc, char** argv) {
-  CLI::App app{"nixfleet — the operator CLI"};
-  app.set_version_flag("--version", std::string(nixfleet::version()));
-  app.require_subcommand(1);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-  return 0;
-}
+int main(int argc, char** argv) { return nixfleet::cli::run(argc, argv); }

@@ -1,0 +1,74 @@
+// The operator CLI's view of the coordinator: settings (flags > NIXFLEET_* environment > config
+// file), a blocking HTTP(S) client, and the errors that end a command with one line.
+#pragma once
+
+#include <boost/json/value.hpp>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace nixfleet::cli {
+
+// Exit codes of every command.
+inline constexpr int exit_ok = 0;
+inline constexpr int exit_failure = 1;
+inline constexpr int exit_usage = 2;
+inline constexpr int exit_incomplete = 3;  // a rollout that did not complete
+
+// A failure that ends the command: printed as one line on stderr, then exit `code`.
+struct cli_error : std::runtime_error {
+  cli_error(std::string message, int code = exit_failure) : std::runtime_error(std::move(message)), exit_code(code) {}
+  int exit_code;
+};
+
+struct settings {
+  std::string coordinator;  // URL
+  std::optional<std::string> api_key;
+  std::optional<std::string> api_key_file;
+  std::optional<std::string> ca_file;
+  std::optional<std::string> cert_file;
+  std::optional<std::string> key_file;
+  std::chrono::seconds timeout{30};
+  bool json = false;
+};
+
+// Fills what the flags left unset from NIXFLEET_COORDINATOR, NIXFLEET_API_KEY,
+// NIXFLEET_API_KEY_FILE, NIXFLEET_CA_FILE, NIXFLEET_CERT_FILE, NIXFLEET_KEY_FILE, then from the
+// config file ($NIXFLEET_CONFIG, else $XDG_CONFIG_HOME/nixfleet/config.json, else
+// ~/.config/nixfleet/config.json; keys: coordinator, api_key_file, ca_file, cert_file, key_file).
+void complete_settings(settings& s);
+
+// Reads a secret from a file that only its owner (and group) may read; refuses a
+// world-readable file, naming the fix.
+std::string read_secret_file(const std::string& path, const std::string& what);
+
+struct response {
+  unsigned status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;
+};
+
+class client {
+ public:
+  explicit client(settings s);
+
+  // Sends a request. Transport failures throw cli_error ("cannot reach the coordinator at …").
+  response request(const std::string& method, const std::string& target, const std::string& body = {},
+                   bool authenticated = true);
+  // Like request, but a status other than 2xx throws cli_error with the coordinator's message;
+  // returns the parsed JSON body (null for 204).
+  boost::json::value call(const std::string& method, const std::string& target, const std::string& body = {});
+
+  const settings& config() const noexcept { return s_; }
+
+ private:
+  settings s_;
+  bool tls_ = false;
+  std::string host_, port_, base_;
+  std::optional<std::string> key_;
+};
+
+}  // namespace nixfleet::cli

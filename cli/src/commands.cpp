@@ -1,0 +1,822 @@
+// Every `nixfleet` command: parsing with CLI11, one coordinator call (or a few), human tables or
+// --json, and the documented exit codes.
+#include "nixfleet/cli/commands.hpp"
+
+#include "nixfleet/cli/client.hpp"
+#include "nixfleet/cli/nix.hpp"
+#include "nixfleet/common/process.hpp"
+#include "nixfleet/common/version.hpp"
+#include "nixfleet/protocol/codec.hpp"
+#include "nixfleet/protocol/signing.hpp"
+#include "nixfleet/protocol/validate.hpp"
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/url/encode.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
+
+#include <fnmatch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <iostream>
+#include <set>
+#include <thread>
+
+namespace nixfleet::cli {
+
+namespace json = boost::json;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Output
+
+std::string str(const json::value& v, std::string_view key, std::string fallback = "-") {
+  if (!v.is_object()) return fallback;
+  const auto* x = v.as_object().if_contains(key);
+  if (x == nullptr || x->is_null()) return fallback;
+  if (x->is_string()) return std::string(x->as_string());
+  return json::serialize(*x);
+}
+
+// /nix/store/<hash>-name → <first 8 of hash>…-name, for tables.
+std::string short_path(const std::string& p) {
+  if (p.size() > 44 && p.starts_with("/nix/store/")) return p.substr(11, 8) + "…" + p.substr(43);
+  return p;
+}
+
+void print_table(std::ostream& out, const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width(head.size(), 0);
+  auto cells = [](const std::string& s) {
+    std::size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;  // UTF-8 code points
+    return n;
+  };
+  for (std::size_t i = 0; i < head.size(); ++i) width[i] = cells(head[i]);
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], cells(r[i]));
+  auto line = [&](const std::vector<std::string>& r) {
+    std::string s;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      s += r[i];
+      if (i + 1 < r.size()) s += std::string(width[i] - cells(r[i]) + 2, ' ');
+    }
+    out << s << "\n";
+  };
+  line(head);
+  for (const auto& r : rows) line(r);
+}
+
+void print_json(const json::value& v) { std::cout << json::serialize(v) << "\n"; }
+
+std::string ago(const std::string& rfc3339, protocol::timestamp now) {
+  auto t = protocol::parse_time(rfc3339);
+  if (!t) return "-";
+  auto s = std::chrono::duration_cast<std::chrono::seconds>(now - *t).count();
+  if (s < 0) s = 0;
+  if (s < 120) return std::to_string(s) + "s ago";
+  if (s < 7200) return std::to_string(s / 60) + "m ago";
+  if (s < 172800) return std::to_string(s / 3600) + "h ago";
+  return std::to_string(s / 86400) + "d ago";
+}
+
+protocol::timestamp now() {
+  return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+}
+
+json::array strings(const std::vector<std::string>& v) {
+  json::array a;
+  for (const auto& x : v) a.push_back(json::value(x));
+  return a;
+}
+
+std::string enc(const std::string& s) { return boost::urls::encode(s, boost::urls::unreserved_chars); }
+
+void require_id(const std::string& id, const std::string& what) {
+  if (protocol::check_identifier(id)) throw cli_error(what + ": not a valid identifier: " + id, exit_usage);
+}
+
+std::vector<std::string> glob_match(const std::vector<std::string>& names, const std::vector<std::string>& globs) {
+  std::vector<std::string> out;
+  for (const auto& n : names)
+    for (const auto& g : globs)
+      if (::fnmatch(g.c_str(), n.c_str(), 0) == 0) {
+        out.push_back(n);
+        break;
+      }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands
+
+struct context {
+  settings s;
+  client api() {
+    auto copy = s;
+    complete_settings(copy);
+    return client(copy);
+  }
+};
+
+// release create
+struct release_create_opts {
+  std::optional<std::string> flake;
+  std::vector<std::string> hosts_globs;
+  std::vector<std::string> entries;
+  std::optional<std::string> push_to;
+  std::string sign_key;
+  std::optional<std::string> id;
+  std::vector<std::string> cache_urls;
+  std::vector<std::string> tags;
+};
+
+int release_create(context& ctx, const release_create_opts& o) {
+  auto key_text = read_secret_file(o.sign_key, "signing key");
+  auto key = protocol::parse_secret_key(key_text);
+  if (!key) throw cli_error("--sign-key: not a Nix secret key (name:base64, as nix-store --generate-binary-cache-key makes)", exit_usage);
+  if (!o.flake && o.entries.empty()) throw cli_error("give --flake REF or --entry HOST=STORE_PATH", exit_usage);
+
+  std::vector<std::pair<std::string, std::string>> built;  // host, path
+  std::optional<flake_info> info;
+  if (o.flake) {
+    auto hosts = flake_hosts(*o.flake);
+    if (!o.hosts_globs.empty()) hosts = glob_match(hosts, o.hosts_globs);
+    if (hosts.empty()) throw cli_error("no nixosConfigurations match in " + *o.flake);
+    for (const auto& h : hosts) {
+      std::cerr << "building " << h << "\n";
+      built.emplace_back(h, build_toplevel(*o.flake, h));
+    }
+    info = flake_metadata(*o.flake);
+  }
+  for (const auto& e : o.entries) {
+    auto eq = e.find('=');
+    if (eq == std::string::npos) throw cli_error("--entry: expected HOST=STORE_PATH, got " + e, exit_usage);
+    std::string host = e.substr(0, eq), path = e.substr(eq + 1);
+    require_id(host, "--entry");
+    if (protocol::check_store_path(path)) throw cli_error("--entry: not a valid store path: " + path, exit_usage);
+    built.emplace_back(host, path);
+  }
+  std::set<std::string> seen;
+  for (const auto& [h, p] : built)
+    if (!seen.insert(h).second) throw cli_error("host " + h + " appears twice", exit_usage);
+
+  std::vector<std::string> paths;
+  for (const auto& [h, p] : built) paths.push_back(p);
+  std::vector<std::string> caches = o.cache_urls;
+  if (o.push_to) {
+    sign_closures(paths, o.sign_key);
+    copy_closures(paths, *o.push_to);
+    if (caches.empty()) caches.push_back(*o.push_to);
+  }
+  for (const auto& c : caches)
+    if (protocol::check_cache_url(c)) throw cli_error("--cache-url: not a cache URL: " + c, exit_usage);
+  for (const auto& t : o.tags)
+    if (protocol::check_tag(t)) throw cli_error("--tag: not a valid tag: " + t, exit_usage);
+
+  const auto created = now();
+  std::string id = o.id.value_or("r-" + protocol::format_time(created).substr(0, 19));
+  std::replace(id.begin(), id.end(), ':', '-');
+  std::replace(id.begin(), id.end(), 'T', '-');
+  require_id(id, "--id");
+
+  protocol::release_request req;
+  req.id = id;
+  req.created_at = created;
+  if (o.flake) req.flake_ref = *o.flake;
+  if (info && info->revision) req.flake_rev = info->revision;
+  req.cache_urls = caches;
+  for (const auto& [h, p] : built)
+    req.entries.push_back({h, p, std::nullopt, o.tags, protocol::sign_entry(*key, id, h, p, created)});
+  auto api = ctx.api();
+  auto r = api.call("POST", "/api/v1/releases", protocol::serialize(req));
+  if (ctx.s.json) print_json(r);
+  else std::cout << "release " << id << " registered: " << req.entries.size() << " hosts, signed by " << key->name() << "\n";
+  return exit_ok;
+}
+
+int release_list(context& ctx) {
+  auto r = ctx.api().call("GET", "/api/v1/releases");
+  if (ctx.s.json) return print_json(r), exit_ok;
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& x : r.as_array())
+    rows.push_back({str(x, "id"), str(x, "created_at"), str(x, "created_by"),
+                    std::to_string(x.at("entries").as_array().size()), str(x, "flake_rev")});
+  print_table(std::cout, {"ID", "CREATED", "BY", "HOSTS", "REVISION"}, rows);
+  return exit_ok;
+}
+
+int release_show(context& ctx, const std::string& id) {
+  require_id(id, "release");
+  auto r = ctx.api().call("GET", "/api/v1/releases/" + id);
+  if (ctx.s.json) return print_json(r), exit_ok;
+  std::cout << "release " << str(r, "id") << "  created " << str(r, "created_at") << " by " << str(r, "created_by")
+            << "\nflake " << str(r, "flake_ref") << "  revision " << str(r, "flake_rev") << "\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : r.at("entries").as_array())
+    rows.push_back({str(e, "hostname"), str(e, "store_path"), e.as_object().contains("signature") ? "signed" : "unsigned"});
+  print_table(std::cout, {"HOST", "STORE PATH", "SIGNATURE"}, rows);
+  return exit_ok;
+}
+
+int release_diff(context& ctx, const std::string& a, const std::string& b, bool closure) {
+  require_id(a, "release");
+  require_id(b, "release");
+  auto r = ctx.api().call("GET", "/api/v1/releases/" + a + "/diff/" + b);
+  if (ctx.s.json && !closure) return print_json(r), exit_ok;
+  json::object out = r.as_object();
+  if (closure) {
+    json::array closures;
+    for (const auto& c : r.at("changed").as_array()) {
+      std::string from = str(c, "old"), to = str(c, "new");
+      json::object d{{"hostname", str(c, "hostname")}};
+      if (path_present(from) && path_present(to)) d["diff"] = diff_closures(from, to);
+      else d["diff"] = nullptr;
+      closures.push_back(std::move(d));
+    }
+    out["closures"] = std::move(closures);
+  }
+  if (ctx.s.json) return print_json(out), exit_ok;
+  for (const auto& h : r.at("added").as_array()) std::cout << "+ " << h.as_string() << "\n";
+  for (const auto& h : r.at("removed").as_array()) std::cout << "- " << h.as_string() << "\n";
+  for (const auto& c : r.at("changed").as_array())
+    std::cout << "~ " << str(c, "hostname") << ": " << short_path(str(c, "old")) << " → " << short_path(str(c, "new")) << "\n";
+  std::cout << r.at("unchanged").as_array().size() << " unchanged\n";
+  if (closure)
+    for (const auto& d : out["closures"].as_array()) {
+      std::cout << "\n" << str(d, "hostname") << ":\n";
+      if (d.at("diff").is_null()) std::cout << "  (both closures are not in the local store)\n";
+      else std::cout << d.at("diff").as_string();
+    }
+  return exit_ok;
+}
+
+int release_delete(context& ctx, const std::string& id) {
+  require_id(id, "release");
+  ctx.api().call("DELETE", "/api/v1/releases/" + id);
+  if (!ctx.s.json) std::cout << "release " << id << " deleted\n";
+  return exit_ok;
+}
+
+// Rollout progress: new timeline lines, and on a terminal one summary line redrawn in place.
+int watch_rollout(context& ctx, client& api, const std::string& id) {
+  const bool tty = ::isatty(STDOUT_FILENO) == 1 && !ctx.s.json;
+  std::uint64_t last_seq = 0;
+  for (;;) {
+    auto r = api.call("GET", "/api/v1/rollouts/" + id);
+    if (tty) std::cout << "\r\033[K";
+    for (const auto& e : r.at("events").as_array()) {
+      auto seq = e.at("seq").to_number<std::uint64_t>();
+      if (seq <= last_seq) continue;
+      last_seq = seq;
+      if (ctx.s.json) {
+        print_json(e);
+        continue;
+      }
+      std::cout << str(e, "at") << "  " << str(e, "kind");
+      if (auto h = str(e, "hostname", ""); !h.empty()) std::cout << "  " << h;
+      if (auto w = str(e, "wave", ""); !w.empty()) std::cout << "  wave " << w;
+      std::cout << "  " << str(e, "message", "") << "\n";
+    }
+    std::map<std::string, int> counts;
+    for (const auto& h : r.at("hosts").as_array()) ++counts[str(h, "state")];
+    const std::string status = str(r, "status");
+    if (tty) {
+      std::cout << "wave " << r.at("current_wave").to_number<int>() + 1 << "/" << r.at("waves").as_array().size();
+      for (const auto& [k, n] : counts) std::cout << " · " << n << " " << k;
+      std::cout << " · " << status << std::flush;
+    }
+    if (status != "running") {
+      if (tty) std::cout << "\n";
+      if (!ctx.s.json) std::cout << "rollout " << id << " " << status << "\n";
+      return status == "completed" ? exit_ok : exit_incomplete;
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+}
+
+struct deploy_opts {
+  std::string release;
+  std::vector<std::string> tags, hosts;
+  std::string waves = "1,10%,100%";
+  unsigned soak = 300;
+  std::string threshold = "0";
+  unsigned health_timeout = 600;
+  std::string on_failure = "pause";
+  bool wait = false;
+};
+
+int deploy(context& ctx, const deploy_opts& o) {
+  require_id(o.release, "--release");
+  if (o.tags.empty() == o.hosts.empty()) throw cli_error("give --tags or --hosts (one of them)", exit_usage);
+  auto api = ctx.api();
+  json::object target;
+  if (!o.tags.empty()) {
+    for (const auto& t : o.tags)
+      if (protocol::check_tag(t)) throw cli_error("--tags: not a valid tag: " + t, exit_usage);
+    target["tags"] = strings(o.tags);
+  } else {
+    auto rel = api.call("GET", "/api/v1/releases/" + o.release);
+    std::vector<std::string> names;
+    for (const auto& e : rel.at("entries").as_array()) names.push_back(str(e, "hostname"));
+    auto picked = glob_match(names, o.hosts);
+    if (picked.empty()) throw cli_error("no host of release " + o.release + " matches --hosts");
+    target["hosts"] = strings(picked);
+  }
+  json::array waves;
+  std::string rest = o.waves;
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    std::string w = rest.substr(0, comma);
+    if (w != "canary" && !protocol::parse_size_spec(w)) throw cli_error("--waves: not a size: " + w, exit_usage);
+    waves.push_back(json::value(w));
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+  }
+  if (!protocol::parse_size_spec(o.threshold))
+    throw cli_error("--failure-threshold: expected a count or a percentage", exit_usage);
+  json::value wave_spec = o.waves == "canary" ? json::value("canary") : json::value(waves);
+  json::object body{{"release_id", o.release},     {"target", target},
+                    {"waves", wave_spec},              {"soak_s", o.soak},
+                    {"failure_threshold", o.threshold}, {"health_timeout_s", o.health_timeout},
+                    {"on_failure", o.on_failure}};
+  auto r = api.call("POST", "/api/v1/rollouts", json::serialize(body));
+  const std::string id = str(r, "id");
+  if (ctx.s.json && !o.wait) return print_json(r), exit_ok;
+  if (!ctx.s.json) {
+    std::cout << "rollout " << id << " started: " << r.at("hosts").as_array().size() << " hosts in "
+              << r.at("waves").as_array().size() << " waves\n";
+  }
+  if (!o.wait) return exit_ok;
+  return watch_rollout(ctx, api, id);
+}
+
+int rollout_list(context& ctx, const std::optional<std::string>& status) {
+  std::string target = "/api/v1/rollouts";
+  if (status) target += "?status=" + enc(*status);
+  auto r = ctx.api().call("GET", target);
+  if (ctx.s.json) return print_json(r), exit_ok;
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& x : r.as_array())
+    rows.push_back({str(x, "id"), str(x.at("spec"), "release_id"), str(x, "status"),
+                    std::to_string(x.at("current_wave").to_number<int>() + 1) + "/" +
+                        std::to_string(x.at("waves").as_array().size()),
+                    str(x, "created_at"), str(x, "created_by")});
+  print_table(std::cout, {"ID", "RELEASE", "STATUS", "WAVE", "CREATED", "BY"}, rows);
+  return exit_ok;
+}
+
+int rollout_status(context& ctx, const std::string& id) {
+  require_id(id, "rollout");
+  auto r = ctx.api().call("GET", "/api/v1/rollouts/" + id);
+  if (ctx.s.json) return print_json(r), exit_ok;
+  std::cout << "rollout " << id << "  " << str(r, "status") << "  release " << str(r.at("spec"), "release_id")
+            << "  wave " << r.at("current_wave").to_number<int>() + 1 << "/" << r.at("waves").as_array().size() << "\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& h : r.at("hosts").as_array())
+    rows.push_back({str(h, "hostname"), std::to_string(h.at("wave").to_number<int>() + 1), str(h, "state"),
+                    str(h, "message", "")});
+  print_table(std::cout, {"HOST", "WAVE", "STATE", "DETAIL"}, rows);
+  return exit_ok;
+}
+
+int rollout_command(context& ctx, const std::string& id, const std::string& action, bool retry_failed) {
+  require_id(id, "rollout");
+  std::string body;
+  if (action == "resume") body = retry_failed ? R"({"retry_failed":true})" : R"({"retry_failed":false})";
+  auto r = ctx.api().call("POST", "/api/v1/rollouts/" + id + "/" + action, body);
+  if (ctx.s.json) return print_json(r), exit_ok;
+  std::cout << "rollout " << id << " " << str(r, "status") << "\n";
+  return exit_ok;
+}
+
+struct status_opts {
+  std::optional<std::string> tag, state;
+  unsigned stale_after = 300;
+};
+
+int fleet_status(context& ctx, const status_opts& o) {
+  std::string target = "/api/v1/machines";
+  std::string sep = "?";
+  if (o.tag) target += sep + "tag=" + enc(*o.tag), sep = "&";
+  if (o.state) target += sep + "state=" + enc(*o.state);
+  auto r = ctx.api().call("GET", target);
+  if (ctx.s.json) return print_json(r), exit_ok;
+  const auto t = now();
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& m : r.as_array()) {
+    std::string health = "-";
+    if (const auto* h = m.as_object().if_contains("health"); h && h->is_object())
+      health = h->at("passed").as_bool() ? "ok" : "FAILING";
+    std::string seen = str(m, "last_seen");
+    bool stale = seen == "-";
+    if (!stale)
+      if (auto ts = protocol::parse_time(seen)) stale = t - *ts > std::chrono::seconds(o.stale_after);
+    std::string current = str(m, "current_path"), desired = str(m, "desired_path");
+    std::string sync = desired == "-" || current == "-" || current == desired ? "" : " *";
+    rows.push_back({str(m, "id"), str(m, "lifecycle"), short_path(current) + sync, short_path(desired), health,
+                    seen == "-" ? "never" : ago(seen, t), stale ? "STALE" : "", str(m, "rollout_id", "")});
+  }
+  print_table(std::cout, {"HOST", "STATE", "CURRENT", "DESIRED", "HEALTH", "LAST SEEN", "", "ROLLOUT"}, rows);
+  return exit_ok;
+}
+
+int machine_show(context& ctx, const std::string& id) {
+  require_id(id, "machine");
+  auto m = ctx.api().call("GET", "/api/v1/machines/" + id);
+  if (ctx.s.json) return print_json(m), exit_ok;
+  std::cout << "machine   " << str(m, "id") << " (" << str(m, "lifecycle") << ")\n"
+            << "tags      " << str(m, "tags") << "\n"
+            << "current   " << str(m, "current_path") << "\n"
+            << "desired   " << str(m, "desired_path") << "\n"
+            << "booted    " << str(m, "booted_path") << "\n"
+            << "rollout   " << str(m, "rollout_id") << "\n"
+            << "last seen " << str(m, "last_seen") << "\n";
+  if (const auto* h = m.as_object().if_contains("health"); h && h->is_object()) {
+    std::cout << "health    " << (h->at("passed").as_bool() ? "passing" : "FAILING") << "\n";
+    for (const auto& p : h->at("results").as_array())
+      std::cout << "  " << str(p, "probe") << " (" << str(p, "type") << "): " << str(p, "status") << " "
+                << str(p, "message", "") << "\n";
+  }
+  std::cout << "confirmed generations:\n";
+  for (const auto& g : m.at("history").as_array()) std::cout << "  " << str(g, "confirmed_at") << "  " << str(g, "store_path") << "\n";
+  return exit_ok;
+}
+
+int machine_update(context& ctx, const std::string& id, const json::object& body) {
+  require_id(id, "machine");
+  auto m = ctx.api().call("PUT", "/api/v1/machines/" + id, json::serialize(body));
+  if (ctx.s.json) return print_json(m), exit_ok;
+  std::cout << "machine " << id << ": tags " << str(m, "tags") << ", " << str(m, "lifecycle") << "\n";
+  return exit_ok;
+}
+
+int machine_clear_desired(context& ctx, const std::string& id) {
+  require_id(id, "machine");
+  ctx.api().call("DELETE", "/api/v1/machines/" + id + "/desired");
+  if (!ctx.s.json) std::cout << "machine " << id << ": desired state cleared\n";
+  return exit_ok;
+}
+
+struct rollback_opts {
+  std::string host;
+  std::optional<std::string> to;
+  bool ssh = false;
+  std::optional<std::string> target;
+  std::string profile = "/nix/var/nix/profiles/system";
+  std::vector<std::string> ssh_options;
+};
+
+process::result run_ssh(const std::vector<std::string>& argv) {
+  process::request req;
+  req.argv = argv;
+  req.timeout = std::chrono::minutes(10);
+  boost::asio::io_context io;
+  process::result out;
+  boost::asio::co_spawn(io, process::run(std::move(req)), [&out](std::exception_ptr e, process::result r) {
+    if (e) std::rethrow_exception(e);
+    out = std::move(r);
+  });
+  io.run();
+  return out;
+}
+
+int rollback(context& ctx, const rollback_opts& o) {
+  require_id(o.host, "--host");
+  if (o.to && protocol::check_store_path(*o.to)) throw cli_error("--to: not a valid store path", exit_usage);
+  std::optional<std::string> ran;
+  if (o.ssh) {
+    // Directly on the host: profile to the previous generation, switch, and read what now runs.
+    const std::string target = o.target.value_or("root@" + o.host);
+    if (target.empty() || target.front() == '-' || target.find_first_of(" \t\n;|&$`'\"\\") != std::string::npos)
+      throw cli_error("--target: expected USER@HOST", exit_usage);
+    if (o.profile.empty() || o.profile.front() != '/' || o.profile.find_first_of(" \t\n;|&$`'\"\\") != std::string::npos)
+      throw cli_error("--profile: expected an absolute path", exit_usage);
+    std::string script = "set -e; ";
+    if (o.to) script += "nix-env -p " + o.profile + " --set " + *o.to + "; ";
+    else script += "nix-env -p " + o.profile + " --rollback; ";
+    script += o.profile + "/bin/switch-to-configuration switch; readlink -f " + o.profile;
+    std::vector<std::string> argv = {"ssh", "-o", "BatchMode=yes"};
+    for (const auto& opt : o.ssh_options) {
+      argv.push_back("-o");
+      argv.push_back(opt);
+    }
+    argv.push_back(target);
+    argv.push_back("--");
+    argv.push_back(script);
+    auto r = run_ssh(argv);
+    if (!r.ok()) {
+      std::string tail = r.err_tail;
+      while (!tail.empty() && tail.back() == '\n') tail.pop_back();
+      if (auto nl = tail.rfind('\n'); nl != std::string::npos) tail = tail.substr(nl + 1);
+      throw cli_error("rollback over ssh on " + target + " failed (" + r.describe() + "): " + tail);
+    }
+    std::string out = r.out;
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    if (auto nl = out.rfind('\n'); nl != std::string::npos) out = out.substr(nl + 1);
+    if (protocol::check_store_path(out)) throw cli_error("the host did not report a store path after the switch");
+    ran = out;
+    if (!ctx.s.json) std::cout << o.host << " switched to " << *ran << " over ssh\n";
+  }
+  // Tell the coordinator, so that the desired state follows (the agent does the rest when not over ssh).
+  json::object body;
+  if (ran) body["store_path"] = *ran;
+  else if (o.to) body["store_path"] = *o.to;
+  auto api = ctx.api();
+  json::value m;
+  try {
+    m = api.call("POST", "/api/v1/machines/" + o.host + "/rollback", json::serialize(body));
+  } catch (const cli_error& e) {
+    if (!ran) throw;
+    throw cli_error(std::string("the host was rolled back, but the coordinator was not told: ") + e.what());
+  }
+  if (ctx.s.json) return print_json(m), exit_ok;
+  std::cout << o.host << ": desired state is now " << str(m, "desired_path") << "\n";
+  return exit_ok;
+}
+
+struct audit_opts {
+  std::optional<std::string> actor, action, target, since, format;
+  unsigned limit = 100;
+  bool verify = false;
+};
+
+int audit(context& ctx, const audit_opts& o) {
+  auto api = ctx.api();
+  if (o.verify) {
+    auto v = api.call("GET", "/api/v1/audit/verify");
+    if (ctx.s.json) print_json(v);
+    else if (v.at("ok").as_bool()) std::cout << "audit log intact: " << str(v, "rows") << " rows\n";
+    else std::cout << "audit log BROKEN at row " << str(v, "bad_seq") << ": " << str(v, "reason") << "\n";
+    return v.at("ok").as_bool() ? exit_ok : exit_failure;
+  }
+  if (o.format) {
+    if (*o.format != "csv" && *o.format != "jsonl") throw cli_error("--export: csv or jsonl", exit_usage);
+    auto r = api.request("GET", "/api/v1/audit/export?format=" + *o.format);
+    if (r.status != 200) api.call("GET", "/api/v1/audit/export?format=" + *o.format);  // throws with the message
+    std::cout << r.body;
+    return exit_ok;
+  }
+  std::string target = "/api/v1/audit?limit=" + std::to_string(o.limit);
+  if (o.actor) target += "&actor=" + enc(*o.actor);
+  if (o.action) target += "&action=" + enc(*o.action);
+  if (o.target) target += "&target=" + enc(*o.target);
+  if (o.since) target += "&since=" + enc(*o.since);
+  auto r = api.call("GET", target);
+  if (ctx.s.json) return print_json(r), exit_ok;
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : r.as_array())
+    rows.push_back({str(e, "seq"), str(e, "at"), str(e, "actor"), str(e, "action"), str(e, "target"),
+                    json::serialize(e.at("detail"))});
+  print_table(std::cout, {"SEQ", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"}, rows);
+  return exit_ok;
+}
+
+int keys_create(context& ctx, const std::string& name, const std::string& role) {
+  auto r = ctx.api().call("POST", "/api/v1/keys", json::serialize(json::object{{"name", name}, {"role", role}}));
+  if (ctx.s.json) return print_json(r), exit_ok;
+  std::cout << str(r, "key") << "\n";
+  std::cerr << "key " << str(r, "id") << " (" << role << ") for " << name << ": shown once, store it now\n";
+  return exit_ok;
+}
+
+int keys_list(context& ctx) {
+  auto r = ctx.api().call("GET", "/api/v1/keys");
+  if (ctx.s.json) return print_json(r), exit_ok;
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& k : r.as_array())
+    rows.push_back({str(k, "id"), str(k, "name"), str(k, "role"), str(k, "created_at"), str(k, "last_used_at")});
+  print_table(std::cout, {"ID", "NAME", "ROLE", "CREATED", "LAST USED"}, rows);
+  return exit_ok;
+}
+
+int keys_revoke(context& ctx, const std::string& id) {
+  require_id(id, "key");
+  ctx.api().call("DELETE", "/api/v1/keys/" + id);
+  if (!ctx.s.json) std::cout << "key " << id << " revoked\n";
+  return exit_ok;
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  CLI::App app{"nixfleet — build, sign and register releases, roll them out in waves, watch the fleet, roll back"};
+  app.set_version_flag("--version", std::string(nixfleet::version()));
+  app.require_subcommand(1);
+  context ctx;
+  app.add_option("--coordinator", ctx.s.coordinator, "coordinator URL (env NIXFLEET_COORDINATOR)");
+  app.add_option("--api-key", ctx.s.api_key, "API key nfk_… (env NIXFLEET_API_KEY; prefer --api-key-file)");
+  app.add_option("--api-key-file", ctx.s.api_key_file, "file holding the API key, not world-readable (env NIXFLEET_API_KEY_FILE)");
+  app.add_option("--ca-file", ctx.s.ca_file, "CA to verify the coordinator with (env NIXFLEET_CA_FILE)");
+  app.add_option("--cert-file", ctx.s.cert_file, "client certificate, when the coordinator requires one");
+  app.add_option("--key-file", ctx.s.key_file, "client certificate key");
+  app.add_flag("--json", ctx.s.json, "print JSON instead of tables");
+  app.fallthrough();
+
+  int rc = exit_ok;
+  std::function<int()> action;
+
+  // release
+  auto* release = app.add_subcommand("release", "Build, sign, register and inspect releases");
+  release->require_subcommand(1);
+  release_create_opts rc_opts;
+  auto* rcreate = release->add_subcommand("create", "Build every host of a flake (or take given paths), sign and register");
+  rcreate->add_option("--flake", rc_opts.flake, "flake whose nixosConfigurations to build");
+  rcreate->add_option("--hosts", rc_opts.hosts_globs, "only hosts matching these globs");
+  rcreate->add_option("--entry", rc_opts.entries, "HOST=STORE_PATH built elsewhere (repeatable)");
+  rcreate->add_option("--push-to", rc_opts.push_to, "sign the closures and nix copy them to this store URL");
+  rcreate->add_option("--sign-key", rc_opts.sign_key, "Nix secret key file that signs every entry")->required();
+  rcreate->add_option("--id", rc_opts.id, "release id (default r-<UTC date and time>)");
+  rcreate->add_option("--cache-url", rc_opts.cache_urls, "binary caches agents fetch from (default: --push-to)");
+  rcreate->add_option("--tag", rc_opts.tags, "tags for every entry");
+  rcreate->callback([&] { action = [&] { return release_create(ctx, rc_opts); }; });
+  release->add_subcommand("list", "List releases")->callback([&] { action = [&] { return release_list(ctx); }; });
+  std::string rel_id, rel_b;
+  auto* rshow = release->add_subcommand("show", "Show one release");
+  rshow->add_option("ID", rel_id, "release id")->required();
+  rshow->callback([&] { action = [&] { return release_show(ctx, rel_id); }; });
+  bool closure = false;
+  auto* rdiff = release->add_subcommand("diff", "What changes between two releases");
+  rdiff->add_option("A", rel_id, "from release")->required();
+  rdiff->add_option("B", rel_b, "to release")->required();
+  rdiff->add_flag("--closure", closure, "add nix store diff-closures per changed host (paths must be local)");
+  rdiff->callback([&] { action = [&] { return release_diff(ctx, rel_id, rel_b, closure); }; });
+  auto* rdelete = release->add_subcommand("delete", "Delete a release no rollout references (admin)");
+  rdelete->add_option("ID", rel_id, "release id")->required();
+  rdelete->callback([&] { action = [&] { return release_delete(ctx, rel_id); }; });
+
+  // deploy
+  deploy_opts d_opts;
+  auto* dep = app.add_subcommand("deploy", "Roll a release out in waves");
+  dep->add_option("--release", d_opts.release, "release id")->required();
+  dep->add_option("--tags", d_opts.tags, "hosts with any of these tags");
+  dep->add_option("--hosts", d_opts.hosts, "hosts matching these globs");
+  dep->add_option("--waves", d_opts.waves, "cumulative wave sizes, or canary")->capture_default_str();
+  dep->add_option("--soak", d_opts.soak, "seconds a wave soaks before the next")->capture_default_str();
+  dep->add_option("--failure-threshold", d_opts.threshold, "failures tolerated per wave: N or P%")->capture_default_str();
+  dep->add_option("--health-timeout", d_opts.health_timeout, "seconds a host has to confirm")->capture_default_str();
+  dep->add_option("--on-failure", d_opts.on_failure, "pause, revert or halt")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"pause", "revert", "halt"}));
+  dep->add_flag("--wait", d_opts.wait, "follow the rollout until it ends (exit 3 unless it completes)");
+  dep->callback([&] { action = [&] { return deploy(ctx, d_opts); }; });
+
+  // rollout
+  auto* rollout = app.add_subcommand("rollout", "List, follow and steer rollouts");
+  rollout->require_subcommand(1);
+  std::optional<std::string> ro_status;
+  std::string ro_id;
+  bool retry_failed = false;
+  auto* rlist = rollout->add_subcommand("list", "List rollouts");
+  rlist->add_option("--status", ro_status, "running, paused, completed, cancelled, halted, reverted");
+  rlist->callback([&] { action = [&] { return rollout_list(ctx, ro_status); }; });
+  auto* rstatus = rollout->add_subcommand("status", "Waves and hosts of a rollout");
+  rstatus->add_option("ID", ro_id, "rollout id")->required();
+  rstatus->callback([&] { action = [&] { return rollout_status(ctx, ro_id); }; });
+  auto* rwatch = rollout->add_subcommand("watch", "Follow a rollout until it ends (exit 3 unless it completes)");
+  rwatch->add_option("ID", ro_id, "rollout id")->required();
+  rwatch->callback([&] {
+    action = [&] {
+      require_id(ro_id, "rollout");
+      auto api = ctx.api();
+      return watch_rollout(ctx, api, ro_id);
+    };
+  });
+  for (const char* verb : {"pause", "resume", "cancel"}) {
+    auto* sub = rollout->add_subcommand(verb, std::string(verb) == "pause"    ? "Stop dispatching"
+                                              : std::string(verb) == "resume" ? "Continue a paused rollout"
+                                                                              : "End a rollout; hosts keep their desired state");
+    sub->add_option("ID", ro_id, "rollout id")->required();
+    if (std::string(verb) == "resume")
+      sub->add_flag("--retry-failed", retry_failed, "dispatch failed hosts again with a raised attempt");
+    std::string v = verb;
+    sub->callback([&, v] { action = [&, v] { return rollout_command(ctx, ro_id, v, retry_failed); }; });
+  }
+
+  // status
+  status_opts s_opts;
+  auto* stat = app.add_subcommand("status", "One table of the fleet");
+  stat->add_option("--tag", s_opts.tag, "only machines with this tag");
+  stat->add_option("--state", s_opts.state, "only machines in this lifecycle state");
+  stat->add_option("--stale-after", s_opts.stale_after, "seconds without a report before STALE")->capture_default_str();
+  stat->callback([&] { action = [&] { return fleet_status(ctx, s_opts); }; });
+
+  // machines
+  auto* machines = app.add_subcommand("machines", "List, show and manage machines");
+  machines->require_subcommand(1);
+  std::string m_id, m_state;
+  std::vector<std::string> m_tags;
+  auto* mlist = machines->add_subcommand("list", "List machines");
+  mlist->add_option("--tag", s_opts.tag, "only machines with this tag");
+  mlist->add_option("--state", s_opts.state, "only machines in this lifecycle state");
+  mlist->callback([&] { action = [&] { return fleet_status(ctx, s_opts); }; });
+  auto* mshow = machines->add_subcommand("show", "Everything about one machine");
+  mshow->add_option("ID", m_id, "machine id")->required();
+  mshow->callback([&] { action = [&] { return machine_show(ctx, m_id); }; });
+  auto* mtag = machines->add_subcommand("tag", "Set a machine's tags (admin)");
+  mtag->add_option("ID", m_id, "machine id")->required();
+  mtag->add_option("TAGS", m_tags, "the tags (none clears them)");
+  mtag->callback([&] {
+    action = [&] {
+      for (const auto& t : m_tags)
+        if (protocol::check_tag(t)) throw cli_error("not a valid tag: " + t, exit_usage);
+      return machine_update(ctx, m_id, json::object{{"tags", strings(m_tags)}});
+    };
+  });
+  auto* mlife = machines->add_subcommand("lifecycle", "Set a machine's lifecycle (admin)");
+  mlife->add_option("ID", m_id, "machine id")->required();
+  mlife->add_option("STATE", m_state, "active, maintenance or decommissioned")
+      ->required()
+      ->check(CLI::IsMember({"active", "maintenance", "decommissioned"}));
+  mlife->callback([&] { action = [&] { return machine_update(ctx, m_id, json::object{{"lifecycle", m_state}}); }; });
+  auto* mclear = machines->add_subcommand("clear-desired", "Remove a machine's desired state (admin)");
+  mclear->add_option("ID", m_id, "machine id")->required();
+  mclear->callback([&] { action = [&] { return machine_clear_desired(ctx, m_id); }; });
+
+  // rollback
+  rollback_opts rb;
+  auto* rback = app.add_subcommand("rollback", "Roll a host back: through the coordinator, or directly over ssh");
+  rback->add_option("--host", rb.host, "machine id")->required();
+  rback->add_option("--to", rb.to, "store path to go to (default: the previous confirmed generation)");
+  rback->add_flag("--ssh", rb.ssh, "switch the host directly over ssh, then tell the coordinator");
+  rback->add_option("--target", rb.target, "USER@HOST for ssh (default root@<host>)");
+  rback->add_option("--profile", rb.profile, "system profile on the host")->capture_default_str();
+  rback->add_option("--ssh-option", rb.ssh_options, "extra ssh -o options (repeatable)");
+  rback->callback([&] { action = [&] { return rollback(ctx, rb); }; });
+
+  // audit
+  audit_opts a;
+  auto* aud = app.add_subcommand("audit", "Read, export and verify the audit log");
+  aud->add_option("--actor", a.actor, "only this actor");
+  aud->add_option("--action", a.action, "only this action");
+  aud->add_option("--target", a.target, "only this target");
+  aud->add_option("--since", a.since, "RFC 3339 UTC time");
+  aud->add_option("--limit", a.limit, "rows at most (≤ 1000)")->capture_default_str()->check(CLI::Range(1u, 1000u));
+  aud->add_option("--export", a.format, "print the whole log as csv or jsonl")->check(CLI::IsMember({"csv", "jsonl"}));
+  aud->add_flag("--verify", a.verify, "check the hash chain (exit 1 when broken)");
+  aud->callback([&] { action = [&] { return audit(ctx, a); }; });
+
+  // keys
+  auto* keys = app.add_subcommand("keys", "Manage API keys (admin)");
+  keys->require_subcommand(1);
+  std::string k_name, k_role, k_id;
+  auto* kcreate = keys->add_subcommand("create", "Create a key and print it once");
+  kcreate->add_option("--name", k_name, "who or what it is for")->required();
+  kcreate->add_option("--role", k_role, "readonly, deploy or admin")->required()->check(CLI::IsMember({"readonly", "deploy", "admin"}));
+  kcreate->callback([&] { action = [&] { return keys_create(ctx, k_name, k_role); }; });
+  keys->add_subcommand("list", "List keys")->callback([&] { action = [&] { return keys_list(ctx); }; });
+  auto* krevoke = keys->add_subcommand("revoke", "Revoke a key");
+  krevoke->add_option("ID", k_id, "key id")->required();
+  krevoke->callback([&] { action = [&] { return keys_revoke(ctx, k_id); }; });
+
+  // completions
+  std::string shell;
+  auto* comp = app.add_subcommand("completions", "Print a completion script: bash, zsh or fish");
+  comp->add_option("SHELL", shell, "bash, zsh or fish")->required()->check(CLI::IsMember({"bash", "zsh", "fish"}));
+  comp->callback([&] { action = [&] { return std::cout << completion_script(app, shell), exit_ok; }; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string msg = e.what();
+    // `nixfleet bogus`: CLI11 only says a subcommand is required; name the word it did not know.
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr && msg.find("subcommand") != std::string::npos) {
+      const CLI::App* at = &app;
+      for (int i = 1; i < argc; ++i) {
+        std::string w = argv[i];
+        if (w.starts_with("-")) continue;
+        const CLI::App* next = nullptr;
+        for (const CLI::App* sub : at->get_subcommands([](const CLI::App*) { return true; }))
+          if (sub->get_name() == w) next = sub;
+        if (next == nullptr) {
+          msg = "unknown command: " + w;
+          break;
+        }
+        at = next;
+      }
+    }
+    std::cerr << "nixfleet: " << msg << " (see --help)\n";
+    return exit_usage;
+  }
+  if (!action) return exit_usage;
+  try {
+    rc = action();
+  } catch (const cli_error& e) {
+    std::cerr << "nixfleet: " << e.what() << "\n";
+    return e.exit_code;
+  } catch (const std::exception& e) {
+    std::cerr << "nixfleet: " << e.what() << "\n";
+    return exit_failure;
+  }
+  return rc;
+}
+
+}  // namespace nixfleet::cli
