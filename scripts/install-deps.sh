@@ -7,7 +7,7 @@ packages=(
   libboost1.81-all-dev liburing-dev libssl-dev libsqlite3-dev
   libspdlog-dev libfmt-dev libcli11-dev
   clang libclang-rt-14-dev
-  nix-bin openssl socat nginx wrk python3-pytest iproute2 util-linux curl
+  nix-bin openssl socat nginx wrk python3-pytest iproute2 util-linux curl openssh-client openssh-server
 )
 
 missing=()

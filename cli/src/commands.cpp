@@ -240,8 +240,8 @@ int release_diff(context& ctx, const std::string& a, const std::string& b, bool 
     out["closures"] = std::move(closures);
   }
   if (ctx.s.json) return print_json(out), exit_ok;
-  for (const auto& h : r.at("added").as_array()) std::cout << "+ " << h.as_string() << "\n";
-  for (const auto& h : r.at("removed").as_array()) std::cout << "- " << h.as_string() << "\n";
+  for (const auto& h : r.at("added").as_array()) std::cout << "+ " << std::string(h.as_string()) << "\n";
+  for (const auto& h : r.at("removed").as_array()) std::cout << "- " << std::string(h.as_string()) << "\n";
   for (const auto& c : r.at("changed").as_array())
     std::cout << "~ " << str(c, "hostname") << ": " << short_path(str(c, "old")) << " → " << short_path(str(c, "new")) << "\n";
   std::cout << r.at("unchanged").as_array().size() << " unchanged\n";
@@ -249,7 +249,7 @@ int release_diff(context& ctx, const std::string& a, const std::string& b, bool 
     for (const auto& d : out["closures"].as_array()) {
       std::cout << "\n" << str(d, "hostname") << ":\n";
       if (d.at("diff").is_null()) std::cout << "  (both closures are not in the local store)\n";
-      else std::cout << d.at("diff").as_string();
+      else std::cout << std::string(d.at("diff").as_string());
     }
   return exit_ok;
 }
