@@ -21,8 +21,10 @@ decision decide(const protocol::desired_state& desired, const host_facts& facts)
   if (protocol::check_store_path(facts.current_path))
     return {verdict::unknown_running, report_kind::rejected,
             "cannot tell which system runs (no store path behind the current-system link): nothing to roll back to"};
+  // A hold defers the target rather than refusing it: the report is a heartbeat, so that a rollout
+  // does not count the host as failed and the deployment goes ahead after release-hold.
   if (facts.on_hold)
-    return {verdict::on_hold, report_kind::rejected, "host is on hold: deployments wait for release-hold"};
+    return {verdict::on_hold, report_kind::heartbeat, "host is on hold: deployments wait for release-hold"};
   if (facts.keys != nullptr && !facts.keys->empty()) {
     if (!desired.entry_signature)
       return {verdict::unsigned_target, report_kind::rejected,

@@ -130,8 +130,9 @@ boost::asio::awaitable<void> agent_runtime::report_loop() {
 }
 
 boost::asio::awaitable<void> agent_runtime::health_loop() {
-  for (;;) {
-    co_await sleep_for(cfg_.health_interval);
+  // The first round runs at start: a host announces what it runs (and how healthy it is) at once.
+  for (bool first = true;; first = false) {
+    if (!first) co_await sleep_for(cfg_.health_interval);
     if (machine_.current() != core::deployer::stage::idle) continue;  // the gate is running probes
     auto results = co_await seams_.probes.round();
     for (const auto& r : results) driver_.metrics().probe_up[r.probe] = r.status == protocol::probe_status::pass ? 1 : 0;

@@ -202,6 +202,12 @@ class Host:
         return run([str(self.fleet.bin / "nixfleet-agent"), command, "--socket", str(self.dir / "control.sock")],
                    check=False)
 
+    def status(self):
+        r = self.control("status")
+        if r.returncode != 0:
+            raise RuntimeError(f"{self.name}: status: {r.stderr.strip()}")
+        return json.loads(r.stdout)
+
     def set_link(self, mode):
         self.link_file.write_text(mode + "\n")
 

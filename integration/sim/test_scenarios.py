@@ -82,3 +82,207 @@ def test_03_broken_release_canary_rolls_itself_back_and_the_rollout_pauses(fleet
         assert len(c.switches()) == count, "the bad target was applied again"
         time.sleep(1)
     assert bad[canary] not in [line.split()[2] for line in c.switches()[switched.index(c.initial, 1):]]
+
+
+def all_reported(fleet):
+    for h in fleet.hosts.values():
+        wait_for(f"{h.name} to report", reported(fleet, h.name, h.initial), timeout=30)
+
+
+def test_04_revert_in_a_later_wave_returns_every_dispatched_host(fleet):
+    all_reported(fleet)
+    # What runs now is a signed release too, so that agents with trusted keys accept going back to it.
+    fleet.release("base-4", {n: h.initial for n, h in fleet.hosts.items()})
+    systems = {n: fleet.build_system(n, "4") for n in fleet.hosts}
+    fleet.release("rev-4", systems)
+    rid = fleet.deploy("rev-4", "--hosts", "*", "--waves", "canary", "--soak", "15", "--on-failure", "revert")
+    r = wait_for("the canary to be confirmed", lambda: (lambda r: r if events(r, "host_confirmed") else None)(fleet.rollout(rid)),
+                 timeout=60)
+    canary = r["waves"][0]["hosts"][0]
+    # During the soak, make one host of the next wave unable to pass its gate.
+    victim = next(n for n in fleet.hosts if n != canary)
+    h = fleet.hosts[victim]
+    h.stop_agent()
+    h.write_health_config(probes=[{"name": "service", "type": "http", "url": "http://127.0.0.1:8080/health",
+                                   "expect_status": [299], "timeout_s": 2}])
+    h.start_agent()
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=120)
+    assert r["status"] == "reverted", [e["kind"] for e in r["events"]]
+    for name, host in fleet.hosts.items():
+        wait_for(f"{name} to run its system from before the rollout again",
+                 lambda host=host: host.current() == host.initial and host.service_ok(), timeout=60)
+    assert systems[canary] in [line.split()[2] for line in fleet.hosts[canary].switches()], "the canary had switched"
+    assert len(events(r, "host_reverted")) >= 2
+
+
+def test_05_coordinator_killed_mid_rollout_hosts_carry_on_and_nothing_is_lost(fleet_factory):
+    fleet = fleet_factory(agents=False)
+    for h in fleet.hosts.values():
+        h.write_agent_config(health_interval_s=600)  # only lifecycle reports: their numbers must be contiguous
+        h.start_agent()
+    all_reported(fleet)
+    systems = {n: fleet.build_system(n, "5") for n in fleet.hosts}
+    fleet.release("kill-5", systems)
+    rid = fleet.deploy("kill-5", "--hosts", "*", "--waves", "canary", "--soak", "3")
+    wait_for("the canary to be confirmed", lambda: events(fleet.rollout(rid), "host_confirmed"), timeout=60)
+    fleet.kill_coordinator()
+    time.sleep(4)  # an outage, not a synchronisation: hosts must simply carry on through it
+    for name, h in fleet.hosts.items():
+        assert h.agent.poll() is None, f"{name}'s agent died with the coordinator"
+        assert h.service_ok()
+    fleet.start_coordinator()
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=120)
+    assert r["status"] == "completed", [e["kind"] for e in r["events"]]
+    for name, h in fleet.hosts.items():
+        assert h.current() == systems[name]
+    import sqlite3
+    db = sqlite3.connect(str(fleet.root / "coordinator.db"))
+    for name in fleet.hosts:
+        wait_for(f"{name}'s outbox to drain", lambda name=name: fleet.hosts[name].status()["outbox_depth"] == 0,
+                 timeout=30)
+        seqs = [row[0] for row in db.execute("SELECT seq FROM reports WHERE machine_id = ? ORDER BY seq", (name,))]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{name}: report sequence has gaps: {seqs}"
+    db.close()
+
+
+def test_06_agent_killed_during_a_slow_switch_ends_confirmed_or_rolled_back(fleet):
+    all_reported(fleet)
+    name = "web-1"
+    h = fleet.hosts[name]
+    slow = fleet.build_system(name, "6", "switch_slow")
+    fleet.release("slow-6", {name: slow})
+    rid = fleet.deploy("slow-6", "--hosts", name, "--waves", "100%", "--soak", "0")
+    wait_for("the slow switch to start", lambda: any(slow in line for line in h.switches()), timeout=60)
+    h.stop_agent(signal.SIGKILL)
+    h.start_agent()
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=120)
+    wait_for("the host to settle", lambda: (lambda st: st["in_flight"] is None and st["stage"] == "idle")(h.status()),
+             timeout=60)
+    cur = h.current()
+    if r["status"] == "completed":
+        assert cur == slow and fleet.machine(name)["history"][0]["store_path"] == slow
+    else:
+        assert cur == h.initial, "neither confirmed nor rolled back"
+    assert h.service_ok()
+
+
+def test_07_forged_or_missing_signature_is_rejected_and_nothing_is_activated(fleet):
+    all_reported(fleet)
+    import subprocess
+    other = fleet.root / "other.sec"
+    subprocess.run(["nix-store", "--generate-binary-cache-key", "sim-op-1", str(other), str(fleet.root / "other.pub")],
+                   check=True)
+    other.chmod(0o600)
+    forged = fleet.build_system("web-1", "7")
+    fleet.push([forged])
+    fleet.release("forged-7", {"web-1": forged}, sign_key=other, push=False)  # same key name, wrong key
+    unsigned = fleet.build_system("web-2", "7")
+    fleet.push([unsigned])
+    fleet.api("/api/v1/releases", "POST", {"id": "unsigned-7", "created_at": "2026-11-25T10:00:00.000Z",
+                                           "cache_urls": ["http://127.0.0.1:8081"],
+                                           "entries": [{"hostname": "web-2", "store_path": unsigned}]})
+    r1 = fleet.deploy("forged-7", "--hosts", "web-1", "--waves", "100%")
+    r2 = fleet.deploy("unsigned-7", "--hosts", "web-2", "--waves", "100%")
+    for rid, name in ((r1, "web-1"), (r2, "web-2")):
+        r = fleet.wait_rollout(rid, TERMINAL, timeout=60)
+        assert r["status"] == "paused"
+        host = next(x for x in r["hosts"] if x["hostname"] == name)
+        assert host["state"] == "failed" and host["message"].startswith("rejected"), host
+        h = fleet.hosts[name]
+        assert len(h.switches()) == 1 and h.current() == h.initial
+        assert not h.has_path(forged if name == "web-1" else unsigned), "nothing was even fetched"
+
+
+def test_08_a_closure_the_cache_did_not_sign_with_the_trusted_key_is_not_fetched(fleet):
+    all_reported(fleet)
+    import subprocess
+    other = fleet.root / "cache-other.sec"
+    subprocess.run(["nix-store", "--generate-binary-cache-key", "rogue-cache-1", str(other), str(fleet.root / "co.pub")],
+                   check=True)
+    other.chmod(0o600)
+    path = fleet.build_system("web-3", "8")
+    fleet.push([path], key=other)
+    fleet.release("badcache-8", {"web-3": path}, push=False)  # the entry itself is properly signed
+    rid = fleet.deploy("badcache-8", "--hosts", "web-3", "--waves", "100%")
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=90)
+    assert r["status"] == "paused"
+    host = r["hosts"][0]
+    assert host["state"] == "failed" and host["message"].startswith("fetch_failed"), host
+    h = fleet.hosts["web-3"]
+    assert not h.has_path(path)
+    assert len(h.switches()) == 1 and h.current() == h.initial
+
+
+def test_09_a_host_cut_off_during_its_health_gate_decides_alone_and_reports_later(fleet):
+    all_reported(fleet)
+    name = "web-2"
+    h = fleet.hosts[name]
+    h.stop_agent()
+    h.write_health_config(soak_s=6)
+    h.start_agent()
+    target = fleet.build_system(name, "9")
+    fleet.release("cut-9", {name: target})
+    rid = fleet.deploy("cut-9", "--hosts", name, "--waves", "100%", "--soak", "0")
+    wait_for("the switch", lambda: any(target in line for line in h.switches()), timeout=60)
+    h.set_link("cut")
+    wait_for("the agent to confirm on its own",
+             lambda: (lambda st: st["last_good"] == target and st["stage"] == "idle")(h.status()), timeout=60)
+    assert fleet.machine(name)["current_path"] != target, "nothing reached the coordinator while cut"
+    h.set_link("up")
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=60)
+    assert r["status"] == "completed"
+    assert fleet.machine(name)["history"][0]["store_path"] == target
+
+
+def test_10_rollback_through_the_coordinator(fleet):
+    all_reported(fleet)
+    fleet.release("base-10", {n: h.initial for n, h in fleet.hosts.items()})
+    assert fleet.wait_rollout(fleet.deploy("base-10", "--hosts", "web-1", "--waves", "100%", "--soak", "0"),
+                              TERMINAL)["status"] == "completed"
+    v1 = fleet.build_system("web-1", "10")
+    fleet.release("v1-10", {"web-1": v1})
+    assert fleet.wait_rollout(fleet.deploy("v1-10", "--hosts", "web-1", "--waves", "100%", "--soak", "0"),
+                              TERMINAL)["status"] == "completed"
+    h = fleet.hosts["web-1"]
+    assert h.current() == v1
+    out = fleet.cli("rollback", "--host", "web-1").stdout
+    assert h.initial in out
+    wait_for("the agent to roll back", lambda: h.current() == h.initial and h.service_ok(), timeout=60)
+    wait_for("the coordinator to see it", lambda: fleet.machine("web-1")["current_path"] == h.initial, timeout=30)
+
+
+def test_11_a_rollout_gated_by_the_example_probe_plugin(fleet):
+    all_reported(fleet)
+    plugin = str(fleet.bin.parent / "lib" / "nixfleet-probe-disk-free.so")
+    for limit, version, expected in ((1, "11a", "completed"), (10**12, "11b", "paused")):
+        h = fleet.hosts["web-1"]
+        h.stop_agent()
+        h.write_health_config(probes=[{"name": "disk", "type": "plugin", "path": plugin,
+                                       "config": {"path": "/", "min_free_mb": limit}}])
+        h.start_agent()
+        target = fleet.build_system("web-1", version)
+        fleet.release("plugin-" + version, {"web-1": target})
+        r = fleet.wait_rollout(fleet.deploy("plugin-" + version, "--hosts", "web-1", "--waves", "100%", "--soak", "0"),
+                               TERMINAL, timeout=90)
+        assert r["status"] == expected, [e["message"] for e in r["events"]]
+        health = fleet.machine("web-1")["health"]
+        assert health["results"][0]["probe"] == "disk" and health["results"][0]["type"] == "plugin"
+    assert h.current() != target, "the failing plugin rolled the host back"
+
+
+def test_12_hold_blocks_a_deploy_until_released(fleet):
+    all_reported(fleet)
+    h = fleet.hosts["web-3"]
+    assert h.control("hold").returncode == 0
+    target = fleet.build_system("web-3", "12")
+    fleet.release("hold-12", {"web-3": target})
+    rid = fleet.deploy("hold-12", "--hosts", "web-3", "--waves", "100%", "--soak", "0")
+    wait_for("the held host to say so", lambda: "hold" in (fleet.machine("web-3").get("last_report") or {}).get("message", ""),
+             timeout=30)
+    time.sleep(3)  # held: several polls go by without a switch
+    assert len(h.switches()) == 1 and h.current() == h.initial
+    assert fleet.rollout(rid)["status"] == "running"
+    assert h.control("release-hold").returncode == 0
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=60)
+    assert r["status"] == "completed"
+    assert h.current() == target

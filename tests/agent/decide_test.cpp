@@ -73,6 +73,7 @@ BOOST_AUTO_TEST_CASE(hold_blocks_deployment) {
   auto d = decide(desired, facts);
   BOOST_TEST((d.what == verdict::on_hold));
   BOOST_TEST(d.message.find("hold") != std::string::npos);
+  BOOST_TEST((d.report == protocol::report_kind::heartbeat), "deferred, not refused: a rollout waits for it");
 }
 
 BOOST_AUTO_TEST_CASE(unsigned_entry_is_rejected_when_keys_are_configured) {

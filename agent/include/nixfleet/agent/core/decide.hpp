@@ -29,7 +29,8 @@ enum class verdict { deploy, up_to_date, wrong_host, unknown_running, unsigned_t
 
 struct decision {
   verdict what = verdict::deploy;
-  // What to report: up_to_date, rejected, or nothing to report yet (deploy: the lifecycle reports).
+  // What to report: up_to_date, rejected, heartbeat (held: deferred), or nothing yet (deploy: the
+  // lifecycle reports).
   std::optional<protocol::report_kind> report;
   std::string message;
 };
