@@ -58,6 +58,7 @@ boost::asio::awaitable<void> agent_runtime::poll_loop() {
   core::poll_schedule schedule({cfg_.poll_interval, std::chrono::seconds(1), cfg_.retry_interval, cfg_.startup_jitter});
   std::string etag;
   co_await sleep_for(schedule.first(rng_()));
+  std::optional<protocol::desired_state> last;  // what the coordinator last sent
   for (;;) {
     auto res = co_await seams_.coordinator.get_desired(etag);
     auto& m = driver_.metrics();
@@ -73,12 +74,19 @@ boost::asio::awaitable<void> agent_runtime::poll_loop() {
         break;
       case poll_result::outcome::desired:
         etag = res.etag;
+        last = *res.desired;
         co_await driver_.deliver(*res.desired, keys_);
         wait = schedule.after_success(res.desired->poll_hint);
         break;
-      case poll_result::outcome::nothing_assigned:
       case poll_result::outcome::not_modified:
-        if (res.what == poll_result::outcome::nothing_assigned) etag = res.etag;
+        // The same desired state again: offer it once more, so that what was deferred (a hold
+        // since released) or failed on the way (a fetch) is tried again. Refusals are not repeated.
+        if (last) co_await driver_.deliver(*last, keys_);
+        wait = schedule.after_success(last ? last->poll_hint : std::nullopt);
+        break;
+      case poll_result::outcome::nothing_assigned:
+        etag = res.etag;
+        last.reset();
         wait = schedule.after_success(std::nullopt);
         break;
     }

@@ -683,7 +683,8 @@ struct service::impl : std::enable_shared_from_this<impl> {
           cs.audit.push_back({now, "agent:" + id, "machine." + std::string(protocol::to_string(r.kind)), id,
                               std::move(detail)});
         }
-        if (r.kind == k::confirmed && r.store_path &&
+        // `up_to_date`: the host runs, and has confirmed, the path it was asked for.
+        if ((r.kind == k::confirmed || r.kind == k::up_to_date) && r.store_path &&
             (m.history.empty() || m.history.front().store_path != *r.store_path)) {
           m.history.insert(m.history.begin(), protocol::confirmed_generation{*r.store_path, now});
           if (m.history.size() > max_history) m.history.resize(max_history);

@@ -167,11 +167,17 @@ class sqlite_storage final : public storage {
       sqlite3_close(db_);
       throw storage_error("cannot open database " + path + ": " + msg);
     }
-    sqlite3_busy_timeout(db_, 5000);
-    exec("PRAGMA journal_mode=WAL");
-    exec("PRAGMA synchronous=FULL");
-    exec("PRAGMA foreign_keys=ON");
-    migrate();
+    try {
+      sqlite3_busy_timeout(db_, 5000);
+      exec("PRAGMA journal_mode=WAL");
+      exec("PRAGMA synchronous=FULL");
+      exec("PRAGMA foreign_keys=ON");
+      migrate();
+    } catch (...) {
+      cache_.clear();
+      sqlite3_close(db_);
+      throw;
+    }
   }
   ~sqlite_storage() override {
     cache_.clear();

@@ -60,8 +60,7 @@ BOOST_AUTO_TEST_CASE(migrations_run_once_and_a_newer_schema_is_refused) {
   sqlite3_step(st);
   BOOST_TEST(sqlite3_column_int(st, 0) == 1);
   sqlite3_finalize(st);
-  char* mode = nullptr;
-  sqlite3_exec(raw, "INSERT INTO schema_version (version) VALUES (999)", nullptr, nullptr, &mode);
+  sqlite3_exec(raw, "INSERT INTO schema_version (version) VALUES (999)", nullptr, nullptr, nullptr);
   sqlite3_close(raw);
   BOOST_CHECK_THROW(open_sqlite(path), storage_error);
 }
