@@ -25,7 +25,8 @@ report_action deployer::report_for(report_kind kind, std::optional<std::string> 
   report_action r{kind, {}, {}, {}, std::move(message), {}};
   if (record_) {
     r.store_path = record_->target;
-    r.release_id = record_->release_id;
+    // A break-glass rollback has no release behind it: leave the field out rather than send "".
+    if (!record_->release_id.empty()) r.release_id = record_->release_id;
     r.rollout_id = record_->rollout_id;
   } else if (target_) {
     r.store_path = target_->store_path;

@@ -668,9 +668,11 @@ struct service::impl : std::enable_shared_from_this<impl> {
         m.current_path = r.current_path;
       }
       if (r.booted_path) m.booted_path = r.booted_path;
-      if (r.health) {
+      // The machine's health is that of what it runs: a failed gate's results are about the
+      // target it rolled back from, and stay in that report.
+      if (r.health && (!r.store_path || r.store_path == r.current_path)) {
         m.health = r.health;
-        m.health_path = r.store_path ? r.store_path : r.current_path;
+        m.health_path = r.current_path;
       }
       if (lifecycle_kind(r.kind)) {
         m.last_event = lifecycle_event{r.kind, r.store_path, r.message, now};

@@ -224,7 +224,7 @@ class Host:
 class Fleet:
     def __init__(self, root, build_dir, host_names=("web-1", "web-2", "web-3")):
         self.root = Path(root)
-        self.bin = Path(build_dir) / "bin"
+        self.bin = Path(build_dir).resolve() / "bin"
         self.pki = self.root / "pki"
         self.cache = self.root / "cache"
         self.hosts = {n: Host(self, n) for n in host_names}

@@ -350,6 +350,10 @@ BOOST_AUTO_TEST_CASE(manual_rollback_goes_to_last_known_good_without_quarantine)
   BOOST_TEST(s.w.running == path_a);
   BOOST_TEST(s.w.quarantine.empty());
   BOOST_TEST((s.w.reports.back().kind == report_kind::rolled_back));
+  // No release is behind a break-glass rollback: no release_id (an empty one is not a valid id).
+  for (const auto& r : s.w.reports)
+    if (r.release_id) BOOST_TEST(!r.release_id->empty());
+  BOOST_TEST(!s.w.reports.back().release_id.has_value());
   BOOST_TEST(s.d.on_manual_rollback(s.w.running, path_a, s.now).size() == 1u);  // nothing to do: rejected
 }
 
