@@ -11,8 +11,6 @@
 #include "nixfleet/protocol/validate.hpp"
 
 #include <CLI/CLI.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/encode.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
@@ -473,14 +471,7 @@ process::result run_ssh(const std::vector<std::string>& argv) {
   process::request req;
   req.argv = argv;
   req.timeout = std::chrono::minutes(10);
-  boost::asio::io_context io;
-  process::result out;
-  boost::asio::co_spawn(io, process::run(std::move(req)), [&out](std::exception_ptr e, process::result r) {
-    if (e) std::rethrow_exception(e);
-    out = std::move(r);
-  });
-  io.run();
-  return out;
+  return process::run_blocking(std::move(req));
 }
 
 int rollback(context& ctx, const rollback_opts& o) {

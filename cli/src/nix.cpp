@@ -6,8 +6,6 @@
 #include "nixfleet/common/process.hpp"
 #include "nixfleet/protocol/validate.hpp"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/json/parse.hpp>
 
 #include <cstdlib>
@@ -15,7 +13,6 @@
 
 namespace nixfleet::cli {
 
-namespace asio = boost::asio;
 namespace json = boost::json;
 
 namespace {
@@ -39,14 +36,7 @@ process::result run(std::vector<std::string> argv, std::chrono::seconds timeout)
   req.env = nix_env();
   req.timeout = timeout;
   req.max_output = 64u << 20;
-  asio::io_context ctx;
-  process::result out;
-  asio::co_spawn(ctx, process::run(std::move(req)), [&out](std::exception_ptr e, process::result r) {
-    if (e) std::rethrow_exception(e);
-    out = std::move(r);
-  });
-  ctx.run();
-  return out;
+  return process::run_blocking(std::move(req));
 }
 
 [[noreturn]] void fail(const std::string& what, const process::result& r) {

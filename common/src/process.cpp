@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read.hpp>
@@ -290,6 +291,19 @@ asio::awaitable<result> run(request req) {
   res.out_truncated = out_cap->truncated;
   res.err_tail = std::move(err_cap->data);
   co_return res;
+}
+
+result run_blocking(request req) {
+  boost::asio::io_context ctx;
+  result out;
+  std::exception_ptr failure;
+  boost::asio::co_spawn(ctx, run(std::move(req)), [&](std::exception_ptr e, result r) {
+    failure = e;
+    out = std::move(r);
+  });
+  ctx.run();
+  if (failure) std::rethrow_exception(failure);
+  return out;
 }
 
 }  // namespace nixfleet::process

@@ -242,8 +242,7 @@ class Fleet:
     def start(self, agents=True):
         self.root.mkdir(parents=True, exist_ok=True)
         self._pki()
-        run(["nix-store", "--generate-binary-cache-key", "sim-op-1", str(self.op_secret), str(self.root / "op.pub")])
-        os.chmod(self.op_secret, 0o600)
+        self.make_key("sim-op-1", "op")
         self.op_public = (self.root / "op.pub").read_text().strip()
         self._cache()
         self.start_coordinator()
@@ -361,6 +360,13 @@ http {{
                  "--argstr", "version", version, "--argstr", "mode", mode, "--argstr", "nonce", self.nonce],
                 env={"NIX_CONFIG": NIX_BUILD_CONFIG})
         return r.stdout.strip().splitlines()[-1]
+
+    def make_key(self, name, file_stem):
+        """A fresh Nix signing key pair (secret file mode 0600); returns the secret key's path."""
+        secret = self.root / f"{file_stem}.sec"
+        run(["nix-store", "--generate-binary-cache-key", name, str(secret), str(self.root / f"{file_stem}.pub")])
+        os.chmod(secret, 0o600)
+        return secret
 
     def push(self, paths, key=None):
         key = key or self.op_secret

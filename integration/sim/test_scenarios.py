@@ -168,11 +168,7 @@ def test_06_agent_killed_during_a_slow_switch_ends_confirmed_or_rolled_back(flee
 
 def test_07_forged_or_missing_signature_is_rejected_and_nothing_is_activated(fleet):
     all_reported(fleet)
-    import subprocess
-    other = fleet.root / "other.sec"
-    subprocess.run(["nix-store", "--generate-binary-cache-key", "sim-op-1", str(other), str(fleet.root / "other.pub")],
-                   check=True)
-    other.chmod(0o600)
+    other = fleet.make_key("sim-op-1", "other")  # the operator key's name, another key
     forged = fleet.build_system("web-1", "7")
     fleet.push([forged])
     fleet.release("forged-7", {"web-1": forged}, sign_key=other, push=False)  # same key name, wrong key
@@ -195,11 +191,7 @@ def test_07_forged_or_missing_signature_is_rejected_and_nothing_is_activated(fle
 
 def test_08_a_closure_the_cache_did_not_sign_with_the_trusted_key_is_not_fetched(fleet):
     all_reported(fleet)
-    import subprocess
-    other = fleet.root / "cache-other.sec"
-    subprocess.run(["nix-store", "--generate-binary-cache-key", "rogue-cache-1", str(other), str(fleet.root / "co.pub")],
-                   check=True)
-    other.chmod(0o600)
+    other = fleet.make_key("rogue-cache-1", "rogue-cache")
     path = fleet.build_system("web-3", "8")
     fleet.push([path], key=other)
     fleet.release("badcache-8", {"web-3": path}, push=False)  # the entry itself is properly signed

@@ -111,4 +111,18 @@ BOOST_AUTO_TEST_CASE(cancelling_the_caller_still_ends_the_process) {
   BOOST_TEST(::kill(pid, 0) == -1);
 }
 
+BOOST_AUTO_TEST_CASE(run_blocking_serves_programs_without_an_event_loop) {
+  request req;
+  req.argv = {"/bin/sh", "-c", "echo out; echo err >&2; exit 4"};
+  auto r = nixfleet::process::run_blocking(req);
+  BOOST_TEST((r.how == result::ending::exited));
+  BOOST_TEST(r.exit_code == 4);
+  BOOST_TEST(r.out == "out\n");
+  BOOST_TEST(r.err_tail == "err\n");
+  req.argv = {"/bin/sleep", "5"};
+  req.timeout = std::chrono::milliseconds(100);
+  req.kill_grace = std::chrono::milliseconds(100);
+  BOOST_TEST((nixfleet::process::run_blocking(req).how == result::ending::timed_out));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -50,4 +50,8 @@ struct result {
 // SIGKILL after `kill_grace`, and is reaped in the background; the cancellation propagates.
 boost::asio::awaitable<result> run(request req);
 
+// The same, for a program without an event loop of its own (the operator CLI): runs `req` on a
+// private io_context and returns when it has ended.
+result run_blocking(request req);
+
 }  // namespace nixfleet::process
