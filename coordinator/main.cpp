@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <charconv>
@@ -43,6 +44,114 @@ std::optional<nixfleet::protocol::role> parse_role(const std::string& s) {
   return std::nullopt;
 }
 
+struct serve_flags {
+  std::string db = "/var/lib/nixfleet/coordinator.db";
+  std::string listen = "[::]:8443";
+  std::optional<std::string> tls_cert, tls_key, client_ca, metrics_listen;
+  bool require_client_cert = false, insecure_http = false;
+  unsigned retention_days = 7;
+  unsigned poll_hint = 5;
+  double idle_timeout = 30, request_timeout = 10;
+  std::size_t max_connections = 20000;
+  std::string log_level = "info";
+};
+
+void add_serve_flags(CLI::App* sub, serve_flags& f) {
+  sub->add_option("--db", f.db, "SQLite database (created when missing)")->capture_default_str();
+  sub->add_option("--listen", f.listen, "API address, HOST:PORT")->capture_default_str();
+  sub->add_option("--tls-cert", f.tls_cert, "server certificate chain (PEM)");
+  sub->add_option("--tls-key", f.tls_key, "server private key (PEM)");
+  sub->add_option("--client-ca", f.client_ca, "CA whose client certificates identify agents (CN = machine id)");
+  sub->add_flag("--require-client-cert", f.require_client_cert,
+                "refuse the TLS handshake of clients without a certificate (operators too)");
+  sub->add_flag("--insecure-http", f.insecure_http,
+                "serve plain HTTP: keys travel in clear and agent routes are open (tests and demos only)");
+  sub->add_option("--metrics-listen", f.metrics_listen, "Prometheus /metrics address, e.g. 127.0.0.1:9464");
+  sub->add_option("--report-retention-days", f.retention_days, "keep agent reports this long")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 3650u));
+  sub->add_option("--poll-hint", f.poll_hint, "poll interval (s) suggested to hosts in an active rollout")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 3600u));
+  sub->add_option("--idle-timeout", f.idle_timeout, "seconds a connection may wait between requests")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  sub->add_option("--request-timeout", f.request_timeout, "seconds to receive one whole request")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 600.0));
+  sub->add_option("--max-connections", f.max_connections, "open connections at most")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}));
+  sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error")->capture_default_str();
+}
+
+int bad(const std::string& message, int code = exit_config) {
+  std::cerr << "nixfleet-coordinator: " << message << "\n";
+  return code;
+}
+
+// Checks the flags together and fills `o`; 0, or the exit code after one line on stderr.
+int to_options(const serve_flags& f, cio::service_options& o) {
+  o.db_path = f.db;
+  auto ep = parse_endpoint(f.listen);
+  if (!ep) return bad("--listen: expected HOST:PORT, got " + f.listen, exit_usage);
+  o.api.listen = *ep;
+  if (f.metrics_listen) {
+    auto m = parse_endpoint(*f.metrics_listen);
+    if (!m) return bad("--metrics-listen: expected HOST:PORT", exit_usage);
+    o.metrics_listen = *m;
+  }
+  if (f.tls_cert.has_value() != f.tls_key.has_value()) return bad("--tls-cert and --tls-key go together");
+  if (f.tls_cert && f.insecure_http) return bad("--insecure-http and --tls-cert exclude each other");
+  if (!f.tls_cert && !f.insecure_http) return bad("give --tls-cert and --tls-key, or --insecure-http to serve plain HTTP");
+  if ((f.client_ca || f.require_client_cert) && !f.tls_cert) return bad("--client-ca and --require-client-cert need TLS");
+  if (f.require_client_cert && !f.client_ca) return bad("--require-client-cert needs --client-ca");
+  if (nixfleet::log::parse_level(f.log_level, nixfleet::log::level::off) == nixfleet::log::level::off &&
+      f.log_level != "off")
+    return bad("--log-level: expected trace, debug, info, warn or error", exit_usage);
+  if (f.tls_cert) o.api.tls = cio::tls_options{*f.tls_cert, *f.tls_key, f.client_ca, f.require_client_cert};
+  o.insecure_http = f.insecure_http;
+  o.report_retention = std::chrono::hours(24 * f.retention_days);
+  o.poll_hint_s = f.poll_hint;
+  o.api.idle_timeout = std::chrono::milliseconds(static_cast<long>(f.idle_timeout * 1000));
+  o.api.request_timeout = std::chrono::milliseconds(static_cast<long>(f.request_timeout * 1000));
+  o.api.max_connections = f.max_connections;
+  return 0;
+}
+
+// check-config: the TLS files must load; prints the effective configuration.
+int check_config(const serve_flags& f, const cio::service_options& o) {
+  if (o.api.tls) {
+    boost::asio::ssl::context ctx(boost::asio::ssl::context::tls_server);
+    boost::system::error_code ec;
+    ctx.use_certificate_chain_file(o.api.tls->cert_file, ec);
+    if (ec) return bad("--tls-cert: cannot load " + o.api.tls->cert_file + ": " + ec.message());
+    ctx.use_private_key_file(o.api.tls->key_file, boost::asio::ssl::context::pem, ec);
+    if (ec) return bad("--tls-key: cannot load " + o.api.tls->key_file + ": " + ec.message());
+    if (o.api.tls->client_ca_file) {
+      ctx.load_verify_file(*o.api.tls->client_ca_file, ec);
+      if (ec) return bad("--client-ca: cannot load " + *o.api.tls->client_ca_file + ": " + ec.message());
+    }
+  }
+  auto opt = [](const std::optional<std::string>& v) { return v ? boost::json::value(*v) : boost::json::value(nullptr); };
+  boost::json::object out{{"db", f.db},
+                          {"listen", f.listen},
+                          {"tls_cert", opt(f.tls_cert)},
+                          {"tls_key", opt(f.tls_key)},
+                          {"client_ca", opt(f.client_ca)},
+                          {"require_client_cert", f.require_client_cert},
+                          {"insecure_http", f.insecure_http},
+                          {"metrics_listen", opt(f.metrics_listen)},
+                          {"report_retention_days", f.retention_days},
+                          {"poll_hint", f.poll_hint},
+                          {"idle_timeout", f.idle_timeout},
+                          {"request_timeout", f.request_timeout},
+                          {"max_connections", f.max_connections},
+                          {"log_level", f.log_level}};
+  std::cout << boost::json::serialize(out) << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -50,45 +159,13 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(nixfleet::version()));
   app.require_subcommand(1);
 
-  struct {
-    std::string db = "/var/lib/nixfleet/coordinator.db";
-    std::string listen = "[::]:8443";
-    std::optional<std::string> tls_cert, tls_key, client_ca, metrics_listen;
-    bool require_client_cert = false, insecure_http = false;
-    unsigned retention_days = 7;
-    unsigned poll_hint = 5;
-    double idle_timeout = 30, request_timeout = 10;
-    std::size_t max_connections = 20000;
-    std::string log_level = "info";
-  } serve_opts;
+  serve_flags serve_opts;
   auto* serve = app.add_subcommand("serve", "Serve the API (HTTPS; plain HTTP only with --insecure-http)");
-  serve->add_option("--db", serve_opts.db, "SQLite database (created when missing)")->capture_default_str();
-  serve->add_option("--listen", serve_opts.listen, "API address, HOST:PORT")->capture_default_str();
-  serve->add_option("--tls-cert", serve_opts.tls_cert, "server certificate chain (PEM)");
-  serve->add_option("--tls-key", serve_opts.tls_key, "server private key (PEM)");
-  serve->add_option("--client-ca", serve_opts.client_ca,
-                    "CA whose client certificates identify agents (CN = machine id)");
-  serve->add_flag("--require-client-cert", serve_opts.require_client_cert,
-                  "refuse the TLS handshake of clients without a certificate (operators too)");
-  serve->add_flag("--insecure-http", serve_opts.insecure_http,
-                  "serve plain HTTP: keys travel in clear and agent routes are open (tests and demos only)");
-  serve->add_option("--metrics-listen", serve_opts.metrics_listen, "Prometheus /metrics address, e.g. 127.0.0.1:9464");
-  serve->add_option("--report-retention-days", serve_opts.retention_days, "keep agent reports this long")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 3650u));
-  serve->add_option("--poll-hint", serve_opts.poll_hint, "poll interval (s) suggested to hosts in an active rollout")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 3600u));
-  serve->add_option("--idle-timeout", serve_opts.idle_timeout, "seconds a connection may wait between requests")
-      ->capture_default_str()
-      ->check(CLI::Range(0.1, 3600.0));
-  serve->add_option("--request-timeout", serve_opts.request_timeout, "seconds to receive one whole request")
-      ->capture_default_str()
-      ->check(CLI::Range(0.1, 600.0));
-  serve->add_option("--max-connections", serve_opts.max_connections, "open connections at most")
-      ->capture_default_str()
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}));
-  serve->add_option("--log-level", serve_opts.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  add_serve_flags(serve, serve_opts);
+  auto* check = app.add_subcommand("check-config",
+                                   "Validate serve's flags (and that the TLS files load) and print the effective "
+                                   "configuration as JSON; exit 0, or 78 naming the flag");
+  add_serve_flags(check, serve_opts);
 
   struct {
     std::string db = "/var/lib/nixfleet/coordinator.db";
@@ -113,53 +190,11 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
 
-  if (*serve) {
+  if (*serve || *check) {
     nixfleet::log::init({nixfleet::log::parse_level(serve_opts.log_level, nixfleet::log::level::info)});
     cio::service_options o;
-    o.db_path = serve_opts.db;
-    auto ep = parse_endpoint(serve_opts.listen);
-    if (!ep) {
-      std::cerr << "nixfleet-coordinator: --listen: expected HOST:PORT, got " << serve_opts.listen << "\n";
-      return exit_usage;
-    }
-    o.api.listen = *ep;
-    if (serve_opts.metrics_listen) {
-      auto m = parse_endpoint(*serve_opts.metrics_listen);
-      if (!m) {
-        std::cerr << "nixfleet-coordinator: --metrics-listen: expected HOST:PORT\n";
-        return exit_usage;
-      }
-      o.metrics_listen = *m;
-    }
-    if (serve_opts.tls_cert.has_value() != serve_opts.tls_key.has_value()) {
-      std::cerr << "nixfleet-coordinator: --tls-cert and --tls-key go together\n";
-      return exit_config;
-    }
-    if (serve_opts.tls_cert && serve_opts.insecure_http) {
-      std::cerr << "nixfleet-coordinator: --insecure-http and --tls-cert exclude each other\n";
-      return exit_config;
-    }
-    if (!serve_opts.tls_cert && !serve_opts.insecure_http) {
-      std::cerr << "nixfleet-coordinator: give --tls-cert and --tls-key, or --insecure-http to serve plain HTTP\n";
-      return exit_config;
-    }
-    if ((serve_opts.client_ca || serve_opts.require_client_cert) && !serve_opts.tls_cert) {
-      std::cerr << "nixfleet-coordinator: --client-ca and --require-client-cert need TLS\n";
-      return exit_config;
-    }
-    if (serve_opts.require_client_cert && !serve_opts.client_ca) {
-      std::cerr << "nixfleet-coordinator: --require-client-cert needs --client-ca\n";
-      return exit_config;
-    }
-    if (serve_opts.tls_cert)
-      o.api.tls = cio::tls_options{*serve_opts.tls_cert, *serve_opts.tls_key, serve_opts.client_ca,
-                                   serve_opts.require_client_cert};
-    o.insecure_http = serve_opts.insecure_http;
-    o.report_retention = std::chrono::hours(24 * serve_opts.retention_days);
-    o.poll_hint_s = serve_opts.poll_hint;
-    o.api.idle_timeout = std::chrono::milliseconds(static_cast<long>(serve_opts.idle_timeout * 1000));
-    o.api.request_timeout = std::chrono::milliseconds(static_cast<long>(serve_opts.request_timeout * 1000));
-    o.api.max_connections = serve_opts.max_connections;
+    if (int rc = to_options(serve_opts, o); rc != 0) return rc;
+    if (*check) return check_config(serve_opts, o);
     return cio::run_serve(std::move(o));
   }
 
