@@ -1,0 +1,156 @@
+# NixOS module: services.nixfleet-agent. `settings` mirrors /etc/nixfleet/agent.json key for key
+# and `health` mirrors /etc/nixfleet/health.json (gate and typed probes); agent/render.nix turns
+# them into the files, which `nixfleet-agent check-config` accepts (checked in CI).
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib) mkOption mkEnableOption mkIf types;
+  cfg = config.services.nixfleet-agent;
+  rendered = import ./render.nix {
+    settings = cfg.settings;
+    health = cfg.health;
+    healthConfigPath = "/etc/nixfleet/health.json";
+  };
+  nullable = type: description: mkOption { type = types.nullOr type; default = null; inherit description; };
+  seconds = description: nullable types.number "${description} (seconds; null: the agent's default)";
+
+  probeOptions = {
+    options = {
+      name = mkOption { type = types.str; description = "Unique probe name."; };
+      type = mkOption {
+        type = types.enum [ "systemd_unit" "systemd_failed" "http" "tcp" "exec" "plugin" ];
+        description = "Probe type.";
+      };
+      required = nullable types.bool "A failing required probe fails the gate (default true).";
+      timeout_s = seconds "Time one check may take";
+      unit = nullable types.str "systemd_unit: the unit that must be active.";
+      max_failed = nullable types.ints.unsigned "systemd_failed: failed units tolerated.";
+      url = nullable types.str "http: URL to fetch.";
+      expect_status = nullable (types.listOf types.int) "http: accepted status codes.";
+      body_contains = nullable types.str "http: text the body must contain.";
+      ca_file = nullable types.path "http: CA to verify https with.";
+      host = nullable types.str "tcp: host to connect to.";
+      port = nullable types.port "tcp: port to connect to.";
+      command = nullable types.str "exec: program (or shell command with shell = true).";
+      args = nullable (types.listOf types.str) "exec: arguments.";
+      shell = nullable types.bool "exec: run command with /bin/sh -c.";
+      json_output = nullable types.bool "exec: stdout is {\"status\": …, \"message\": …}.";
+      max_output_bytes = nullable types.ints.unsigned "exec: output kept.";
+      path = nullable types.str "plugin: shared object implementing health/sdk/nixfleet_probe.h.";
+      config = nullable (types.attrsOf types.anything) "plugin: its JSON configuration.";
+    };
+  };
+in
+{
+  options.services.nixfleet-agent = {
+    enable = mkEnableOption "the nixfleet agent (pulls, verifies, activates, health-gates and rolls back this host)";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.nixfleet-agent;
+      defaultText = lib.literalExpression "pkgs.nixfleet-agent";
+      description = "Package providing nixfleet-agent and nixfleet-probe-host.";
+    };
+
+    settings = mkOption {
+      description = "The agent's configuration (agent.json), key for key; null leaves the agent's default.";
+      default = { };
+      type = types.submodule {
+        options = {
+          machine_id = mkOption {
+            type = types.str;
+            default = config.networking.hostName;
+            defaultText = lib.literalExpression "config.networking.hostName";
+            description = "This host's machine id.";
+          };
+          coordinator_url = mkOption { type = types.str; description = "https://… of the coordinator."; };
+          allow_insecure_http = nullable types.bool "Allow an http:// coordinator (tests only).";
+          tls = mkOption {
+            default = null;
+            description = "CA and client certificate (CN = machine_id).";
+            type = types.nullOr (types.submodule {
+              options = {
+                ca_file = nullable types.str "CA to verify the coordinator.";
+                cert_file = nullable types.str "Client certificate.";
+                key_file = nullable types.str "Client certificate key.";
+              };
+            });
+          };
+          poll_interval_s = seconds "Poll interval";
+          retry_interval_s = seconds "Longest back-off after failures";
+          startup_jitter_s = seconds "Random delay before the first poll";
+          request_timeout_s = seconds "Coordinator request timeout";
+          health_interval_s = seconds "Periodic health report interval";
+          state_dir = nullable types.str "Durable state directory.";
+          profile = nullable types.str "System profile.";
+          trusted_keys = nullable (types.listOf types.str) "Operator keys (Nix format) that must sign release entries.";
+          cache_public_keys = nullable (types.listOf types.str) "Binary cache keys for require-sigs.";
+          fetch_timeout_s = seconds "Closure fetch timeout";
+          min_free_mb = nullable types.ints.unsigned "Free space needed before fetching (MiB).";
+          activation_timeout_s = seconds "switch-to-configuration timeout";
+          switch_runner = nullable (types.enum [ "auto" "systemd-run" "direct" ]) "How to run the switch.";
+          dry_run = nullable types.bool "Verify and fetch, never activate.";
+          control_socket = nullable types.str "Break-glass control socket.";
+          metrics_listen = nullable types.str "IP:port for Prometheus metrics.";
+          outbox_limit = nullable types.ints.positive "Pending reports kept while the coordinator is away.";
+          log_level = nullable (types.enum [ "trace" "debug" "info" "warn" "error" ]) "Log level.";
+        };
+      };
+    };
+
+    health = {
+      gate = mkOption {
+        default = { };
+        description = "The health gate after each activation.";
+        type = types.submodule {
+          options = {
+            grace_s = seconds "No checks this long after activation";
+            interval_s = seconds "Time between probe rounds";
+            soak_s = seconds "Time the probes must keep passing";
+            failure_threshold = nullable types.ints.positive "Failed rounds in a row that fail the gate.";
+            success_threshold = nullable types.ints.positive "Passed rounds needed at the end.";
+            timeout_s = seconds "No verdict by then is a failure";
+          };
+        };
+      };
+      probes = mkOption {
+        type = types.listOf (types.submodule probeOptions);
+        default = [ ];
+        description = "Health probes (health.json).";
+      };
+    };
+  };
+
+  config = mkIf cfg.enable {
+    environment.etc."nixfleet/agent.json".text = builtins.toJSON rendered.agent;
+    environment.etc."nixfleet/health.json".text = builtins.toJSON rendered.health;
+    environment.systemPackages = [ cfg.package ];
+
+    systemd.services.nixfleet-agent = {
+      description = "nixfleet agent";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" "nix-daemon.service" ];
+      # The agent runs switch-to-configuration itself: its own activation must not restart or stop
+      # it in the middle of that switch. A new agent is picked up at the next boot or by hand.
+      restartIfChanged = false;
+      stopIfChanged = false;
+      path = [ config.nix.package config.systemd.package ];
+      serviceConfig = {
+        Type = "notify";
+        NotifyAccess = "main";
+        ExecStart = "${cfg.package}/bin/nixfleet-agent run --config /etc/nixfleet/agent.json";
+        Restart = "always";
+        RestartSec = 5;
+        WatchdogSec = "120s";
+        # Only the agent itself is stopped: a switch it started runs in its own transient unit.
+        KillMode = "process";
+        TimeoutStopSec = "30s";
+        StateDirectory = "nixfleet-agent";
+        StateDirectoryMode = "0700";
+        RuntimeDirectory = "nixfleet-agent";
+        RuntimeDirectoryMode = "0700";
+        # Root and no filesystem sandboxing: it sets the system profile and switches the system.
+      };
+    };
+  };
+}

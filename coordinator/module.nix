@@ -1,0 +1,113 @@
+# NixOS module: services.nixfleet-coordinator. `settings` mirrors `nixfleet-coordinator serve`'s
+# flags one to one; coordinator/render.nix turns them into the command line, which
+# `nixfleet-coordinator check-config` accepts (checked in CI). TLS files reach the service as
+# systemd credentials, so the dynamic user never needs read access to them.
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib) mkOption mkEnableOption mkIf types;
+  cfg = config.services.nixfleet-coordinator;
+  s = cfg.settings;
+  args = import ./render.nix { settings = s; credentialsDir = "%d"; };
+  nullable = type: description: mkOption { type = types.nullOr type; default = null; inherit description; };
+  credentials = lib.filter (x: x != null) [
+    (if s.tls_cert != null then "tls-cert:${s.tls_cert}" else null)
+    (if s.tls_key != null then "tls-key:${s.tls_key}" else null)
+    (if s.client_ca != null then "client-ca:${s.client_ca}" else null)
+  ];
+  keys = pkgs.writeShellScriptBin "nixfleet-coordinator-keys" ''
+    # Runs `nixfleet-coordinator keys create` as the service's user, on its database.
+    exec ${config.systemd.package}/bin/systemd-run --quiet --wait --pipe --collect \
+      -p DynamicUser=yes -p User=nixfleet-coordinator -p StateDirectory=nixfleet-coordinator \
+      ${cfg.package}/bin/nixfleet-coordinator keys create --db ${s.db} "$@"
+  '';
+in
+{
+  options.services.nixfleet-coordinator = {
+    enable = mkEnableOption "the nixfleet coordinator";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.nixfleet-coordinator;
+      defaultText = lib.literalExpression "pkgs.nixfleet-coordinator";
+      description = "Package providing nixfleet-coordinator.";
+    };
+
+    openFirewall = mkOption { type = types.bool; default = false; description = "Open the API port."; };
+
+    settings = mkOption {
+      description = "`nixfleet-coordinator serve` flags, one option each; null leaves the default.";
+      default = { };
+      type = types.submodule {
+        options = {
+          db = mkOption {
+            type = types.str;
+            default = "/var/lib/nixfleet-coordinator/coordinator.db";
+            description = "SQLite database.";
+          };
+          listen = mkOption { type = types.str; default = "[::]:8443"; description = "API address, HOST:PORT."; };
+          tls_cert = nullable types.path "Server certificate chain (PEM).";
+          tls_key = nullable types.path "Server private key (PEM).";
+          client_ca = nullable types.path "CA whose client certificates identify agents.";
+          require_client_cert = mkOption { type = types.bool; default = false; description = "Refuse clients without a certificate."; };
+          insecure_http = mkOption { type = types.bool; default = false; description = "Serve plain HTTP (tests only)."; };
+          metrics_listen = nullable types.str "Prometheus address, e.g. 127.0.0.1:9464.";
+          report_retention_days = nullable types.ints.positive "Keep agent reports this long.";
+          poll_hint = nullable types.ints.positive "Poll interval suggested during rollouts (s).";
+          idle_timeout = nullable types.number "Seconds a connection may wait between requests.";
+          request_timeout = nullable types.number "Seconds to receive one request.";
+          max_connections = nullable types.ints.positive "Open connections at most.";
+          log_level = nullable (types.enum [ "trace" "debug" "info" "warn" "error" ]) "Log level.";
+        };
+      };
+    };
+  };
+
+  config = mkIf cfg.enable {
+    environment.systemPackages = [ cfg.package keys ];
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [
+      (lib.toInt (lib.last (lib.splitString ":" s.listen)))
+    ];
+
+    systemd.services.nixfleet-coordinator = {
+      description = "nixfleet coordinator";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network.target" ];
+      serviceConfig = {
+        Type = "notify";
+        ExecStart = lib.escapeShellArgs ([ "${cfg.package}/bin/nixfleet-coordinator" "serve" ] ++ args);
+        Restart = "always";
+        RestartSec = 2;
+        TimeoutStopSec = "20s";
+        DynamicUser = true;
+        User = "nixfleet-coordinator";
+        StateDirectory = "nixfleet-coordinator";
+        StateDirectoryMode = "0700";
+        LoadCredential = credentials;
+        # Hardening: it only needs its state directory and the network.
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
+        NoNewPrivileges = true;
+        RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [ "@system-service" "~@privileged" ];
+        CapabilityBoundingSet = "";
+        UMask = "0077";
+      };
+    };
+  };
+}

@@ -1,0 +1,23 @@
+# Renders the coordinator module's options into `nixfleet-coordinator serve` arguments. Pure
+# (builtins only), so CI evaluates it without nixpkgs and runs `nixfleet-coordinator check-config`
+# with the result. TLS files are passed as systemd credentials: `credentialsDir` is "%d" in the unit.
+{ settings, credentialsDir ? "%d" }:
+let
+  s = settings;
+  value = flag: v: if v == null then [ ] else [ flag (toString v) ];
+  switch = flag: b: if b == true then [ flag ] else [ ];
+  credential = name: v: if v == null then [ ] else [ "--${name}" "${credentialsDir}/${name}" ];
+in
+[ "--db" s.db "--listen" s.listen ]
+++ credential "tls-cert" (s.tls_cert or null)
+++ credential "tls-key" (s.tls_key or null)
+++ credential "client-ca" (s.client_ca or null)
+++ switch "--require-client-cert" (s.require_client_cert or false)
+++ switch "--insecure-http" (s.insecure_http or false)
+++ value "--metrics-listen" (s.metrics_listen or null)
+++ value "--report-retention-days" (s.report_retention_days or null)
+++ value "--poll-hint" (s.poll_hint or null)
+++ value "--idle-timeout" (s.idle_timeout or null)
+++ value "--request-timeout" (s.request_timeout or null)
+++ value "--max-connections" (s.max_connections or null)
+++ value "--log-level" (s.log_level or null)

@@ -1,0 +1,168 @@
+# NixOS VM tests (`nix flake check` where KVM and nixpkgs are available): the fleet-in-a-box
+# scenarios on real NixOS. A coordinator VM (mTLS, nix-serve as the signed binary cache) and two
+# host VMs running the agent module. The "releases" are NixOS specialisations of each host, built
+# with it, so their closures are already valid on the host (the fetch finds them present); one is
+# broken on purpose.
+{ pkgs, self }:
+let
+  lib = pkgs.lib;
+
+  # Test-only PKI and keys, made at build time (never used outside the VMs).
+  pki = pkgs.runCommand "nixfleet-test-pki" { nativeBuildInputs = [ pkgs.openssl pkgs.nix ]; } ''
+    mkdir -p $out
+    cd $out
+    ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    openssl req -x509 $ec -keyout ca.key -out ca.crt -days 3650 -subj /CN=nixfleet-test-ca
+    issue() {
+      echo "$3" > $1.ext
+      openssl req $ec -keyout $1.key -out $1.csr -subj /CN=$2
+      openssl x509 -req -in $1.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $1.crt -days 3650 -extfile $1.ext
+    }
+    issue coordinator coordinator "subjectAltName=DNS:coordinator"
+    issue host1 host1 "extendedKeyUsage=clientAuth"
+    issue host2 host2 "extendedKeyUsage=clientAuth"
+    export NIX_STATE_DIR=$TMPDIR/nix HOME=$TMPDIR
+    nix-store --generate-binary-cache-key test-op-1 op.sec op.pub
+  '';
+  opPublic = lib.fileContents "${pki}/op.pub";
+
+  coordinatorNode = { ... }: {
+    imports = [ self.nixosModules.coordinator ];
+    networking.firewall.allowedTCPPorts = [ 8443 5000 ];
+    services.nixfleet-coordinator = {
+      enable = true;
+      settings = {
+        tls_cert = "${pki}/coordinator.crt";
+        tls_key = "${pki}/coordinator.key";
+        client_ca = "${pki}/ca.crt";
+        poll_hint = 1;
+      };
+    };
+    services.nix-serve = { enable = true; secretKeyFile = "${pki}/op.sec"; };
+    environment.systemPackages = [ pkgs.nixfleet ];
+  };
+
+  # A host whose specialisations are the releases: `good` answers on :8080, `broken` does not.
+  hostNode = name: { config, ... }: {
+    imports = [ self.nixosModules.agent ];
+    networking.hostName = name;
+    services.nixfleet-agent = {
+      enable = true;
+      settings = {
+        coordinator_url = "https://coordinator:8443";
+        tls = { ca_file = "${pki}/ca.crt"; cert_file = "${pki}/${name}.crt"; key_file = "${pki}/${name}.key"; };
+        trusted_keys = [ opPublic ];
+        cache_public_keys = [ opPublic ];
+        poll_interval_s = 2;
+        startup_jitter_s = 0;
+      };
+      health = {
+        gate = { grace_s = 2; interval_s = 1; soak_s = 5; failure_threshold = 3; timeout_s = 60; };
+        probes = [{ name = "web"; type = "http"; url = "http://127.0.0.1:8080/"; expect_status = [ 200 ]; }];
+      };
+    };
+    services.openssh = { enable = true; settings.PermitRootLogin = "prohibit-password"; };
+    specialisation.good.configuration = {
+      systemd.services.web = {
+        wantedBy = [ "multi-user.target" ];
+        serviceConfig.ExecStart = "${pkgs.python3}/bin/python3 -m http.server 8080 --bind 127.0.0.1";
+      };
+    };
+    specialisation.broken.configuration = {
+      systemd.services.web = {
+        wantedBy = [ "multi-user.target" ];
+        serviceConfig.ExecStart = "${pkgs.coreutils}/bin/false";
+      };
+    };
+  };
+
+  common = ''
+    import json
+    start_all()
+    coordinator.wait_for_unit("nixfleet-coordinator.service")
+    coordinator.wait_for_unit("nix-serve.service")
+    key = coordinator.succeed(
+        "nixfleet-coordinator-keys --name test --role admin").strip()
+    coordinator.succeed(f"echo {key} > /root/key && chmod 600 /root/key")
+    cli = ("NIXFLEET_COORDINATOR=https://coordinator:8443 NIXFLEET_CA_FILE=${pki}/ca.crt "
+           "NIXFLEET_API_KEY_FILE=/root/key nixfleet ")
+    for h in (host1, host2):
+        h.wait_for_unit("nixfleet-agent.service")
+
+    def spec(host, which):
+        return host.succeed(f"readlink -f /run/current-system/specialisation/{which}").strip()
+
+    def release_current(rid):
+        # What the hosts run now, as a signed release, so that going back to it is accepted.
+        entries = [f"--entry {h.name}=" + h.succeed("readlink -f /run/current-system").strip()
+                   for h in (host1, host2)]
+        coordinator.succeed(cli + f"release create --id {rid} --sign-key ${pki}/op.sec " + " ".join(entries))
+
+    def release(rid, which):
+        entries = []
+        for h in (host1, host2):
+            p = spec(h, which)
+            entries.append(f"--entry {h.name}={p}")
+        coordinator.succeed(cli + f"release create --id {rid} --sign-key ${pki}/op.sec "
+                            + "--cache-url http://coordinator:5000 " + " ".join(entries))
+
+    def deploy(rid, *extra):
+        out = coordinator.succeed(cli + f"--json deploy --release {rid} --hosts '*' " + " ".join(extra))
+        return json.loads(out)["id"]
+
+    def status(ro):
+        return json.loads(coordinator.succeed(cli + f"--json rollout status {ro}"))["status"]
+  '';
+
+  mkTest = name: script: pkgs.testers.runNixOSTest {
+    name = "nixfleet-${name}";
+    nodes = { coordinator = coordinatorNode; host1 = hostNode "host1"; host2 = hostNode "host2"; };
+    testScript = common + script;
+  };
+in
+{
+  vm-waved-rollout = mkTest "waved-rollout" ''
+    release("good", "good")
+    ro = deploy("good", "--waves canary", "--soak 2")
+    coordinator.wait_until_succeeds(cli + f"rollout status {ro} | grep -q completed", timeout=300)
+    for h in (host1, host2):
+        h.wait_until_succeeds("curl -sf http://127.0.0.1:8080/", timeout=60)
+    coordinator.succeed(cli + "audit --verify")
+  '';
+
+  vm-automatic-rollback = mkTest "automatic-rollback" ''
+    before = {h.name: h.succeed("readlink -f /run/current-system").strip() for h in (host1, host2)}
+    release("broken", "broken")
+    ro = deploy("broken", "--waves canary")
+    coordinator.wait_until_succeeds(cli + f"rollout status {ro} | grep -q paused", timeout=300)
+    for h in (host1, host2):
+        h.wait_until_succeeds(f"test $(readlink -f /run/current-system) = {before[h.name]}", timeout=120)
+  '';
+
+  vm-coordinator-outage = mkTest "coordinator-outage" ''
+    release("good", "good")
+    ro = deploy("good", "--waves canary", "--soak 20")
+    coordinator.wait_until_succeeds(cli + f"rollout status {ro} | grep -q confirmed", timeout=300)
+    coordinator.succeed("systemctl kill -s KILL nixfleet-coordinator.service")
+    coordinator.succeed("systemctl stop nixfleet-coordinator.service")
+    for h in (host1, host2):
+        h.succeed("systemctl is-active nixfleet-agent.service")
+    coordinator.sleep(10)
+    coordinator.succeed("systemctl start nixfleet-coordinator.service")
+    coordinator.wait_until_succeeds(cli + f"rollout status {ro} | grep -q completed", timeout=300)
+  '';
+
+  vm-ssh-rollback = mkTest "ssh-rollback" ''
+    release_current("base")
+    release("good", "good")
+    ro = deploy("good", "--waves 100%", "--soak 0")
+    coordinator.wait_until_succeeds(cli + f"rollout status {ro} | grep -q completed", timeout=300)
+    coordinator.succeed("ssh-keygen -t ed25519 -N ''' -f /root/.ssh/id_ed25519")
+    pub = coordinator.succeed("cat /root/.ssh/id_ed25519.pub").strip()
+    host1.succeed(f"mkdir -p /root/.ssh && echo '{pub}' >> /root/.ssh/authorized_keys")
+    good = host1.succeed("readlink -f /run/current-system").strip()
+    coordinator.succeed(cli + "rollback --host host1 --ssh --target root@host1 "
+                        "--ssh-option StrictHostKeyChecking=no")
+    host1.succeed(f"test $(readlink -f /run/current-system) != {good}")
+  '';
+}

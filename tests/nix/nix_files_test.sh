@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# What CI can check of the Nix packaging without nixpkgs: every .nix file parses, and the NixOS
+# modules' pure renderers produce configurations the binaries accept (so they cannot drift apart).
+# Usage: nix_files_test.sh AGENT COORDINATOR SOURCE_DIR. Exits 77 (skipped) without nix-instantiate.
+set -euo pipefail
+agent=$1 coordinator=$2 src=$3
+if ! command -v nix-instantiate >/dev/null; then
+  echo "nix-instantiate is not installed: skipping the Nix file checks"
+  exit 77
+fi
+export NIX_CONFIG=$'build-users-group =\nsubstituters ='
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+count=0
+while IFS= read -r f; do
+  nix-instantiate --parse "$f" >/dev/null 2>"$work/err" || fail "$f does not parse: $(grep -v nixbld "$work/err")"
+  count=$((count + 1))
+done < <(cd "$src" && find . -name '*.nix' -not -path './build/*' | sort | sed "s|^\.|$src|")
+[ "$count" -ge 8 ] || fail "expected the flake, package, modules, renderers and tests; found $count .nix files"
+echo "parsed $count .nix files"
+
+eval_json() { nix-instantiate --eval --strict --json -E "$1" 2>"$work/err" || fail "evaluation failed: $(grep -v nixbld "$work/err")"; }
+
+# Agent: option sets as the module would pass them (nulls are what the module leaves unset).
+agent_sets=(
+  '{ settings = { machine_id = "web-01"; coordinator_url = "https://fleet.example.org:8443"; allow_insecure_http = null; tls = null; poll_interval_s = null; metrics_listen = null; }; health = { gate = { }; probes = [ ]; }; }'
+  '{ settings = { machine_id = "db-2"; coordinator_url = "https://fleet.internal:8443"; tls = { ca_file = "/etc/nixfleet/ca.pem"; cert_file = "/etc/nixfleet/host.pem"; key_file = "/etc/nixfleet/host.key"; }; poll_interval_s = 30; retry_interval_s = 10; startup_jitter_s = 0; trusted_keys = [ "ops-1:RtgX7MGJ6xkqAcuUwgDJpb8c9rIo6DGsSSxmTzwrDDM=" ]; cache_public_keys = [ "cache-1:RtgX7MGJ6xkqAcuUwgDJpb8c9rIo6DGsSSxmTzwrDDM=" ]; switch_runner = "systemd-run"; dry_run = true; metrics_listen = "127.0.0.1:9465"; outbox_limit = 500; log_level = "debug"; min_free_mb = 2048; activation_timeout_s = 900; }; health = { gate = { grace_s = 10; interval_s = 5; soak_s = 60; failure_threshold = 3; success_threshold = 2; timeout_s = 300; }; probes = [ { name = "tcp"; type = "tcp"; host = "127.0.0.1"; port = 1; timeout_s = 1; required = null; } { name = "sh"; type = "exec"; command = "true"; shell = true; args = null; } ]; }; }'
+  '{ settings = { machine_id = "edge.3"; coordinator_url = "http://127.0.0.1:8080"; allow_insecure_http = true; health_interval_s = 1.5; request_timeout_s = 2.5; }; health = { probes = [ { name = "web"; type = "http"; url = "http://127.0.0.1:1/health"; expect_status = [ 200 204 ]; body_contains = "ok"; timeout_s = 1; } ]; }; }'
+)
+i=0
+for set in "${agent_sets[@]}"; do
+  i=$((i + 1))
+  out=$(eval_json "let r = import $src/agent/render.nix ($set // { healthConfigPath = \"$work/health-$i.json\"; }); in r")
+  python3 - "$out" "$work/agent-$i.json" "$work/health-$i.json" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+json.dump(r["agent"], open(sys.argv[2], "w"))
+json.dump(r["health"], open(sys.argv[3], "w"))
+PY
+  "$agent" check-config --config "$work/agent-$i.json" >/dev/null 2>"$work/err" ||
+    fail "agent option set $i renders a configuration check-config refuses: $(cat "$work/err")"
+  set +e
+  "$agent" probe --health-config "$work/health-$i.json" >/dev/null 2>"$work/err"
+  rc=$?
+  set -e
+  [ "$rc" -eq 0 ] || [ "$rc" -eq 1 ] || fail "agent option set $i renders a health configuration probe refuses ($rc): $(cat "$work/err")"
+done
+# The checker has teeth: an option the binary refuses is caught.
+out=$(eval_json "let r = import $src/agent/render.nix { settings = { coordinator_url = \"ftp://x\"; }; }; in r.agent")
+echo "$out" > "$work/bad.json"
+set +e
+"$agent" check-config --config "$work/bad.json" >/dev/null 2>&1
+rc=$?
+set -e
+[ "$rc" -eq 78 ] || fail "a bad coordinator_url was accepted (exit $rc)"
+echo "agent: ${#agent_sets[@]} option sets accepted, a bad one refused"
+
+# Coordinator: the TLS files are credentials named tls-cert, tls-key, client-ca.
+creds="$work/credentials"
+mkdir -p "$creds"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$creds/tls-key" \
+  -out "$creds/tls-cert" -days 1 -subj /CN=coordinator >/dev/null 2>&1
+cp "$creds/tls-cert" "$creds/client-ca"
+coordinator_sets=(
+  '{ db = "/var/lib/nixfleet-coordinator/coordinator.db"; listen = "[::]:8443"; tls_cert = "/run/keys/cert.pem"; tls_key = "/run/keys/key.pem"; client_ca = "/run/keys/ca.pem"; require_client_cert = false; insecure_http = false; metrics_listen = null; report_retention_days = null; poll_hint = null; idle_timeout = null; request_timeout = null; max_connections = null; log_level = null; }'
+  '{ db = "/tmp/c.db"; listen = "127.0.0.1:9443"; tls_cert = "/a"; tls_key = "/b"; client_ca = "/c"; require_client_cert = true; insecure_http = false; metrics_listen = "127.0.0.1:9464"; report_retention_days = 30; poll_hint = 2; idle_timeout = 0.5; request_timeout = 5; max_connections = 1000; log_level = "warn"; }'
+  '{ db = "/tmp/d.db"; listen = "127.0.0.1:8080"; tls_cert = null; tls_key = null; client_ca = null; require_client_cert = false; insecure_http = true; }'
+)
+for set in "${coordinator_sets[@]}"; do
+  mapfile -t args < <(python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' \
+    "$(eval_json "import $src/coordinator/render.nix { settings = $set; credentialsDir = \"$creds\"; }")")
+  "$coordinator" check-config "${args[@]}" >/dev/null 2>"$work/err" ||
+    fail "coordinator option set renders arguments check-config refuses: ${args[*]}: $(cat "$work/err")"
+done
+mapfile -t args < <(python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' \
+  "$(eval_json "import $src/coordinator/render.nix { settings = { db = \"/tmp/e.db\"; listen = \"[::]:1\"; }; }")")
+set +e
+"$coordinator" check-config "${args[@]}" >/dev/null 2>&1
+rc=$?
+set -e
+[ "$rc" -eq 78 ] || fail "neither TLS nor insecure_http was accepted (exit $rc)"
+echo "coordinator: ${#coordinator_sets[@]} option sets accepted, a bad one refused"
