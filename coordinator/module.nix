@@ -104,7 +104,8 @@ in
         LockPersonality = true;
         MemoryDenyWriteExecute = true;
         SystemCallArchitectures = "native";
-        SystemCallFilter = [ "@system-service" "~@privileged" ];
+        # Asio may set up io_uring (file I/O); not every systemd counts it in @system-service.
+        SystemCallFilter = [ "@system-service" "io_uring_setup" "io_uring_enter" "io_uring_register" "~@privileged" ];
         CapabilityBoundingSet = "";
         UMask = "0077";
       };
