@@ -202,6 +202,32 @@ class Host:
         return run([str(self.fleet.bin / "nixfleet-agent"), command, "--socket", str(self.dir / "control.sock")],
                    check=False)
 
+    def start_sshd(self):
+        """An sshd inside the namespace (on its own 127.0.0.1:22), reachable from the root namespace
+        on the returned loopback port through socat and a unix socket; returns (port, client key)."""
+        d = self.dir / "ssh"
+        d.mkdir(exist_ok=True)
+        for key in ("host", "client"):
+            if not (d / key).exists():
+                run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)])
+        shutil.copy(d / "client.pub", d / "authorized_keys")
+        (d / "sshd_config").write_text(
+            f"ListenAddress 127.0.0.1\nPort 22\nHostKey {d / 'host'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
+            f"PidFile {d / 'sshd.pid'}\nSetEnv SIM_HOST_DIR={self.dir}\n")
+        self.sh("mkdir -p /run/sshd")
+        self.socats.append(self.spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], log="sshd.log"))
+        self.socats.append(self.spawn(["socat", f"UNIX-LISTEN:{d / 'ssh.sock'},fork", "TCP:127.0.0.1:22"], log="socat.log"))
+        port = free_port()
+        self.socats.append(subprocess.Popen(
+            ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"UNIX-CONNECT:{d / 'ssh.sock'}"],
+            stdout=subprocess.DEVNULL, stderr=open(self.dir / "logs" / "socat.log", "a")))
+        wait_for(f"{self.name}'s sshd", lambda: run(
+            ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "LogLevel=ERROR", "-i", str(d / "client"), "-p", str(port), "root@127.0.0.1", "true"],
+            check=False).returncode == 0, timeout=20)
+        return port, d / "client"
+
     def status(self):
         r = self.control("status")
         if r.returncode != 0:

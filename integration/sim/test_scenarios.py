@@ -243,6 +243,30 @@ def test_10_rollback_through_the_coordinator(fleet):
     wait_for("the coordinator to see it", lambda: fleet.machine("web-1")["current_path"] == h.initial, timeout=30)
 
 
+def test_10b_rollback_over_ssh_into_the_host(fleet):
+    all_reported(fleet)
+    h = fleet.hosts["web-2"]
+    fleet.release("base-10b", {"web-2": h.initial})
+    v1 = fleet.build_system("web-2", "10b")
+    fleet.release("v1-10b", {"web-2": v1})
+    assert fleet.wait_rollout(fleet.deploy("v1-10b", "--hosts", "web-2", "--waves", "100%", "--soak", "0"),
+                              TERMINAL)["status"] == "completed"
+    assert h.current() == v1
+    port, key = h.start_sshd()
+    out = fleet.cli("rollback", "--host", "web-2", "--ssh", "--target", "root@127.0.0.1",
+                    "--ssh-option", f"Port={port}", "--ssh-option", f"IdentityFile={key}",
+                    "--ssh-option", "StrictHostKeyChecking=no", "--ssh-option", "UserKnownHostsFile=/dev/null",
+                    "--ssh-option", "LogLevel=ERROR").stdout
+    assert f"switched to {h.initial} over ssh" in out
+    assert h.current() == h.initial and h.profile() == h.initial
+    wait_for("the service of the old system", h.service_ok, timeout=20)
+    assert fleet.machine("web-2")["desired_path"] == h.initial, "the coordinator was told"
+    # The agent agrees and stays: it does not undo the rollback.
+    wait_for("the coordinator to see it", lambda: fleet.machine("web-2")["current_path"] == h.initial, timeout=30)
+    time.sleep(3)
+    assert h.current() == h.initial
+
+
 def test_11_a_rollout_gated_by_the_example_probe_plugin(fleet):
     all_reported(fleet)
     plugin = str(fleet.bin.parent / "lib" / "nixfleet-probe-disk-free.so")
