@@ -30,16 +30,6 @@ step_result failed(const std::string& what, const process::result& r) {
   return {false, msg};
 }
 
-std::vector<std::string> environment_with(const std::string& nix_config) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string_view kv(*e);
-    if (!kv.starts_with("NIX_CONFIG=")) env.emplace_back(kv);
-  }
-  env.push_back("NIX_CONFIG=" + nix_config);
-  return env;
-}
-
 }  // namespace
 
 std::string nix_config_for(const nix_settings& s, const std::vector<std::string>& substituters) {
@@ -72,7 +62,7 @@ boost::asio::awaitable<step_result> nix_cli::fetch(std::string store_path, std::
   for (const auto& cache : cache_urls) {
     process::request req;
     req.argv = {"nix", "copy", "--from", cache, store_path};
-    req.env = environment_with(nix_config_for(settings_, {}));
+    req.env = process::environment_with("NIX_CONFIG", nix_config_for(settings_, {}));
     req.timeout = settings_.fetch_timeout;
     auto r = co_await process::run(std::move(req));
     if (r.ok()) co_return step_result{true, {}};
@@ -81,7 +71,7 @@ boost::asio::awaitable<step_result> nix_cli::fetch(std::string store_path, std::
   // Last, the configured substituters (and paths already present).
   process::request req;
   req.argv = {"nix-store", "--realise", store_path};
-  req.env = environment_with(nix_config_for(settings_, cache_urls));
+  req.env = process::environment_with("NIX_CONFIG", nix_config_for(settings_, cache_urls));
   req.timeout = settings_.fetch_timeout;
   auto r = co_await process::run(std::move(req));
   if (r.ok()) co_return step_result{true, {}};
@@ -93,7 +83,7 @@ boost::asio::awaitable<step_result> nix_cli::set_profile(std::string profile, st
   if (protocol::check_store_path(store_path)) co_return step_result{false, "refusing an invalid store path"};
   process::request req;
   req.argv = {"nix-env", "-p", profile, "--set", store_path};
-  req.env = environment_with(nix_config_for(settings_, {}));
+  req.env = process::environment_with("NIX_CONFIG", nix_config_for(settings_, {}));
   req.timeout = settings_.command_timeout;
   auto r = co_await process::run(std::move(req));
   if (r.ok()) co_return step_result{true, {}};

@@ -3,12 +3,12 @@
 
 #include "nixfleet/common/durable_file.hpp"
 #include "nixfleet/protocol/canonical_json.hpp"
+#include "nixfleet/protocol/signing.hpp"
 #include "nixfleet/protocol/codec.hpp"
 #include "nixfleet/protocol/json_fields.hpp"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-#include <openssl/evp.h>
 
 #include <sys/stat.h>
 
@@ -57,19 +57,6 @@ namespace {
 
 constexpr std::string_view format_tag = "nixfleet-agent-state/1";
 constexpr std::size_t max_quarantine = 64;
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out.push_back(hex[digest[i] >> 4]);
-    out.push_back(hex[digest[i] & 0xf]);
-  }
-  return out;
-}
 
 template <class T>
 boost::json::value encode(const T& v) {
@@ -123,7 +110,7 @@ loaded<std::optional<T>> load(const std::filesystem::path& file) {
 std::string seal(const boost::json::value& data) {
   boost::json::object o;
   o["format"] = format_tag;
-  o["sha256"] = sha256_hex(protocol::canonicalize(data).value());
+  o["sha256"] = protocol::sha256_hex(protocol::canonicalize(data).value());
   o["data"] = data;
   return boost::json::serialize(o) + "\n";
 }
@@ -139,7 +126,7 @@ boost::system::result<boost::json::value> unseal(std::string_view text) {
   const auto* data = o.if_contains("data");
   if (!fmt || !sum || !data || !fmt->is_string() || fmt->get_string() != format_tag || !sum->is_string()) return bad;
   auto canon = protocol::canonicalize(*data);
-  if (!canon || sha256_hex(*canon) != sum->get_string()) return bad;
+  if (!canon || protocol::sha256_hex(*canon) != sum->get_string()) return bad;
   return *data;
 }
 

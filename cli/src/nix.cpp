@@ -18,16 +18,9 @@ namespace json = boost::json;
 namespace {
 
 std::vector<std::string> nix_env() {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string_view kv(*e);
-    if (kv.starts_with("NIX_CONFIG=")) continue;
-    env.emplace_back(kv);
-  }
   std::string config = "experimental-features = nix-command flakes\nflake-registry =\nwarn-dirty = false\n";
   if (const char* extra = std::getenv("NIX_CONFIG")) config += extra;
-  env.push_back("NIX_CONFIG=" + config);
-  return env;
+  return process::environment_with("NIX_CONFIG", config);
 }
 
 process::result run(std::vector<std::string> argv, std::chrono::seconds timeout) {

@@ -306,4 +306,15 @@ result run_blocking(request req) {
   return out;
 }
 
+std::vector<std::string> environment_with(std::string_view name, const std::string& value) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view kv(*e);
+    if (kv.size() > name.size() && kv.starts_with(name) && kv[name.size()] == '=') continue;
+    env.emplace_back(kv);
+  }
+  env.push_back(std::string(name) + "=" + value);
+  return env;
+}
+
 }  // namespace nixfleet::process

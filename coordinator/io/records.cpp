@@ -2,6 +2,7 @@
 #include "nixfleet/coordinator/io/storage.hpp"
 
 #include "nixfleet/protocol/codec.hpp"
+#include "nixfleet/protocol/json_fields.hpp"
 
 #include <boost/json/value.hpp>
 
@@ -35,11 +36,10 @@ std::optional<timestamp> opt_time(const json::object& o, std::string_view key) {
 }
 
 template <class E>
-E enum_field(const json::object& o, std::string_view key, E fallback, std::initializer_list<E> all) {
+E enum_field(const json::object& o, std::string_view key, E fallback) {
   auto s = opt_string(o, key);
   if (!s) return fallback;
-  for (E e : all)
-    if (protocol::to_string(e) == *s) return e;
+  if (auto e = protocol::fields::enum_from_string<E>(*s)) return *e;
   throw storage_error("machine row: unknown " + std::string(key) + " " + *s);
 }
 
@@ -85,8 +85,7 @@ machine_record machine_from_json(const json::value& v) {
     for (const auto& x : t->as_array())
       if (x.is_string()) m.tags.emplace_back(x.as_string());
   using protocol::lifecycle;
-  m.state = enum_field(*o, "lifecycle", lifecycle::active,
-                       {lifecycle::active, lifecycle::maintenance, lifecycle::decommissioned});
+  m.state = enum_field(*o, "lifecycle", lifecycle::active);
   if (o->contains("desired")) m.desired = field<protocol::desired_state>(*o, "desired");
   if (const auto* a = o->if_contains("attempt"); a && a->is_number())
     m.attempt = static_cast<std::uint32_t>(a->to_number<std::uint64_t>());
@@ -99,12 +98,7 @@ machine_record machine_from_json(const json::value& v) {
   if (const auto* e = o->if_contains("last_event"); e && e->is_object()) {
     const auto& eo = e->as_object();
     lifecycle_event ev;
-    using protocol::report_kind;
-    ev.kind = enum_field(eo, "kind", report_kind::heartbeat,
-                         {report_kind::heartbeat, report_kind::up_to_date, report_kind::fetching, report_kind::fetched,
-                          report_kind::fetch_failed, report_kind::rejected, report_kind::activating,
-                          report_kind::activated, report_kind::activation_failed, report_kind::health,
-                          report_kind::confirmed, report_kind::rolled_back, report_kind::rollback_failed});
+    ev.kind = enum_field(eo, "kind", protocol::report_kind::heartbeat);
     ev.store_path = opt_string(eo, "store_path");
     ev.message = opt_string(eo, "message");
     ev.received_at = opt_time(eo, "received_at").value_or(timestamp{});

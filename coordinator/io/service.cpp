@@ -135,7 +135,12 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::unordered_map<std::string, machine_entry> machines;
   std::map<std::string, protocol::release> releases;
   std::map<std::string, protocol::rollout_detail> rollouts;
-  std::unordered_map<std::string, std::string> active_rollout_of;  // machine → active rollout
+  // Machine → the active rollout it is in, and its index among that rollout's hosts.
+  struct membership {
+    std::string rollout;
+    std::size_t host = 0;
+  };
+  std::unordered_map<std::string, membership> active_rollout_of;
   std::unordered_map<std::string, key_record> keys;                // by hash
   std::map<std::string, route_metrics> route_stats;
   std::uint64_t reports_ingested = 0;
@@ -155,7 +160,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
     }
     for (const auto& [id, r] : rollouts)
       if (core::is_active(r.status))
-        for (const auto& h : r.hosts) active_rollout_of[h.hostname] = id;
+        for (std::size_t i = 0; i < r.hosts.size(); ++i) active_rollout_of[r.hosts[i].hostname] = {id, i};
     for (auto& [id, m] : machines) publish(m);
     log::info("store_loaded", {{"machines", machines.size()},
                                {"releases", releases.size()},
@@ -166,15 +171,13 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::optional<std::uint32_t> poll_hint_for(const std::string& machine_id) const {
     auto it = active_rollout_of.find(machine_id);
     if (it == active_rollout_of.end()) return std::nullopt;
-    const auto& r = rollouts.at(it->second);
+    const auto& r = rollouts.at(it->second.rollout);
     if (!core::is_active(r.status)) return std::nullopt;
-    for (const auto& h : r.hosts)
-      if (h.hostname == machine_id)
-        return h.state == protocol::host_state::soaked || h.state == protocol::host_state::failed ||
-                       h.state == protocol::host_state::left
-                   ? std::nullopt
-                   : std::optional<std::uint32_t>(opts.poll_hint_s);
-    return std::nullopt;
+    const auto state = r.hosts.at(it->second.host).state;
+    if (state == protocol::host_state::soaked || state == protocol::host_state::failed ||
+        state == protocol::host_state::left)
+      return std::nullopt;
+    return opts.poll_hint_s;
   }
 
   void publish(machine_entry& m) {
@@ -323,9 +326,11 @@ struct service::impl : std::enable_shared_from_this<impl> {
     }
     cs.rollouts.push_back(std::move(w));
     const bool active = core::is_active(s.rollout.status);
-    for (const auto& h : s.rollout.hosts) {
-      if (active) active_rollout_of[h.hostname] = s.rollout.id;
-      else if (auto it = active_rollout_of.find(h.hostname); it != active_rollout_of.end() && it->second == s.rollout.id)
+    for (std::size_t i = 0; i < s.rollout.hosts.size(); ++i) {
+      const auto& h = s.rollout.hosts[i];
+      if (active) active_rollout_of[h.hostname] = {s.rollout.id, i};
+      else if (auto it = active_rollout_of.find(h.hostname);
+               it != active_rollout_of.end() && it->second.rollout == s.rollout.id)
         active_rollout_of.erase(it);
     }
     current = std::move(s.rollout);
@@ -423,7 +428,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
     s.current_path = m.current_path;
     if (m.desired) s.desired_path = m.desired->store_path;
     s.booted_path = m.booted_path;
-    if (auto it = active_rollout_of.find(m.id); it != active_rollout_of.end()) s.rollout_id = it->second;
+    if (auto it = active_rollout_of.find(m.id); it != active_rollout_of.end()) s.rollout_id = it->second.rollout;
     s.last_seen = m.last_seen;
     s.last_report = m.last_report;
     s.health = m.health;
@@ -771,7 +776,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
     auto it = machines.find(id);
     if (it == machines.end()) co_return error_response(404, "not_found", "no such machine");
     if (auto r = active_rollout_of.find(id); r != active_rollout_of.end())
-      co_return error_response(409, "in_rollout", "the machine is in rollout " + r->second + "; cancel it first");
+      co_return error_response(409, "in_rollout", "the machine is in rollout " + r->second.rollout + "; cancel it first");
     auto& m = it->second.rec;
     json::object detail;
     if (m.desired) detail["was"] = m.desired->store_path;
@@ -796,7 +801,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
     auto it = machines.find(id);
     if (it == machines.end()) co_return error_response(404, "not_found", "no such machine");
     if (auto r = active_rollout_of.find(id); r != active_rollout_of.end())
-      co_return error_response(409, "in_rollout", "the machine is in rollout " + r->second + "; pause or cancel it first");
+      co_return error_response(409, "in_rollout", "the machine is in rollout " + r->second.rollout + "; pause or cancel it first");
     auto& m = it->second.rec;
     std::optional<std::string> target = body.store_path;
     if (!target) {
@@ -959,7 +964,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
     if (candidates.empty()) co_return error_response(400, "no_hosts", "no machine of the release matches the target");
     for (const auto& c : candidates)
       if (auto a = active_rollout_of.find(c.hostname); a != active_rollout_of.end())
-        co_return error_response(409, "in_rollout", c.hostname + " is already in active rollout " + a->second);
+        co_return error_response(409, "in_rollout", c.hostname + " is already in active rollout " + a->second.rollout);
     const auto now = opts.clock();
     std::string id = "ro-" + protocol::format_time(now).substr(0, 10) + "-" + protocol::random_hex(4);
     change_set cs;

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nixfleet::process {
@@ -49,6 +50,10 @@ struct result {
 // in the result). If the awaiting coroutine is cancelled, the process group gets SIGTERM, then
 // SIGKILL after `kill_grace`, and is reaped in the background; the cancellation propagates.
 boost::asio::awaitable<result> run(request req);
+
+// This process's environment with `name` set to `value` (replacing any inherited value), for
+// request::env.
+std::vector<std::string> environment_with(std::string_view name, const std::string& value);
 
 // The same, for a program without an event loop of its own (the operator CLI): runs `req` on a
 // private io_context and returns when it has ended.
