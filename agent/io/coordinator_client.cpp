@@ -116,6 +116,7 @@ class http_client final : public coordinator_client {
 
   asio::awaitable<response> exchange(http::request<http::string_body> req) {
     req.set(http::field::host, host_header_);
+    req.keep_alive(false);  // one exchange per connection: the coordinator need not hold it open
     req.set(http::field::user_agent, "nixfleet-agent");
     req.set(protocol::protocol_header, std::to_string(protocol::protocol_version));
     asio::steady_timer deadline(co_await asio::this_coro::executor, cfg_.request_timeout);
@@ -132,13 +133,32 @@ class http_client final : public coordinator_client {
     beast::tcp_stream tcp(ex);
     auto [cec, ep] = co_await tcp.async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
     if (cec) co_return response{false, 0, {}, {}, "cannot connect to " + host_header_ + ": " + cec.message()};
+    boost::system::error_code nodelay_ec;  // small writes go out at once, not after a delayed ACK
+    tcp.socket().set_option(asio::ip::tcp::no_delay(true), nodelay_ec);
     if (!tls_) co_return co_await round_trip(tcp, req);
     beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), ssl_);
     stream.set_verify_callback(asio::ssl::host_name_verification(host_));
     SSL_ctrl(stream.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, const_cast<char*>(host_.c_str()));
+    // Resuming the last session skips the certificate work on both sides (the coordinator keeps
+    // the client certificate in the ticket), which is most of the cost of a poll.
+    if (session_) SSL_set_session(stream.native_handle(), session_.get());
     auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
-    if (hec) co_return response{false, 0, {}, {}, "TLS handshake with " + host_header_ + ": " + hec.message()};
-    co_return co_await round_trip(stream, req);
+    if (hec) {
+      session_.reset();
+      co_return response{false, 0, {}, {}, "TLS handshake with " + host_header_ + ": " + hec.message()};
+    }
+    auto res = co_await round_trip(stream, req);
+    if (res.ok) {
+      // TLS 1.3 tickets arrive after the handshake; by the end of the answer they have been read.
+      // The close_notify matters too: OpenSSL marks the session of a connection dropped without
+      // one as not resumable.
+      auto [sec] = co_await stream.async_shutdown(asio::as_tuple(asio::use_awaitable));
+      if (SSL_SESSION* s = SSL_get1_session(stream.native_handle()); s && !sec && SSL_SESSION_is_resumable(s))
+        session_.reset(s);
+      else if (s)
+        SSL_SESSION_free(s);
+    }
+    co_return res;
   }
 
   template <class Stream>
@@ -154,8 +174,13 @@ class http_client final : public coordinator_client {
     co_return response{true, res.result_int(), std::move(res.body()), std::string(res[http::field::etag]), {}};
   }
 
+  struct session_free {
+    void operator()(SSL_SESSION* s) const noexcept { SSL_SESSION_free(s); }
+  };
+
   agent_config cfg_;
   asio::ssl::context ssl_;
+  std::unique_ptr<SSL_SESSION, session_free> session_;
   bool tls_ = false;
   std::string host_, port_, base_, host_header_;
 };

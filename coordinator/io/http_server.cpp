@@ -66,6 +66,11 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         auto mode = asio::ssl::verify_peer;
         if (opts.tls->require_client_cert) mode |= asio::ssl::verify_fail_if_no_peer_cert;
         ssl->set_verify_mode(mode);
+        // Sessions that carry a verified client certificate may be resumed only within this
+        // context: without an id OpenSSL refuses every resumption and agents pay a full
+        // handshake (certificate signing and verification) on every poll.
+        static constexpr unsigned char sid_ctx[] = "nixfleet-coordinator";
+        SSL_CTX_set_session_id_context(ssl->native_handle(), sid_ctx, sizeof sid_ctx - 1);
       }
     }
     acceptor.open(opts.listen.protocol());
@@ -94,6 +99,10 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         continue;
       }
       ++self->st.accepted;
+      // Answers and TLS flights are written whole: Nagle would hold their last segment back for
+      // the peer's delayed ACK (40 ms) on every new connection.
+      boost::system::error_code nodelay_ec;
+      sock.set_option(tcp::no_delay(true), nodelay_ec);
       asio::co_spawn(self->ctx, session(self, std::move(sock)), asio::detached);
     }
   }
@@ -125,6 +134,8 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       beast::get_lowest_layer(stream).expires_after(self->opts.request_timeout);
       auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, use_tuple);
       if (!ec) {
+        ++self->st.tls_handshakes;
+        if (SSL_session_reused(stream.native_handle())) ++self->st.tls_resumed;
         auto cn = peer_common_name(stream.native_handle());
         co_await self->serve(stream, conn, std::move(cn), true, peer);
         beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));

@@ -1229,6 +1229,11 @@ struct service::impl : std::enable_shared_from_this<impl> {
       fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_open_connections {}\n", s.open_connections);
       head("nixfleet_coordinator_connections_timed_out_total", "counter", "Connections closed for being too slow.");
       fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_connections_timed_out_total {}\n", s.timed_out);
+      head("nixfleet_coordinator_tls_handshakes_total", "counter", "Completed TLS handshakes, by session resumption.");
+      fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_tls_handshakes_total{{resumed=\"false\"}} {}\n",
+                     s.tls_handshakes - s.tls_resumed);
+      fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_tls_handshakes_total{{resumed=\"true\"}} {}\n",
+                     s.tls_resumed);
     }
     return out;
   }

@@ -3,6 +3,10 @@
 // signed by someone else. Certificates are made with the openssl command for each run.
 #include "test_client.hpp"
 
+#include "nixfleet/agent/io/coordinator_client.hpp"
+
+#include <boost/asio/detached.hpp>
+
 #include <boost/test/unit_test.hpp>
 
 #include <fstream>
@@ -73,6 +77,7 @@ struct tls_fixture {
 
   void start(bool require_cert) {
     coordinator::io::service_options o;
+    o.metrics_listen = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0);
     o.db_path = db;
     o.api.tls = coordinator::io::tls_options{certs.path("server.crt"), certs.path("server.key"),
                                              certs.path("ca.crt"), require_cert};
@@ -122,6 +127,37 @@ BOOST_AUTO_TEST_CASE(a_required_client_certificate_is_enforced_at_the_handshake)
   BOOST_TEST(!none.error.empty());
   BOOST_TEST(get("/api/v1/machines/web-1/desired", "web-1").status == 204u);
   BOOST_TEST(get("/healthz", "web-2").status == 200u);
+}
+
+BOOST_AUTO_TEST_CASE(the_agent_resumes_its_tls_session_and_is_still_known_by_its_certificate) {
+  start(false);
+  agent::agent_config cfg;
+  cfg.machine_id = "web-1";
+  cfg.coordinator_url = "https://127.0.0.1:" + std::to_string(c->endpoint().port());
+  cfg.tls = {certs.path("ca.crt"), certs.path("web-1.crt"), certs.path("web-1.key")};
+  auto client = agent::io::make_http_client(cfg);
+  asio::io_context ctx;
+  std::vector<agent::io::poll_result::outcome> polls;
+  bool acked = false;
+  asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
+    for (int i = 0; i < 3; ++i) polls.push_back((co_await client->get_desired("")).what);
+    protocol::report r;
+    r.seq = 1;
+    r.at = std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+    r.kind = protocol::report_kind::heartbeat;
+    r.agent_version = "t";
+    r.uptime_s = 1;
+    std::vector<protocol::report> batch{r};
+    acked = (co_await client->post_reports(std::move(batch))).ok;
+  }, asio::detached);
+  ctx.run();
+  using outcome = agent::io::poll_result::outcome;
+  BOOST_TEST((polls == std::vector<outcome>{outcome::nothing_assigned, outcome::nothing_assigned, outcome::nothing_assigned}));
+  BOOST_TEST(acked, "a report over a resumed session is taken as web-1's");
+  auto ep = c->on_thread([this] { return *c->service().metrics_endpoint(); });
+  auto m = send(ep, {verb::get, "/metrics", {}, {}});
+  BOOST_TEST(m.body.find("nixfleet_coordinator_tls_handshakes_total{resumed=\"false\"} 1\n") != std::string::npos, m.body);
+  BOOST_TEST(m.body.find("nixfleet_coordinator_tls_handshakes_total{resumed=\"true\"} 3\n") != std::string::npos, m.body);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -61,6 +61,8 @@ struct server_stats {
   std::uint64_t accepted = 0;
   std::uint64_t refused_over_cap = 0;
   std::uint64_t timed_out = 0;
+  std::uint64_t tls_handshakes = 0;  // completed
+  std::uint64_t tls_resumed = 0;     // of those, resumed sessions (no certificate work)
 };
 
 class http_server {

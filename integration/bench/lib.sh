@@ -1,0 +1,40 @@
+# Shared by the benchmark scripts (sourced). Expects $work (a scratch directory) and $bin.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() {  # URL [curl options...]
+  local url=$1; shift
+  for _ in $(seq 200); do curl -sf "$@" "$url" >/dev/null && return 0; sleep 0.05; done
+  echo "no answer from $url" >&2; return 1
+}
+
+# A CA, a server certificate for 127.0.0.1 and a client certificate with CN=$1, all P-256, in $work/pki.
+make_pki() {
+  local p=$work/pki ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  mkdir -p "$p"
+  openssl req -x509 "${ec[@]}" -keyout "$p/ca.key" -out "$p/ca.crt" -days 2 -subj /CN=bench-ca 2>/dev/null
+  issue() {
+    echo "$3" > "$p/$1.ext"
+    openssl req "${ec[@]}" -keyout "$p/$1.key" -out "$p/$1.csr" -subj "/CN=$2" 2>/dev/null
+    openssl x509 -req -in "$p/$1.csr" -CA "$p/ca.crt" -CAkey "$p/ca.key" -CAcreateserial -out "$p/$1.crt" -days 2 \
+      -extfile "$p/$1.ext" 2>/dev/null
+  }
+  issue server 127.0.0.1 subjectAltName=IP:127.0.0.1
+  issue client "$1" extendedKeyUsage=clientAuth
+}
+
+# Reads rows "key value..." on stdin (one per run); prints per key: median, min and max of each column.
+# Usage: summarize "col1 col2 ..."
+summarize() {
+  python3 -c '
+import sys, statistics
+names = sys.argv[1].split()
+rows = {}
+for line in sys.stdin:
+    f = line.split()
+    if f: rows.setdefault(f[0], []).append([float(x) for x in f[1:]])
+for key, runs in rows.items():
+    cols = list(zip(*runs))
+    print(key, " ".join(f"{n}={statistics.median(c):.4g}[{min(c):.4g}-{max(c):.4g}]" for n, c in zip(names, cols)), f"runs={len(runs)}")
+' "$1"
+}
