@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Agent idle footprint: RSS and CPU of `nixfleet-agent run` (release build) over a window, with
+# Agent idle footprint: RSS and CPU of `nixfleet-agent run` over a window, with
 # its coordinator unreachable (it backs off and keeps polling), beside `sleep` as the floor.
-# Usage: integration/bench/agent_idle.sh [seconds]   (default 30)
+# Usage: integration/bench/agent_idle.sh [seconds]   (default 30, at least 6); binary from
+# $BENCH_BUILD (default build/release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-30}
-bin=build/release/bin/nixfleet-agent
-[ -x "$bin" ] || { cmake --preset release >/dev/null && cmake --build --preset release --target agent_main >/dev/null; }
+bin=${BENCH_BUILD:-build/release}/bin/nixfleet-agent
 
 work=$(mktemp -d)
 trap 'kill $agent $ref 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -5,10 +5,11 @@
 # waves 1%, 10%, 100% with SOAK seconds each. Prints: wall time beyond the soaks, coordinator CPU,
 # propagation (host dispatched → its agent starting the fetch) per wave, and lost reports (every
 # report an agent generated must be in the coordinator's store).
-# Usage: fleet.sh [agents] [soak_s] [poll_interval_s] [poll_hint_s] [build_dir]   (1000 10 10 2 build/release)
+# Usage: fleet.sh [agents] [soak_s] [poll_interval_s] [poll_hint_s]   (1000 10 10 2)
+# Binaries from $BENCH_BUILD (default build/release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-agents=${1:-1000}; soak=${2:-10}; poll=${3:-10}; hint=${4:-2}; build=${5:-build/release}
+agents=${1:-1000}; soak=${2:-10}; poll=${3:-10}; hint=${4:-2}; build=${BENCH_BUILD:-build/release}
 bin=$build/bin
 work=$(mktemp -d)
 coord=; fleet=
@@ -78,4 +79,5 @@ print(f"fetches of the new release: {len(fetch)} of {agents}")
 print(f"reports generated {fleet['reports_generated']}, superseded before sending {fleet['reports_superseded']}, "
       f"pending {fleet['reports_pending']}, stored {stored} ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); "
       f"lost {expected - stored}")
+sys.exit(0 if expected == stored and len(fetch) == agents else 1)
 PY

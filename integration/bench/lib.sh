@@ -4,7 +4,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 wait_http() {  # URL [curl options...]
   local url=$1; shift
-  for _ in $(seq 200); do curl -sf "$@" "$url" >/dev/null && return 0; sleep 0.05; done
+  for _ in $(seq 1200); do curl -sf "$@" "$url" >/dev/null && return 0; sleep 0.05; done
   echo "no answer from $url" >&2; return 1
 }
 

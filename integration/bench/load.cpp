@@ -7,6 +7,9 @@
 //     --conns N               concurrent connections (closed loop) or in-flight limit (open loop)
 //     --threads N             io threads (default 1)
 //     --seconds S             duration (default 10)
+//     --requests N            stop after N requests (then --seconds is only a bound)
+//     --warmup N              first N requests as fast as possible, not measured (ETags, sessions)
+//     --server-pid PID        print that process's CPU (% of one core) over the measured phase, RSS
 //     --rate R                open loop: R requests/s in total, latency from the scheduled start
 //     --reconnect             a new connection (and TLS handshake) for every request
 //     --resume                with --reconnect: resume each machine's last TLS session
@@ -40,6 +43,9 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -63,6 +69,9 @@ struct options {
   std::size_t count = 0;  // 0: the prefix is the one machine id
   int conns = 16, threads = 1;
   double seconds = 10, rate = 0;
+  std::uint64_t requests = 0;  // stop after this many (0: run for `seconds`)
+  std::uint64_t warmup = 0;    // a closed-loop phase of this many requests first, not measured
+  int server_pid = 0;          // report this process's CPU and memory over the measured phase
   bool reconnect = false, etag = false, resume = false;
   std::string if_none_match, ca, cert, key, client_ca_cert, client_ca_key;
 };
@@ -113,6 +122,31 @@ struct identities {
   }
 };
 
+long long server_cpu_ticks(int pid) {
+  if (!pid) return 0;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(f, line);
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string field;
+  long long utime = 0, stime = 0;
+  for (int i = 3; rest >> field; ++i) {
+    if (i == 14) utime = std::stoll(field);
+    if (i == 15) {
+      stime = std::stoll(field);
+      break;
+    }
+  }
+  return utime + stime;
+}
+
+double server_kib(int pid, const std::string& key) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.starts_with(key)) return std::stod(line.substr(key.size()));
+  return 0;
+}
+
 struct stats {
   std::vector<std::uint32_t> latency_us;
   std::map<unsigned, std::uint64_t> statuses;
@@ -142,12 +176,18 @@ class generator {
     sessions_.resize(etags_.size());
   }
 
-  stats run() {
-    asio::io_context resolve_ctx;
-    tcp::resolver r(resolve_ctx);
-    endpoints_ = r.resolve(host_, port_);
+  // One phase: closed loop (rate 0) or open loop; until `requests` (when not 0) or `seconds`.
+  stats run(double rate, std::uint64_t requests, double seconds) {
+    rate_ = rate;
+    requests_ = requests;
+    issued_ = 0;
+    if (endpoints_.empty()) {
+      asio::io_context resolve_ctx;
+      tcp::resolver r(resolve_ctx);
+      endpoints_ = r.resolve(host_, port_);
+    }
     start_ = clk::now();
-    end_ = start_ + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(o_.seconds));
+    end_ = start_ + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(seconds));
     std::vector<std::thread> threads;
     std::vector<stats> per(o_.threads);
     for (int t = 0; t < o_.threads; ++t)
@@ -157,6 +197,7 @@ class generator {
         ctx.run();
       });
     for (auto& t : threads) t.join();
+    finished_ = clk::now();
     stats all;
     for (auto& s : per) {
       all.latency_us.insert(all.latency_us.end(), s.latency_us.begin(), s.latency_us.end());
@@ -167,14 +208,15 @@ class generator {
     return all;
   }
 
-  double elapsed() const { return o_.seconds; }
+  double elapsed() const { return std::chrono::duration<double>(finished_ - start_).count(); }
 
  private:
   // The next request: which machine, and (open loop) when it is due.
   std::optional<std::pair<std::size_t, clk::time_point>> next() {
     const auto k = issued_.fetch_add(1);
+    if (requests_ && k >= requests_) return std::nullopt;
     auto due = clk::now();
-    if (o_.rate > 0) due = start_ + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(k / o_.rate));
+    if (rate_ > 0) due = start_ + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(k / rate_));
     if (due >= end_ || clk::now() >= end_) return std::nullopt;
     return std::pair{static_cast<std::size_t>(k % std::max<std::size_t>(o_.count, 1)), due};
   }
@@ -212,11 +254,11 @@ class generator {
     asio::steady_timer wait(ex);
     while (auto job = next()) {
       auto [id, due] = *job;
-      if (o_.rate > 0) {
+      if (rate_ > 0) {
         wait.expires_at(due);
         co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
       }
-      const auto began = o_.rate > 0 ? due : clk::now();
+      const auto began = rate_ > 0 ? due : clk::now();
       try {
         if (o_.reconnect || (!tls && !plain)) {
           tls.reset();
@@ -279,7 +321,9 @@ class generator {
   std::vector<SSL_SESSION*> sessions_;  // per machine, with --resume
   std::mutex etag_mutex_;
   std::atomic<std::uint64_t> issued_{0};
-  clk::time_point start_, end_;
+  double rate_ = 0;
+  std::uint64_t requests_ = 0;
+  clk::time_point start_, end_, finished_;
 };
 
 }  // namespace
@@ -303,6 +347,9 @@ int main(int argc, char** argv) {
     else if (a == "--threads") o.threads = std::stoi(value());
     else if (a == "--seconds") o.seconds = std::stod(value());
     else if (a == "--rate") o.rate = std::stod(value());
+    else if (a == "--requests") o.requests = std::stoull(value());
+    else if (a == "--warmup") o.warmup = std::stoull(value());
+    else if (a == "--server-pid") o.server_pid = std::stoi(value());
     else if (a == "--reconnect") o.reconnect = true;
     else if (a == "--etag") o.etag = true;
     else if (a == "--resume") o.resume = true;
@@ -320,7 +367,14 @@ int main(int argc, char** argv) {
   o.url = pos[0];
   o.path = pos[1];
   generator g(o);
-  auto s = g.run();
+  if (o.warmup) {
+    auto w = g.run(0, o.warmup, 3600);
+    std::printf("warmup requests %zu seconds %.1f errors %llu\n", w.latency_us.size(), g.elapsed(),
+                static_cast<unsigned long long>(w.errors));
+  }
+  const auto cpu0 = server_cpu_ticks(o.server_pid);
+  auto s = g.run(o.rate, o.requests, o.seconds);
+  const auto cpu1 = server_cpu_ticks(o.server_pid);
   std::sort(s.latency_us.begin(), s.latency_us.end());
   auto pct = [&](double p) {
     if (s.latency_us.empty()) return 0.0;
@@ -330,6 +384,18 @@ int main(int argc, char** argv) {
   for (auto [k, v] : s.statuses) std::printf(" status_%u %llu", k, static_cast<unsigned long long>(v));
   std::printf(" p50_ms %.3f p99_ms %.3f max_ms %.3f errors %llu\n", pct(0.50), pct(0.99),
               s.latency_us.empty() ? 0.0 : s.latency_us.back() / 1000.0, static_cast<unsigned long long>(s.errors));
+  if (o.server_pid) {
+    const double cpu_s = static_cast<double>(cpu1 - cpu0) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    std::printf("server_cpu_percent %.2f server_rss_mib %.1f server_hwm_mib %.1f\n", 100.0 * cpu_s / g.elapsed(),
+                server_kib(o.server_pid, "VmRSS:") / 1024.0, server_kib(o.server_pid, "VmHWM:") / 1024.0);
+  }
   if (s.errors) std::fprintf(stderr, "bench_load: first error: %s\n", s.first_error.c_str());
-  return 0;
+  // Not a benchmark of anything if nothing was answered, or answered with something a poll never gets.
+  bool answered = !s.latency_us.empty();
+  for (auto [status, n] : s.statuses)
+    if (status != 200 && status != 204 && status != 304) {
+      std::fprintf(stderr, "bench_load: %llu answers with status %u\n", static_cast<unsigned long long>(n), status);
+      answered = false;
+    }
+  return answered ? 0 : 1;
 }

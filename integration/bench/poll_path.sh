@@ -5,10 +5,11 @@
 # coordinator's agent authentication; nginx with ssl_verify_client on) with bench_load, which can
 # present one — over kept-alive connections, and with a new connection and handshake per request
 # as agents poll. Each run measures both servers back to back; the summary gives the median and
-# min–max over the runs. Usage: poll_path.sh [seconds] [runs] [build_dir]   (5 5 build/release)
+# min–max over the runs. Usage: poll_path.sh [seconds] [runs]   (5 5)
+# Binaries from $BENCH_BUILD (default build/release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-seconds=${1:-5}; runs=${2:-5}; build=${3:-build/release}
+seconds=${1:-5}; runs=${2:-5}; build=${BENCH_BUILD:-build/release}
 bin=$build/bin
 work=$(mktemp -d)
 coord=; nginx=
