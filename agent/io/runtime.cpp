@@ -60,6 +60,7 @@ boost::asio::awaitable<void> agent_runtime::poll_loop() {
   co_await sleep_for(schedule.first(rng_()));
   std::optional<protocol::desired_state> last;  // what the coordinator last sent
   for (;;) {
+    const auto started = seams_.time.now();
     auto res = co_await seams_.coordinator.get_desired(etag);
     auto& m = driver_.metrics();
     (res.what == poll_result::outcome::failed ? m.polls_failed : m.polls_ok)++;
@@ -90,7 +91,12 @@ boost::asio::awaitable<void> agent_runtime::poll_loop() {
         wait = schedule.after_success(std::nullopt);
         break;
     }
-    co_await sleep_for(wait);
+    // After an answer the next poll is due `wait` after this one started, so the request's own
+    // time does not stretch the period (a host in a rollout sees a change within poll_hint plus
+    // one round trip). After a failure the backoff counts from now: a request that timed out
+    // is not followed at once by the next.
+    if (res.what == poll_result::outcome::failed) co_await sleep_for(wait);
+    else co_await seams_.time.sleep_until(started + wait);
   }
 }
 

@@ -82,7 +82,8 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
 
   static asio::awaitable<void> accept_loop(std::shared_ptr<impl> self) {
     for (;;) {
-      auto [ec, sock] = co_await self->acceptor.async_accept(use_tuple);
+      tcp::endpoint from;  // filled by accept itself: no getpeername per connection
+      auto [ec, sock] = co_await self->acceptor.async_accept(from, use_tuple);
       if (self->stopping) co_return;
       if (ec) {
         if (ec == asio::error::operation_aborted) co_return;
@@ -103,7 +104,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       // the peer's delayed ACK (40 ms) on every new connection.
       boost::system::error_code nodelay_ec;
       sock.set_option(tcp::no_delay(true), nodelay_ec);
-      asio::co_spawn(self->ctx, session(self, std::move(sock)), asio::detached);
+      asio::co_spawn(self->ctx, session(self, std::move(sock), from), asio::detached);
     }
   }
 
@@ -120,13 +121,8 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     return cn;
   }
 
-  static asio::awaitable<void> session(std::shared_ptr<impl> self, tcp::socket sock) {
-    std::string peer;
-    {
-      boost::system::error_code ec;
-      auto ep = sock.remote_endpoint(ec);
-      if (!ec) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
-    }
+  static asio::awaitable<void> session(std::shared_ptr<impl> self, tcp::socket sock, tcp::endpoint from) {
+    std::string peer = from.address().to_string() + ":" + std::to_string(from.port());
     auto conn = self->connections.insert(self->connections.end(), connection{});
     if (self->ssl) {
       beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(sock)), *self->ssl);

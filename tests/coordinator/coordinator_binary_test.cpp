@@ -129,7 +129,7 @@ BOOST_AUTO_TEST_CASE(sigkill_under_load_loses_no_acknowledged_report_and_the_rol
   // The canary confirms; the reconcile loop (1 s) dispatches everyone else.
   BOOST_REQUIRE(post(canary, "confirmed", P_NEW) == 200u);
   json::value st;
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < 400; ++i) {
     st = op(verb::get, "/api/v1/rollouts/" + id).json();
     if (st.at("current_wave").as_int64() == 1) break;
     std::this_thread::sleep_for(50ms);
@@ -139,7 +139,18 @@ BOOST_AUTO_TEST_CASE(sigkill_under_load_loses_no_acknowledged_report_and_the_rol
   std::vector<std::string> second;
   for (const auto& h : st.at("waves").at(1).at("hosts").as_array()) second.emplace_back(h.as_string());
   for (std::size_t i = 0; i < second.size() / 2; ++i) BOOST_TEST(post(second[i], "confirmed", P_NEW) == 200u);
-  std::this_thread::sleep_for(1500ms);  // one reconcile pass records those confirmations
+  // A reconcile pass (1 s) records those confirmations in the rollout; wait until it has (a loaded
+  // machine may take longer than one pass), then kill.
+  auto confirmed_in = [](const json::value& rollout) {
+    std::size_t n = 0;
+    for (const auto& h : rollout.at("hosts").as_array()) n += h.at("state").as_string() == "confirmed";
+    return n;
+  };
+  for (int i = 0; i < 400 && confirmed_in(st) < second.size() / 2; ++i) {
+    std::this_thread::sleep_for(50ms);
+    st = op(verb::get, "/api/v1/rollouts/" + id).json();
+  }
+  BOOST_REQUIRE(confirmed_in(st) >= second.size() / 2);
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -158,7 +169,7 @@ BOOST_AUTO_TEST_CASE(sigkill_under_load_loses_no_acknowledged_report_and_the_rol
 
   // The rest confirms after the restart; the rollout completes.
   for (std::size_t i = second.size() / 2; i < second.size(); ++i) BOOST_TEST(post(second[i], "confirmed", P_NEW) == 200u);
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < 400; ++i) {
     st = op(verb::get, "/api/v1/rollouts/" + id).json();
     if (st.at("status").as_string() == "completed") break;
     std::this_thread::sleep_for(50ms);
