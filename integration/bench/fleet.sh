@@ -9,23 +9,10 @@
 # Binaries from $BENCH_BUILD (default build/release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-agents=${1:-1000}; soak=${2:-10}; poll=${3:-10}; hint=${4:-2}; build=${BENCH_BUILD:-build/release}
-bin=$build/bin
-work=$(mktemp -d)
-coord=; fleet=
-agent_state=
-cleanup() { kill $coord $fleet 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work" ${agent_state:+"$agent_state"}; }
-trap cleanup EXIT
-cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-key=$("$bin/nixfleet-coordinator" keys create --db "$work/db" --name bench --role admin)
-"$bin/nixfleet-coordinator" serve --db "$work/db" --listen "127.0.0.1:$cport" --insecure-http --poll-hint "$hint" \
-  --log-level error 2>"$work/coordinator.log" &
-coord=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$cport/healthz" >/dev/null && break; sleep 0.05; done
-export NIXFLEET_COORDINATOR="http://127.0.0.1:$cport" NIXFLEET_API_KEY="$key" NIXFLEET_CONFIG="$work/none.json"
-echo '{}' > "$work/none.json"
-nix-store --generate-binary-cache-key bench-1 "$work/op.sec" "$work/op.pub" 2>/dev/null
-chmod 600 "$work/op.sec"
+agents=${1:-1000}; soak=${2:-10}; poll=${3:-10}; hint=${4:-2}
+. integration/bench/lib.sh
+bench_init
+start_operator_coordinator --poll-hint "$hint"
 path_a=/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-fleet-a
 path_b=/nix/store/1m9ggc7cy1rl4vxzx5zqn0dsj8dsyd2q-nixos-system-fleet-b
 ea=(); eb=()

@@ -7,13 +7,9 @@
 # Usage: ingestion.sh [seconds] [runs]   (10 5); binaries from $BENCH_BUILD (default build/release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-seconds=${1:-10}; runs=${2:-5}; build=${BENCH_BUILD:-build/release}
-bin=$build/bin
-work=$(mktemp -d)
-coord=
-cleanup() { kill $coord 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+seconds=${1:-10}; runs=${2:-5}
 . integration/bench/lib.sh
+bench_init
 cport=$(free_port)
 "$bin/nixfleet-coordinator" serve --db "$work/db" --listen "127.0.0.1:$cport" --insecure-http --log-level error 2>/dev/null &
 coord=$!

@@ -1,4 +1,19 @@
-# Shared by the benchmark scripts (sourced). Expects $work (a scratch directory) and $bin.
+# Shared by the benchmark scripts (sourced from the repository root).
+
+# Binaries from $BENCH_BUILD (default build/release); a scratch directory $work; on exit the
+# processes in $coord, $nginx and $fleet are stopped and $work (and $agent_state) removed.
+bench_init() {
+  build=${BENCH_BUILD:-build/release}
+  bin=$build/bin
+  work=$(mktemp -d)
+  coord=; nginx=; fleet=; agent_state=
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  kill $coord $nginx $fleet 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work" ${agent_state:+"$agent_state"}
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -37,4 +52,20 @@ for key, runs in rows.items():
     cols = list(zip(*runs))
     print(key, " ".join(f"{n}={statistics.median(c):.4g}[{min(c):.4g}-{max(c):.4g}]" for n, c in zip(names, cols)), f"runs={len(runs)}")
 ' "$1"
+}
+
+# Starts a plain-HTTP coordinator on a new database $work/db with an admin key, and sets up the
+# CLI to talk to it with an operator signing key ($work/op.sec). Sets $cport, $coord, $key.
+# Extra arguments go to `serve`.
+start_operator_coordinator() {
+  cport=$(free_port)
+  key=$("$bin/nixfleet-coordinator" keys create --db "$work/db" --name bench --role admin)
+  "$bin/nixfleet-coordinator" serve --db "$work/db" --listen "127.0.0.1:$cport" --insecure-http --log-level error \
+    "$@" 2>"$work/coordinator.log" &
+  coord=$!
+  wait_http "http://127.0.0.1:$cport/healthz"
+  export NIXFLEET_COORDINATOR="http://127.0.0.1:$cport" NIXFLEET_API_KEY="$key" NIXFLEET_CONFIG="$work/none.json"
+  echo '{}' > "$work/none.json"
+  nix-store --generate-binary-cache-key bench-1 "$work/op.sec" "$work/op.pub" 2>/dev/null
+  chmod 600 "$work/op.sec"
 }

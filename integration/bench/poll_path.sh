@@ -9,25 +9,14 @@
 # Binaries from $BENCH_BUILD (default build/release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-seconds=${1:-5}; runs=${2:-5}; build=${BENCH_BUILD:-build/release}
-bin=$build/bin
-work=$(mktemp -d)
-coord=; nginx=
-cleanup() { kill $coord $nginx 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+seconds=${1:-5}; runs=${2:-5}
 . integration/bench/lib.sh
-cport=$(free_port); nport=$(free_port); ctport=$(free_port); ntport=$(free_port)
+bench_init
+nport=$(free_port); ctport=$(free_port); ntport=$(free_port)
 make_pki bench-01
 pki=$work/pki
 
-key=$("$bin/nixfleet-coordinator" keys create --db "$work/db" --name bench --role admin)
-"$bin/nixfleet-coordinator" serve --db "$work/db" --listen "127.0.0.1:$cport" --insecure-http --log-level error 2>/dev/null &
-coord=$!
-wait_http "http://127.0.0.1:$cport/healthz"
-export NIXFLEET_COORDINATOR="http://127.0.0.1:$cport" NIXFLEET_API_KEY="$key" NIXFLEET_CONFIG="$work/none.json"
-echo '{}' > "$work/none.json"
-nix-store --generate-binary-cache-key bench-1 "$work/op.sec" "$work/op.pub" 2>/dev/null
-chmod 600 "$work/op.sec"
+start_operator_coordinator
 path=/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-bench-01
 "$bin/nixfleet" release create --id r1 --sign-key "$work/op.sec" --entry "bench-01=$path" --cache-url https://cache.example.org >/dev/null
 "$bin/nixfleet" deploy --release r1 --hosts bench-01 --waves 100% >/dev/null

@@ -10,32 +10,20 @@
 # Reference in the same run: nginx (one worker) answering the same polls (every machine's path
 # mapped to one static file with an ETag) at the same rate, plain (nginx) and with client
 # certificates and resumed sessions (nginx-tls).
-# Usage: scale.sh [machines] [interval_s] [measure_s] [modes] [build_dir]
-#        (100000 60 60 "http nginx https nginx-tls" build/release)
+# Usage: scale.sh [machines] [interval_s] [measure_s] [modes]
+#        (100000 60 60 "http nginx https nginx-tls"); binaries from $BENCH_BUILD (default build/release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-machines=${1:-100000}; interval=${2:-60}; measure=${3:-60}; modes=${4:-"http nginx https nginx-tls"}; build=${5:-build/release}
-bin=$build/bin
-work=$(mktemp -d)
-coord=; nginx=
-cleanup() { kill $coord $nginx 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+machines=${1:-100000}; interval=${2:-60}; measure=${3:-60}; modes=${4:-"http nginx https nginx-tls"}
 . integration/bench/lib.sh
+bench_init
 make_pki m000000
 pki=$work/pki
 rate=$(python3 -c "print($machines / $interval)")
 path=/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-scale
 
 # One machine made through the API.
-cport=$(free_port)
-key=$("$bin/nixfleet-coordinator" keys create --db "$work/db" --name bench --role admin)
-"$bin/nixfleet-coordinator" serve --db "$work/db" --listen "127.0.0.1:$cport" --insecure-http --log-level error 2>/dev/null &
-coord=$!
-wait_http "http://127.0.0.1:$cport/healthz"
-export NIXFLEET_COORDINATOR="http://127.0.0.1:$cport" NIXFLEET_API_KEY="$key" NIXFLEET_CONFIG="$work/none.json"
-echo '{}' > "$work/none.json"
-nix-store --generate-binary-cache-key bench-1 "$work/op.sec" "$work/op.pub" 2>/dev/null
-chmod 600 "$work/op.sec"
+start_operator_coordinator
 "$bin/nixfleet" release create --id r1 --sign-key "$work/op.sec" --entry "m000000=$path" --cache-url https://cache.example.org >/dev/null
 "$bin/nixfleet" deploy --release r1 --hosts m000000 --waves 100% --soak 0 >/dev/null
 now=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
