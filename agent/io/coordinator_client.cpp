@@ -152,6 +152,9 @@ class http_client final : public coordinator_client {
       // TLS 1.3 tickets arrive after the handshake; by the end of the answer they have been read.
       // The close_notify matters too: OpenSSL marks the session of a connection dropped without
       // one as not resumable.
+      // Bounded on its own: the answer is in hand, a peer slow to close must not turn it into a
+      // failed exchange.
+      beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
       auto [sec] = co_await stream.async_shutdown(asio::as_tuple(asio::use_awaitable));
       if (SSL_SESSION* s = SSL_get1_session(stream.native_handle()); s && !sec && SSL_SESSION_is_resumable(s))
         session_.reset(s);
