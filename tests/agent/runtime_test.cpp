@@ -35,8 +35,13 @@ struct fake_coordinator final : io::coordinator_client {
   std::optional<protocol::desired_state> desired;
   std::map<std::uint64_t, protocol::report> received;
   int polls = 0;
+  std::chrono::milliseconds delay{0};  // how long each poll takes to be answered
   asio::awaitable<io::poll_result> get_desired(std::string etag) override {
     ++polls;
+    if (delay.count() > 0) {
+      asio::steady_timer t(co_await asio::this_coro::executor, delay);
+      co_await t.async_wait(asio::use_awaitable);
+    }
     io::poll_result r;
     if (down) {
       r.error = "connection refused";
@@ -187,6 +192,18 @@ BOOST_AUTO_TEST_CASE(polls_deploys_and_reports_in_order) {
   BOOST_TEST(host.profile == path_b);
   std::uint64_t expected = 1;
   for (const auto& [seq, r] : coordinator.received) BOOST_TEST(seq == expected++);
+}
+
+BOOST_AUTO_TEST_CASE(the_poll_period_counts_from_the_start_of_each_poll) {
+  // Each poll takes 200 ms to be answered. With a 300 ms period counted from the start of a poll
+  // the 9th poll starts at about 2.5 s; counted from the end of the previous one it would start at
+  // 4.1 s (only 7 polls by 3.2 s). A late timer only makes the next poll start sooner.
+  cfg.poll_interval = 300ms;
+  cfg.startup_jitter = 0ms;
+  coordinator.desired.reset();
+  coordinator.delay = 200ms;
+  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 4);
+  BOOST_TEST(run_until(rt, [&] { return coordinator.polls >= 9; }, 3200ms), "polls by 3.2 s: " << coordinator.polls);
 }
 
 BOOST_AUTO_TEST_CASE(coordinator_outage_during_the_gate_changes_nothing_and_loses_nothing) {
