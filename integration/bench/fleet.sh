@@ -44,6 +44,7 @@ kill -TERM $fleet; wait $fleet || true; fleet=
 kill -TERM $coord; wait $coord || true; coord=
 python3 - "$work" "$agents" "$soak" "$poll" "$hint" "$t0" "$t1" "$c0" "$c1" "$tick" "$path_b" <<'PY'
 import json, sqlite3, sys, statistics
+from datetime import datetime
 work, agents, soak, poll, hint = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 t0, t1, c0, c1, tick, path_b = float(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8]), float(sys.argv[9]), float(sys.argv[10]), sys.argv[11]
 fleet = json.load(open(f"{work}/fleet.json"))
@@ -56,7 +57,6 @@ fetch = {f["machine"]: f["at_ms"] for f in fleet["fetches"] if f["path"] == path
 by_wave = {}
 for h in hosts:
     if "dispatched_at" in h and h["hostname"] in fetch:
-        from datetime import datetime
         d = datetime.fromisoformat(h["dispatched_at"].replace("Z", "+00:00")).timestamp() * 1000
         by_wave.setdefault(h["wave"], []).append((fetch[h["hostname"]] - d) / 1000)
 wall = t1 - t0
@@ -67,7 +67,7 @@ print(f"coordinator CPU during the rollout: {(c1 - c0) / tick:.2f} s = {100 * (c
 print(f"fleet process CPU (all {agents} agents, whole run): {fleet['cpu_s']:.1f} s")
 for w in sorted(by_wave):
     v = sorted(by_wave[w])
-    print(f"propagation wave {w}: {len(v)} hosts, median {statistics.median(v):.2f} s, p99 {v[min(len(v) - 1, int(len(v) * 0.99))]:.2f} s, max {v[-1]:.2f} s")
+    print(f"propagation wave {w + 1}: {len(v)} hosts, median {statistics.median(v):.2f} s, p99 {v[min(len(v) - 1, int(len(v) * 0.99))]:.2f} s, max {v[-1]:.2f} s")
 print(f"fetches of the new release: {len(fetch)} of {agents}")
 print(f"reports generated {fleet['reports_generated']}, superseded before sending {fleet['reports_superseded']}, "
       f"pending {fleet['reports_pending']}, stored {stored} ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); "

@@ -231,7 +231,7 @@ class generator {
     std::string tag;
     if (!o_.if_none_match.empty()) tag = o_.if_none_match;
     else if (o_.etag) {
-      std::lock_guard l(etag_mutex_);
+      std::lock_guard l(state_mutex_);
       tag = etags_[id];
     }
     if (!tag.empty()) req.set(http::field::if_none_match, tag);
@@ -240,7 +240,7 @@ class generator {
     http::response<http::string_body> res;
     co_await http::async_read(s, buf, res, asio::use_awaitable);
     if (o_.etag && res.result_int() == 200) {
-      std::lock_guard l(etag_mutex_);
+      std::lock_guard l(state_mutex_);
       etags_[id] = std::string(res[http::field::etag]);
     }
     co_return res.result_int();
@@ -274,7 +274,7 @@ class generator {
               SSL_use_PrivateKey(tls->native_handle(), ids_.key);
             }
             if (o_.resume) {
-              std::lock_guard l(etag_mutex_);
+              std::lock_guard l(state_mutex_);
               if (sessions_[id]) SSL_set_session(tls->native_handle(), sessions_[id]);
             }
             SSL_ctrl(tls->native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, const_cast<char*>(host_.c_str()));
@@ -292,7 +292,7 @@ class generator {
             // As the agent does: close_notify, then keep the session for the next connection.
             auto [sec] = co_await tls->async_shutdown(asio::as_tuple(asio::use_awaitable));
             if (o_.resume && !sec) {
-              std::lock_guard l(etag_mutex_);
+              std::lock_guard l(state_mutex_);
               auto& slot = sessions_[id];
               if (slot) SSL_SESSION_free(slot);
               slot = SSL_get1_session(tls->native_handle());
@@ -319,7 +319,7 @@ class generator {
   identities ids_;
   std::vector<std::string> etags_;
   std::vector<SSL_SESSION*> sessions_;  // per machine, with --resume
-  std::mutex etag_mutex_;
+  std::mutex state_mutex_;  // guards etags_ and sessions_ across io threads
   std::atomic<std::uint64_t> issued_{0};
   double rate_ = 0;
   std::uint64_t requests_ = 0;
