@@ -46,7 +46,9 @@
         { hostName
         , coordinator
         , system ? "x86_64-linux"
+        # Required: the module refuses a host without operator keys (unless allowUnsigned).
         , trustedKeys ? [ ]
+        , allowUnsigned ? false
         , cacheKeys ? trustedKeys
         , tls ? null
         , probes ? [ ]
@@ -63,6 +65,7 @@
                 settings = {
                   coordinator_url = coordinator;
                   trusted_keys = trustedKeys;
+                  allow_unsigned = if allowUnsigned then true else null;
                   cache_public_keys = cacheKeys;
                   inherit tls;
                 };

@@ -82,7 +82,17 @@ in
           health_interval_s = seconds "Periodic health report interval";
           state_dir = nullable types.str "Durable state directory.";
           profile = nullable types.str "System profile.";
-          trusted_keys = nullable (types.listOf types.str) "Operator keys (Nix format) that must sign release entries.";
+          trusted_keys = nullable
+            (types.listOf (types.either types.str (types.submodule {
+              options = {
+                key = mkOption { type = types.str; description = "Operator public key (Nix format)."; };
+                not_after = nullable types.str "RFC 3339 UTC time after which signatures by this key are refused.";
+              };
+            })))
+            "Operator keys (Nix format, or {key, not_after}) whose signatures the agent accepts. Required unless allow_unsigned.";
+          allow_unsigned = nullable types.bool "Deploy unsigned targets when no trusted_keys are given (tests only; warns).";
+          max_target_age_s = seconds "Refuse to newly activate releases signed longer ago than this (off by default)";
+          caches = nullable (types.listOf types.str) "This host's own binary caches, tried before a release's; the only place for store parameters and file/ssh caches.";
           cache_public_keys = nullable (types.listOf types.str) "Binary cache keys for require-sigs.";
           fetch_timeout_s = seconds "Closure fetch timeout";
           min_free_mb = nullable types.ints.unsigned "Free space needed before fetching (MiB).";
@@ -121,6 +131,8 @@ in
   };
 
   config = mkIf cfg.enable {
+    assertions = rendered.assertions;
+    warnings = rendered.warnings;
     environment.etc."nixfleet/agent.json".text = builtins.toJSON rendered.agent;
     environment.etc."nixfleet/health.json".text = builtins.toJSON rendered.health;
     environment.systemPackages = [ cfg.package ];

@@ -10,8 +10,34 @@ let
         (builtins.attrNames v))
     else if builtins.isList v then map clean v
     else v;
+  keys = settings.trusted_keys or null;
+  hasKeys = keys != null && keys != [ ];
+  allowUnsigned = (settings.allow_unsigned or null) == true;
+  caches = settings.caches or null;
+  weakCaches = builtins.filter (c: builtins.match ".*[?&]trusted=.*" c != null) (if caches == null then [ ] else caches);
 in
 {
   agent = clean (settings // { health_config = healthConfigPath; });
   health = clean { gate = health.gate or { }; probes = health.probes or [ ]; };
+  # What the agent would refuse at start (exit 78), as NixOS assertions: caught at evaluation,
+  # not as a restart loop on the host.
+  assertions = [
+    {
+      assertion = hasKeys || allowUnsigned;
+      message = "services.nixfleet-agent.settings.trusted_keys is empty: without operator keys any coordinator "
+        + "could make this host run anything. Give trusted_keys (or allow_unsigned = true, for tests only).";
+    }
+    {
+      assertion = !(hasKeys && allowUnsigned);
+      message = "services.nixfleet-agent.settings.allow_unsigned cannot be set together with trusted_keys.";
+    }
+    {
+      assertion = weakCaches == [ ];
+      message = "services.nixfleet-agent.settings.caches: `trusted=` would switch signature checks off: "
+        + builtins.concatStringsSep ", " weakCaches;
+    }
+  ];
+  warnings =
+    if allowUnsigned then [ "services.nixfleet-agent.settings.allow_unsigned is set: this host deploys unsigned targets from its coordinator." ]
+    else [ ];
 }

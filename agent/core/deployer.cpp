@@ -71,6 +71,7 @@ actions deployer::on_desired(const protocol::desired_state& desired, const host_
     return {report_action{*d.report, desired.store_path, desired.release_id, desired.rollout_id,
                           d.message.empty() ? std::nullopt : std::optional(d.message), {}}};
   }
+  target_accepts_ = raised(facts.accepted, desired);
   if (cfg_.dry_run) {
     const auto done = std::pair{desired.store_path, desired.attempt};
     if (std::find(dry_run_done_.begin(), dry_run_done_.end(), done) != dry_run_done_.end()) return {};
@@ -97,8 +98,9 @@ actions deployer::on_fetch_done(bool ok, const std::string& error, time_point) {
     target_.reset();
     return {r};
   }
-  record_ = in_flight{target_->store_path, running_,        target_->release_id, target_->rollout_id,
-                      target_->attempt,    target_->activation, in_flight::phase::activating, {}, false};
+  record_ = in_flight{target_->store_path, running_,        target_->release_id,           target_->rollout_id,
+                      target_->attempt,    target_->activation, in_flight::phase::activating, {},
+                      false,               target_accepts_};
   stage_ = stage::recording;
   return {report_for(report_kind::fetched), write_record_action{*record_, true}};
 }
@@ -122,11 +124,17 @@ actions deployer::on_activation_done(bool ok, const std::string& error, const st
   running_ = running;
   if (!ok) return begin_rollback("activation failed: " + error, now);
   if (record_->mode == protocol::activation_mode::boot) {
-    auto r = report_for(report_kind::activated, "set as the boot generation; it runs after the next reboot");
+    // Staged once: accepted (the high-water mark moves, the next poll of the same state is not
+    // applied again) but not proven, so it never becomes the last known good.
+    auto r = report_for(report_kind::activated, "staged as the boot generation; it runs after the next reboot");
+    actions acts;
+    if (record_->accepts) acts.push_back(accept_action{*record_->accepts, record_->previous, record_->target});
+    acts.push_back(r);
+    acts.push_back(clear_record_action{});
     record_.reset();
     target_.reset();
     stage_ = stage::idle;
-    return {r, clear_record_action{}};
+    return acts;
   }
   if (running != record_->target)
     return begin_rollback("the switch finished but " + running + " runs instead of the target", now);
@@ -160,13 +168,17 @@ actions deployer::on_probe_round(time_point at, const std::vector<protocol::prob
   auto confirmed = report_for(report_kind::confirmed, v.reason);
   confirmed.health = health;
   const auto path = record_->target;
+  actions acts{set_last_good_action{path}};
+  if (record_->accepts) acts.push_back(accept_action{*record_->accepts, record_->previous, std::nullopt});
   record_.reset();
   target_.reset();
   gate_.reset();
   stage_ = stage::idle;
-  // The new last known good and the report are durable before the record goes: a crash in
-  // between re-runs the gate and reports again (at least once, never lost).
-  return {set_last_good_action{path}, confirmed, clear_record_action{}};
+  // The new last known good, the high-water mark and the report are durable before the record
+  // goes: a crash in between re-runs the gate and reports again (at least once, never lost).
+  acts.push_back(confirmed);
+  acts.push_back(clear_record_action{});
+  return acts;
 }
 
 actions deployer::begin_rollback(std::string reason, time_point) {
@@ -220,7 +232,7 @@ actions deployer::on_manual_rollback(const std::string& running, const std::stri
     return {report_action{report_kind::rejected, {}, {}, {}, std::string("manual rollback: nothing to roll back to"), {}}};
   running_ = running;
   record_ = in_flight{running, to, {}, {}, 0, protocol::activation_mode::switch_, in_flight::phase::rolling_back,
-                      "manual rollback from " + running, true};
+                      "manual rollback from " + running, true, std::nullopt};
   stage_ = stage::rolling_back;
   return {write_record_action{*record_}, rollback_action{to, protocol::activation_mode::switch_}};
 }

@@ -51,9 +51,23 @@ void describe(V& v, X& x) {
 
 namespace {
 
+// A trusted key as configured: `"name:base64"`, or `{"key": "name:base64", "not_after": TIME}`.
+struct trusted_key_entry {
+  std::string key;
+  std::optional<protocol::timestamp> not_after;
+};
+
+template <class V, class X>
+  requires std::same_as<std::remove_const_t<X>, trusted_key_entry>
+void describe(V& v, X& x) {
+  v.req("key", x.key, {.fn = check_key});
+  v.opt("not_after", x.not_after);
+}
+
 struct raw_config {
   agent_config cfg;
-  std::vector<std::string> trusted_keys, cache_public_keys;
+  std::vector<trusted_key_entry> trusted_keys;
+  std::vector<std::string> cache_public_keys;
   std::string runner = "auto";
 };
 
@@ -72,8 +86,11 @@ void describe_config(V& v, X& raw) {
   v.def("health_config", x.health_config, path_spec);
   v.def("state_dir", x.state_dir, path_spec);
   v.def("profile", x.profile, path_spec);
-  v.def("trusted_keys", raw.trusted_keys, {.fn = check_key, .max_items = 64});
+  v.def("trusted_keys", raw.trusted_keys, {.max_items = 64});
+  v.def("allow_unsigned", x.allow_unsigned);
+  v.opt("max_target_age_s", x.max_target_age);
   v.def("cache_public_keys", raw.cache_public_keys, {.fn = check_key, .max_items = 64});
+  v.def("caches", x.caches, {.fn = protocol::check_local_cache_url, .max_items = 16});
   v.def("fetch_timeout_s", x.fetch_timeout);
   v.def("min_free_mb", x.min_free_mb);
   v.def("activation_timeout_s", x.activation_timeout);
@@ -99,6 +116,13 @@ void describe_config(V& v, X& raw) {
                x.log_level == "error",
            "log_level", errc::invalid_enum, "expected one of: trace, debug, info, warn, error");
   v.ensure(x.outbox_limit >= 100, "outbox_limit", errc::out_of_range, "at least 100");
+  v.ensure(!raw.trusted_keys.empty() || x.allow_unsigned, "trusted_keys", errc::missing_field,
+           "no operator keys: without them any coordinator could make this host run anything; give trusted_keys "
+           "(or set allow_unsigned to true to deploy unsigned targets, for tests only)");
+  v.ensure(raw.trusted_keys.empty() || !x.allow_unsigned, "allow_unsigned", errc::invalid_combination,
+           "cannot be set together with trusted_keys");
+  v.ensure(!x.max_target_age || *x.max_target_age >= std::chrono::minutes(1), "max_target_age_s", errc::out_of_range,
+           "must be at least 60 seconds");
 }
 
 }  // namespace
@@ -121,11 +145,16 @@ protocol::decoded<agent_config> parse_agent_config(std::string_view text, const 
   raw_config raw;
   // The hostname default applies only when it is a valid machine id.
   if (!protocol::check_machine_id(hostname)) raw.cfg.machine_id = hostname;
+  // A trusted key may be given as a plain string: read it as {"key": …}.
+  if (auto* o = doc.if_object())
+    if (auto* keys = o->if_contains("trusted_keys"); keys && keys->is_array())
+      for (auto& k : keys->get_array())
+        if (k.is_string()) k = boost::json::object{{"key", k}};
   std::optional<protocol::decode_error> err;
   fields::decoder d(doc, nullptr, err);
   if (d.ok()) describe_config(d, raw);
   if (err) return *err;
-  for (const auto& k : raw.trusted_keys) raw.cfg.trusted_keys.push_back(protocol::parse_public_key(k).value());
+  for (const auto& k : raw.trusted_keys) raw.cfg.trusted_keys.add(protocol::parse_public_key(k.key).value(), k.not_after);
   for (const auto& k : raw.cache_public_keys) raw.cfg.cache_public_keys.push_back(protocol::parse_public_key(k).value());
   raw.cfg.runner = raw.runner == "systemd-run" ? switch_runner::systemd_run
                    : raw.runner == "direct"    ? switch_runner::direct
@@ -143,11 +172,16 @@ protocol::decoded<agent_config> load_agent_config(const std::string& path, const
 
 boost::json::value to_json(const agent_config& cfg) {
   raw_config raw{cfg, {}, {}, std::string(to_string(cfg.runner))};
-  for (const auto& k : cfg.trusted_keys) raw.trusted_keys.push_back(k.to_string());
+  for (std::size_t i = 0; i < cfg.trusted_keys.keys().size(); ++i)
+    raw.trusted_keys.push_back({cfg.trusted_keys.keys()[i].to_string(), cfg.trusted_keys.not_after(i)});
   for (const auto& k : cfg.cache_public_keys) raw.cache_public_keys.push_back(k.to_string());
   boost::json::object obj;
   fields::encoder e(obj);
   describe_config(e, std::as_const(raw));
+  // Keys without not_after print as the plain strings an operator writes.
+  if (auto* keys = obj.if_contains("trusted_keys"); keys && keys->is_array())
+    for (auto& k : keys->get_array())
+      if (k.is_object() && k.get_object().size() == 1) k = k.get_object().at("key");
   return obj;
 }
 

@@ -37,10 +37,20 @@ boost::json::value status_of(agent_runtime& rt) {
   boost::json::object o;
   o["ok"] = true;
   o["stage"] = core::to_string(rt.deployer().current());
-  const auto facts = drv.facts(protocol::trusted_keys{});
+  const auto facts = drv.facts(core::trust_policy{});
   o["current"] = facts.current_path;
   o["last_good"] = st.last_good ? boost::json::value(*st.last_good) : boost::json::value(nullptr);
   o["hold"] = st.hold;
+  // What anti-downgrade holds this host to.
+  if (st.accepted)
+    o["accepted_release"] = boost::json::object{{"release_id", st.accepted->release_id},
+                                                {"sequence", st.accepted->sequence},
+                                                {"at", protocol::format_time(st.accepted->at)}};
+  else
+    o["accepted_release"] = nullptr;
+  o["step_back"] = st.step_back ? boost::json::value(*st.step_back) : boost::json::value(nullptr);
+  o["staged_boot"] = st.staged_boot ? boost::json::value(*st.staged_boot) : boost::json::value(nullptr);
+  o["revocations_sequence"] = st.revocations ? st.revocations->sequence : 0;
   boost::json::array q;
   for (const auto& e : st.quarantine)
     q.push_back(boost::json::object{{"store_path", e.store_path}, {"attempt", e.attempt}, {"reason", e.reason}});

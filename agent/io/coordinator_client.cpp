@@ -106,6 +106,27 @@ class http_client final : public coordinator_client {
     co_return out;
   }
 
+  asio::awaitable<revocations_result> get_revocations() override {
+    http::request<http::string_body> req{http::verb::get, base_ + "/api/v1/revocations", 11};
+    auto res = co_await exchange(std::move(req));
+    revocations_result out;
+    if (!res.ok) {
+      out.error = res.error;
+      co_return out;
+    }
+    if (res.status != 200) {
+      out.error = describe_status(res);
+      co_return out;
+    }
+    auto list = protocol::parse<protocol::revocation_list>(res.body);
+    if (!list) {
+      out.error = "coordinator sent an invalid revocation list: " + list.error().what();
+      co_return out;
+    }
+    out.list = std::move(*list);
+    co_return out;
+  }
+
  private:
   static std::string describe_status(const response& res) {
     if (res.status == 426) return "coordinator speaks another protocol version (426)";

@@ -4,6 +4,7 @@
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/protocol/validate.hpp"
 
+#include <algorithm>
 #include <variant>
 
 namespace nixfleet::agent::io {
@@ -19,12 +20,17 @@ deploy_driver::deploy_driver(core::deployer& machine, driver_seams seams, const 
       agent_version_(std::move(agent_version)),
       started_(seams.time.now()) {}
 
-core::host_facts deploy_driver::facts(const protocol::trusted_keys& keys) {
+core::host_facts deploy_driver::facts(const core::trust_policy& trust) {
   core::host_facts f;
   f.machine_id = machine_id_;
   f.current_path = seams_.activation.running();
   f.on_hold = state_.hold;
-  f.keys = &keys;
+  f.trust = trust;
+  f.now = seams_.time.wall_now();
+  f.accepted = state_.accepted;
+  f.step_back = state_.step_back;
+  f.staged_boot = state_.staged_boot;
+  f.revocations = state_.revocations ? &*state_.revocations : nullptr;
   f.quarantine = &state_.quarantine;
   return f;
 }
@@ -81,8 +87,33 @@ boost::asio::awaitable<void> deploy_driver::start() {
   co_await execute(machine_.start(rec.value, seams_.activation.running(), seams_.time.now()));
 }
 
-boost::asio::awaitable<void> deploy_driver::deliver(protocol::desired_state desired, const protocol::trusted_keys& keys) {
-  co_await execute(machine_.on_desired(desired, facts(keys), seams_.time.now()));
+boost::asio::awaitable<void> deploy_driver::deliver(protocol::desired_state desired, const core::trust_policy& trust) {
+  co_await execute(machine_.on_desired(desired, facts(trust), seams_.time.now()));
+}
+
+boost::asio::awaitable<std::string> deploy_driver::offer_revocations(protocol::revocation_list list,
+                                                                     const core::trust_policy& trust) {
+  const auto held = state_.revocations ? state_.revocations->sequence : 0;
+  if (list.sequence <= held) co_return std::string();  // nothing new (or a replay of an older list)
+  if (trust.keys == nullptr || trust.keys->empty()) co_return std::string("no trusted_keys to verify it with");
+  protocol::verify_options opts{.now = seams_.time.wall_now()};
+  if (state_.revocations) opts.revoked_keys = state_.revocations->keys;
+  if (auto ec = protocol::verify_revocations(*trust.keys, list, opts))
+    co_return "revocation list #" + std::to_string(list.sequence) + " refused: " + ec.message();
+  state_.revocations = std::move(list);
+  co_await save_state();
+  const auto& kept = *state_.revocations;
+  log::info("revocation list accepted", {{"sequence", kept.sequence}});
+  const auto running = seams_.activation.running();
+  if (std::find(kept.store_paths.begin(), kept.store_paths.end(), running) != kept.store_paths.end()) {
+    core::report_action a{protocol::report_kind::rejected, running, {}, {},
+                          "the running generation is revoked by the operator (revocation list #" +
+                              std::to_string(kept.sequence) + "); it keeps running until a new target is deployed",
+                          {}};
+    auto r = stamp(a);
+    co_await emit(std::move(r));
+  }
+  co_return std::string();
 }
 
 boost::asio::awaitable<void> deploy_driver::manual_rollback() {
@@ -178,6 +209,19 @@ boost::asio::awaitable<std::optional<core::actions>> deploy_driver::perform(cons
     state_.last_good = lg->store_path;
     std::erase(state_.confirmed, lg->store_path);
     state_.confirmed.push_back(lg->store_path);
+    co_await save_state();
+    co_return std::nullopt;
+  }
+  if (const auto* acc = std::get_if<core::accept_action>(&a)) {
+    if (!state_.accepted || acc->accepted.sequence >= state_.accepted->sequence) {
+      auto hw = acc->accepted;
+      if (state_.accepted) hw.at = std::max(hw.at, state_.accepted->at);
+      state_.accepted = hw;
+    } else {
+      state_.accepted->at = std::max(state_.accepted->at, acc->accepted.at);
+    }
+    state_.step_back = acc->step_back;
+    state_.staged_boot = acc->staged_boot;
     co_await save_state();
     co_return std::nullopt;
   }

@@ -8,6 +8,8 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
+
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -32,23 +34,21 @@ step_result failed(const std::string& what, const process::result& r) {
 
 }  // namespace
 
-std::string nix_config_for(const nix_settings& s, const std::vector<std::string>& substituters) {
+std::string nix_config_for(const nix_settings& s) {
   std::string keys;
   for (const auto& k : s.cache_public_keys) keys += (keys.empty() ? "" : " ") + k.to_string();
-  std::string subs;
-  for (const auto& u : substituters) subs += (subs.empty() ? "" : " ") + u;
+  // Every setting that could let an unsigned path in is forced here, whatever nix.conf says.
   return "experimental-features = nix-command\n"
          "flake-registry =\n"
          "require-sigs = true\n"
-         "substituters = " + subs + "\n"
+         "substituters =\n"
+         "trusted-substituters =\n"
          "trusted-public-keys = " + keys + "\n";
 }
 
 boost::asio::awaitable<step_result> nix_cli::fetch(std::string store_path, std::vector<std::string> cache_urls) {
   // Validated again here: nothing unchecked reaches argv.
   if (protocol::check_store_path(store_path)) co_return step_result{false, "refusing an invalid store path"};
-  for (const auto& u : cache_urls)
-    if (protocol::check_cache_url(u)) co_return step_result{false, "refusing an invalid cache URL"};
 
   struct statvfs st {};
   if (::statvfs(settings_.store_dir.c_str(), &st) == 0) {
@@ -58,24 +58,39 @@ boost::asio::awaitable<step_result> nix_cli::fetch(std::string store_path, std::
                                        ", need " + std::to_string(settings_.min_free_mb)};
   }
 
+  // The host's own caches first, then those the (signed) release names — only over HTTP(S) or
+  // S3 and without store parameters. Each is a `nix copy --from` source with signatures required:
+  // no URL ever becomes a substituter, where `?trusted=1` would switch the checks off.
+  std::vector<std::string> sources;
   std::string errors;
-  for (const auto& cache : cache_urls) {
+  auto note = [&](const std::string& e) { errors += (errors.empty() ? "" : "; ") + e; };
+  for (const auto& u : settings_.caches)
+    if (!protocol::check_local_cache_url(u)) sources.push_back(u);
+  for (const auto& u : cache_urls) {
+    if (protocol::check_fetchable_cache_url(u)) {
+      note("ignored a release cache that is not plain http(s) or s3 (store parameters, file and ssh caches belong in "
+           "the host's own `caches`)");
+      continue;
+    }
+    if (std::find(sources.begin(), sources.end(), u) == sources.end()) sources.push_back(u);
+  }
+  for (const auto& cache : sources) {
     process::request req;
     req.argv = {"nix", "copy", "--from", cache, store_path};
-    req.env = process::environment_with("NIX_CONFIG", nix_config_for(settings_, {}));
+    req.env = process::environment_with("NIX_CONFIG", nix_config_for(settings_));
     req.timeout = settings_.fetch_timeout;
     auto r = co_await process::run(std::move(req));
     if (r.ok()) co_return step_result{true, {}};
-    errors += (errors.empty() ? "" : "; ") + failed("nix copy --from " + cache, r).error;
+    note(failed("nix copy --from " + cache, r).error);
   }
-  // Last, the configured substituters (and paths already present).
+  // Last, a path already valid here (preloaded, or left by an earlier fetch).
   process::request req;
   req.argv = {"nix-store", "--realise", store_path};
-  req.env = process::environment_with("NIX_CONFIG", nix_config_for(settings_, cache_urls));
+  req.env = process::environment_with("NIX_CONFIG", nix_config_for(settings_));
   req.timeout = settings_.fetch_timeout;
   auto r = co_await process::run(std::move(req));
   if (r.ok()) co_return step_result{true, {}};
-  errors += (errors.empty() ? "" : "; ") + failed("nix-store --realise", r).error;
+  note(failed("nix-store --realise", r).error);
   co_return step_result{false, errors};
 }
 
@@ -83,7 +98,7 @@ boost::asio::awaitable<step_result> nix_cli::set_profile(std::string profile, st
   if (protocol::check_store_path(store_path)) co_return step_result{false, "refusing an invalid store path"};
   process::request req;
   req.argv = {"nix-env", "-p", profile, "--set", store_path};
-  req.env = process::environment_with("NIX_CONFIG", nix_config_for(settings_, {}));
+  req.env = process::environment_with("NIX_CONFIG", nix_config_for(settings_));
   req.timeout = settings_.command_timeout;
   auto r = co_await process::run(std::move(req));
   if (r.ok()) co_return step_result{true, {}};

@@ -40,6 +40,9 @@ int run_agent(const agent_config& cfg) {
 
   io::nix_settings ns;
   ns.cache_public_keys = cfg.cache_public_keys;
+  ns.caches = cfg.caches;
+  if (cfg.allow_unsigned)
+    log::warn("allow_unsigned is set: this host deploys whatever its coordinator says, signed or not");
   ns.fetch_timeout = cfg.fetch_timeout;
   ns.min_free_mb = cfg.min_free_mb;
   io::activation_settings as;

@@ -31,7 +31,20 @@ agent_runtime::agent_runtime(const agent_config& cfg, runtime_seams seams, healt
       driver_(machine_, {seams.nix, seams.activation, seams.probes, seams.time}, store_, outbox_, cfg.machine_id,
               cfg.profile, std::string(nixfleet::version())),
       keys_(cfg.trusted_keys),
+      trust_{&keys_, cfg.allow_unsigned, cfg.max_target_age},
       rng_(seed) {}
+
+boost::asio::awaitable<void> agent_runtime::refresh_revocations(std::optional<std::uint64_t> announced) {
+  const auto held = driver_.state().revocations ? driver_.state().revocations->sequence : 0;
+  if (!announced || *announced <= held) co_return;
+  auto res = co_await seams_.coordinator.get_revocations();
+  if (!res.list) {
+    log::warn("cannot fetch the revocation list", {{"error", res.error}, {"announced", *announced}});
+    co_return;
+  }
+  if (auto why = co_await driver_.offer_revocations(std::move(*res.list), trust_); !why.empty())
+    log::error("revocation list refused", {{"error", why}});
+}
 
 boost::asio::awaitable<void> agent_runtime::sleep_for(std::chrono::milliseconds d) {
   co_await seams_.time.sleep_until(seams_.time.now() + d);
@@ -76,13 +89,14 @@ boost::asio::awaitable<void> agent_runtime::poll_loop() {
       case poll_result::outcome::desired:
         etag = res.etag;
         last = *res.desired;
-        co_await driver_.deliver(*res.desired, keys_);
+        co_await refresh_revocations(res.desired->revocations_sequence);
+        co_await driver_.deliver(*res.desired, trust_);
         wait = schedule.after_success(res.desired->poll_hint);
         break;
       case poll_result::outcome::not_modified:
         // The same desired state again: offer it once more, so that what was deferred (a hold
         // since released) or failed on the way (a fetch) is tried again. Refusals are not repeated.
-        if (last) co_await driver_.deliver(*last, keys_);
+        if (last) co_await driver_.deliver(*last, trust_);
         wait = schedule.after_success(last ? last->poll_hint : std::nullopt);
         break;
       case poll_result::outcome::nothing_assigned:

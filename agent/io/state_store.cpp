@@ -24,6 +24,14 @@ void describe(V& v, X& x) {
 }
 
 template <class V, class X>
+  requires std::same_as<std::remove_const_t<X>, high_water>
+void describe(V& v, X& x) {
+  v.req("sequence", x.sequence);
+  v.req("at", x.at);
+  v.def("release_id", x.release_id);
+}
+
+template <class V, class X>
   requires std::same_as<std::remove_const_t<X>, in_flight>
 void describe(V& v, X& x) {
   v.req("target", x.target, {.fn = protocol::check_store_path});
@@ -38,6 +46,7 @@ void describe(V& v, X& x) {
     x.stage = rolling_back ? in_flight::phase::rolling_back : in_flight::phase::activating;
   v.def("reason", x.reason);
   v.def("manual", x.manual);
+  v.opt("accepts", x.accepts);
 }
 
 }  // namespace core
@@ -51,6 +60,21 @@ void describe(V& v, X& x) {
   v.def("confirmed", x.confirmed, {.fn = protocol::check_store_path, .max_items = 1024});
   v.def("quarantine", x.quarantine, {.max_items = 1024});
   v.def("hold", x.hold);
+  v.opt("accepted", x.accepted);
+  v.opt("step_back", x.step_back, {.fn = protocol::check_store_path});
+  v.opt("staged_boot", x.staged_boot, {.fn = protocol::check_store_path});
+  // Kept in its wire form, so that the signature still verifies after a restart.
+  std::optional<boost::json::object> revocations;
+  if constexpr (std::is_const_v<X>)
+    if (x.revocations) revocations = protocol::to_json(*x.revocations).as_object();
+  v.opt("revocations", revocations);
+  if constexpr (!std::is_const_v<X>) {
+    if (revocations) {
+      auto list = protocol::from_json<protocol::revocation_list>(*revocations);
+      v.ensure(list.has_value(), "revocations", protocol::errc::invalid_combination, "not a revocation list");
+      if (list) x.revocations = std::move(*list);
+    }
+  }
 }
 
 namespace {

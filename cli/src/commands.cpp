@@ -7,6 +7,7 @@
 #include "nixfleet/common/process.hpp"
 #include "nixfleet/common/version.hpp"
 #include "nixfleet/protocol/codec.hpp"
+#include "nixfleet/protocol/json_fields.hpp"
 #include "nixfleet/protocol/signing.hpp"
 #include "nixfleet/protocol/validate.hpp"
 
@@ -130,7 +131,22 @@ struct release_create_opts {
   std::optional<std::string> id;
   std::vector<std::string> cache_urls;
   std::vector<std::string> tags;
+  std::optional<std::uint64_t> sequence;
+  std::string activation = "switch";
 };
+
+// The next release sequence: one above the newest the coordinator holds. A coordinator that
+// lies here can only make the release look newer (harmless) or older (agents refuse it).
+std::uint64_t next_release_sequence(client& api) {
+  std::uint64_t max = 0;
+  const json::value all = api.call("GET", "/api/v1/releases");
+  if (!all.is_array()) throw cli_error("the coordinator's release list is not a list");
+  for (const auto& r : all.get_array()) {
+    auto rel = protocol::from_json<protocol::release>(r);
+    if (rel) max = std::max(max, rel->sequence);
+  }
+  return max + 1;
+}
 
 int release_create(context& ctx, const release_create_opts& o) {
   auto key_text = read_secret_file(o.sign_key, "signing key");
@@ -170,8 +186,17 @@ int release_create(context& ctx, const release_create_opts& o) {
     copy_closures(paths, *o.push_to);
     if (caches.empty()) caches.push_back(*o.push_to);
   }
-  for (const auto& c : caches)
-    if (protocol::check_cache_url(c)) throw cli_error("--cache-url: not a cache URL: " + c, exit_usage);
+  for (const auto& c : caches) {
+    if (protocol::check_cache_url(c))
+      throw cli_error("--cache-url: not a cache URL agents may be told of (no store parameters): " + c, exit_usage);
+    if (protocol::check_fetchable_cache_url(c))
+      std::cerr << "nixfleet: warning: agents fetch only from http(s) and s3 release caches; " << c
+                << " reaches only hosts that list it in their own `caches` (give --cache-url)\n";
+  }
+  auto activation = protocol::fields::enum_from_string<protocol::activation_mode>(o.activation);
+  if (!activation) throw cli_error("--activation: expected switch, boot or test", exit_usage);
+  if (o.sequence && (*o.sequence == 0 || *o.sequence > protocol::limits::max_sequence))
+    throw cli_error("--sequence: must be between 1 and 2^53 - 1", exit_usage);
   for (const auto& t : o.tags)
     if (protocol::check_tag(t)) throw cli_error("--tag: not a valid tag: " + t, exit_usage);
 
@@ -181,18 +206,77 @@ int release_create(context& ctx, const release_create_opts& o) {
   std::replace(id.begin(), id.end(), 'T', '-');
   require_id(id, "--id");
 
+  auto api = ctx.api();
   protocol::release_request req;
   req.id = id;
   req.created_at = created;
+  req.sequence = o.sequence ? *o.sequence : next_release_sequence(api);
+  req.activation = *activation;
   if (o.flake) req.flake_ref = *o.flake;
   if (info && info->revision) req.flake_rev = info->revision;
   req.cache_urls = caches;
   for (const auto& [h, p] : built)
-    req.entries.push_back({h, p, std::nullopt, o.tags, protocol::sign_entry(*key, id, h, p, created)});
-  auto api = ctx.api();
+    req.entries.push_back({h, p, std::nullopt, o.tags,
+                           protocol::sign_entry(*key, {id, h, p, created, req.activation, caches, req.sequence})});
   auto r = api.call("POST", "/api/v1/releases", protocol::serialize(req));
   if (ctx.s.json) print_json(r);
-  else std::cout << "release " << id << " registered: " << req.entries.size() << " hosts, signed by " << key->name() << "\n";
+  else
+    std::cout << "release " << id << " (#" << req.sequence << ") registered: " << req.entries.size()
+              << " hosts, signed by " << key->name() << "\n";
+  return exit_ok;
+}
+
+// release revoke
+struct release_revoke_opts {
+  std::vector<std::string> releases;
+  std::vector<std::string> paths;
+  std::vector<std::string> keys;
+  std::string sign_key;
+  std::vector<std::string> trusted_keys;  // besides the signing key, who may have signed the current list
+};
+
+int release_revoke(context& ctx, const release_revoke_opts& o) {
+  auto key = protocol::parse_secret_key(read_secret_file(o.sign_key, "signing key"));
+  if (!key) throw cli_error("--sign-key: not a Nix secret key (name:base64)", exit_usage);
+  if (o.releases.empty() && o.paths.empty() && o.keys.empty())
+    throw cli_error("give release ids, --path or --key to revoke", exit_usage);
+  for (const auto& r : o.releases) require_id(r, "release");
+  for (const auto& p : o.paths)
+    if (protocol::check_store_path(p)) throw cli_error("--path: not a valid store path: " + p, exit_usage);
+  for (const auto& k : o.keys)
+    if (protocol::check_key_name(k)) throw cli_error("--key: not a key name: " + k, exit_usage);
+  protocol::trusted_keys trust({protocol::to_public_key(*key)});
+  for (const auto& t : o.trusted_keys) {
+    auto pk = protocol::parse_public_key(t);
+    if (!pk) throw cli_error("--trusted-key: not a public key (name:base64): " + t, exit_usage);
+    trust.add(*pk);
+  }
+  auto api = ctx.api();
+  // The new list extends the current one: it must be genuine, or a coordinator could make the
+  // operator sign away earlier revocations.
+  protocol::revocation_list list;
+  if (api.request("GET", "/api/v1/revocations", "").status != 404) {  // 404: none published yet
+    auto cur = protocol::from_json<protocol::revocation_list>(api.call("GET", "/api/v1/revocations"));
+    if (!cur) throw cli_error("the coordinator's revocation list is malformed: " + cur.error().what());
+    if (auto ec = protocol::verify_revocations(trust, *cur))
+      throw cli_error("the coordinator's revocation list #" + std::to_string(cur->sequence) + " does not verify (" +
+                      ec.message() + "); pass the key that signed it with --trusted-key");
+    list = std::move(*cur);
+  }
+  auto add = [](std::vector<std::string>& to, const std::vector<std::string>& more) {
+    for (const auto& m : more)
+      if (std::find(to.begin(), to.end(), m) == to.end()) to.push_back(m);
+  };
+  add(list.releases, o.releases);
+  add(list.store_paths, o.paths);
+  add(list.keys, o.keys);
+  list.sequence += 1;
+  list.issued_at = now();
+  protocol::sign_revocations(*key, list);
+  auto r = api.call("PUT", "/api/v1/revocations", protocol::serialize(list));
+  if (ctx.s.json) return print_json(r), exit_ok;
+  std::cout << "revocation list #" << list.sequence << " published: " << list.releases.size() << " releases, "
+            << list.store_paths.size() << " store paths, " << list.keys.size() << " keys\n";
   return exit_ok;
 }
 
@@ -465,6 +549,9 @@ struct rollback_opts {
   std::optional<std::string> target;
   std::string profile = "/nix/var/nix/profiles/system";
   std::vector<std::string> ssh_options;
+  std::optional<std::string> sign_key;  // signs a rollback statement for --to
+  std::string reason = "operator rollback";
+  std::uint32_t valid_for_s = 3600;
 };
 
 process::result run_ssh(const std::vector<std::string>& argv) {
@@ -476,6 +563,9 @@ process::result run_ssh(const std::vector<std::string>& argv) {
 
 int rollback(context& ctx, const rollback_opts& o) {
   require_id(o.host, "--host");
+  if (o.sign_key && !o.to) throw cli_error("--sign-key signs a rollback statement for --to PATH: give --to", exit_usage);
+  if (o.valid_for_s < 60 || o.valid_for_s > 7 * 86400)
+    throw cli_error("--valid-for: between 60 seconds and 7 days", exit_usage);
   if (o.to && protocol::check_store_path(*o.to)) throw cli_error("--to: not a valid store path", exit_usage);
   std::optional<std::string> ran;
   if (o.ssh) {
@@ -512,13 +602,28 @@ int rollback(context& ctx, const rollback_opts& o) {
     if (!ctx.s.json) std::cout << o.host << " switched to " << *ran << " over ssh\n";
   }
   // Tell the coordinator, so that the desired state follows (the agent does the rest when not over ssh).
-  json::object body;
-  if (ran) body["store_path"] = *ran;
-  else if (o.to) body["store_path"] = *o.to;
+  protocol::rollback_request body;
+  if (ran) body.store_path = *ran;
+  else if (o.to) body.store_path = *o.to;
+  if (o.sign_key && !ran) {
+    // Agents go back further than one step only with the operator's signed word for it.
+    auto key = protocol::parse_secret_key(read_secret_file(*o.sign_key, "signing key"));
+    if (!key) throw cli_error("--sign-key: not a Nix secret key (name:base64)", exit_usage);
+    if (protocol::check_text(o.reason, protocol::limits::max_message_bytes))
+      throw cli_error("--reason: printable text of at most 4096 bytes", exit_usage);
+    protocol::rollback_statement st;
+    st.hostname = o.host;
+    st.store_path = *o.to;
+    st.issued_at = now();
+    st.expires_at = st.issued_at + std::chrono::seconds(o.valid_for_s);
+    st.reason = o.reason;
+    protocol::sign_rollback(*key, st);
+    body.statement = std::move(st);
+  }
   auto api = ctx.api();
   json::value m;
   try {
-    m = api.call("POST", "/api/v1/machines/" + o.host + "/rollback", json::serialize(body));
+    m = api.call("POST", "/api/v1/machines/" + o.host + "/rollback", protocol::serialize(body));
   } catch (const cli_error& e) {
     if (!ran) throw;
     throw cli_error(std::string("the host was rolled back, but the coordinator was not told: ") + e.what());
@@ -622,6 +727,10 @@ int run(int argc, char** argv) {
   rcreate->add_option("--id", rc_opts.id, "release id (default r-<UTC date and time>)");
   rcreate->add_option("--cache-url", rc_opts.cache_urls, "binary caches agents fetch from (default: --push-to)");
   rcreate->add_option("--tag", rc_opts.tags, "tags for every entry");
+  rcreate->add_option("--sequence", rc_opts.sequence, "the release's signed sequence (default: one above the newest)");
+  rcreate->add_option("--activation", rc_opts.activation, "switch, boot or test (signed)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"switch", "boot", "test"}));
   rcreate->callback([&] { action = [&] { return release_create(ctx, rc_opts); }; });
   release->add_subcommand("list", "List releases")->callback([&] { action = [&] { return release_list(ctx); }; });
   std::string rel_id, rel_b;
@@ -634,6 +743,14 @@ int run(int argc, char** argv) {
   rdiff->add_option("B", rel_b, "to release")->required();
   rdiff->add_flag("--closure", closure, "add nix store diff-closures per changed host (paths must be local)");
   rdiff->callback([&] { action = [&] { return release_diff(ctx, rel_id, rel_b, closure); }; });
+  release_revoke_opts rv;
+  auto* rrevoke = release->add_subcommand("revoke", "Sign and publish a revocation list that adds these releases, paths or keys");
+  rrevoke->add_option("ID", rv.releases, "release ids to revoke");
+  rrevoke->add_option("--path", rv.paths, "store paths to revoke (repeatable)");
+  rrevoke->add_option("--key", rv.keys, "operator key names whose signatures agents must refuse (repeatable)");
+  rrevoke->add_option("--sign-key", rv.sign_key, "Nix secret key file that signs the list")->required();
+  rrevoke->add_option("--trusted-key", rv.trusted_keys, "public key that may have signed the current list (repeatable)");
+  rrevoke->callback([&] { action = [&] { return release_revoke(ctx, rv); }; });
   auto* rdelete = release->add_subcommand("delete", "Delete a release no rollout references (admin)");
   rdelete->add_option("ID", rel_id, "release id")->required();
   rdelete->callback([&] { action = [&] { return release_delete(ctx, rel_id); }; });
@@ -735,6 +852,9 @@ int run(int argc, char** argv) {
   rback->add_option("--target", rb.target, "USER@HOST for ssh (default root@<host>)");
   rback->add_option("--profile", rb.profile, "system profile on the host")->capture_default_str();
   rback->add_option("--ssh-option", rb.ssh_options, "extra ssh -o options (repeatable)");
+  rback->add_option("--sign-key", rb.sign_key, "sign a rollback statement for --to (needed further back than one step)");
+  rback->add_option("--reason", rb.reason, "why, recorded in the statement")->capture_default_str();
+  rback->add_option("--valid-for", rb.valid_for_s, "seconds the statement is valid")->capture_default_str();
   rback->callback([&] { action = [&] { return rollback(ctx, rb); }; });
 
   // audit

@@ -134,6 +134,8 @@ struct service::impl : std::enable_shared_from_this<impl> {
 
   std::unordered_map<std::string, machine_entry> machines;
   std::map<std::string, protocol::release> releases;
+  std::uint64_t max_release_sequence = 0;  // a new release must be numbered above it
+  std::optional<protocol::revocation_list> revocations;  // stored as signed; agents verify it
   std::map<std::string, protocol::rollout_detail> rollouts;
   // Machine → the active rollout it is in, and its index among that rollout's hosts.
   struct membership {
@@ -151,7 +153,11 @@ struct service::impl : std::enable_shared_from_this<impl> {
 
   void load() {
     auto state = store->load();
-    for (auto& r : state.releases) releases.emplace(r.id, std::move(r));
+    for (auto& r : state.releases) {
+      max_release_sequence = std::max(max_release_sequence, r.sequence);
+      releases.emplace(r.id, std::move(r));
+    }
+    revocations = std::move(state.revocations);
     for (auto& r : state.rollouts) rollouts.emplace(r.id, std::move(r));
     for (auto& k : state.keys) keys.emplace(k.hash, std::move(k));
     for (auto& m : state.machines) {
@@ -188,6 +194,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
     }
     auto d = *m.rec.desired;
     d.poll_hint = poll_hint_for(m.rec.id);
+    if (revocations) d.revocations_sequence = revocations->sequence;
     m.body = protocol::serialize(d);
     m.etag = "\"" + protocol::sha256_hex(m.body).substr(0, 32) + "\"";
   }
@@ -238,6 +245,8 @@ struct service::impl : std::enable_shared_from_this<impl> {
           d.cache_urls = r.cache_urls;
           d.entry_signature = e.signature;
           d.release_created_at = r.created_at;
+          d.release_sequence = r.sequence;
+          d.activation = r.activation;
           return true;
         }
       return false;
@@ -528,6 +537,12 @@ struct service::impl : std::enable_shared_from_this<impl> {
       if (method == http::verb::put) co_return co_await put_machine(req, seg[3]);
       co_return wrong_method();
     }
+    if (is({"api", "v1", "revocations"})) {
+      route = "/api/v1/revocations";
+      if (method == http::verb::get) co_return co_await get_revocations(req);
+      if (method == http::verb::put) co_return co_await put_revocations(req);
+      co_return wrong_method();
+    }
     if (is({"api", "v1", "releases"})) {
       route = "/api/v1/releases";
       if (method == http::verb::get) co_return co_await list_releases(req);
@@ -812,20 +827,67 @@ struct service::impl : std::enable_shared_from_this<impl> {
         }
       if (!target) co_return error_response(409, "no_previous", "the machine has no earlier confirmed generation");
     }
+    if (body.statement && body.statement->hostname != id)
+      co_return error_response(400, "invalid_field", "statement.hostname: the rollback statement is for another machine");
     auto d = make_desired(id, *target, std::nullopt, m.attempt + 1, std::nullopt);
     if (d.release_id == "unreleased")
       co_return error_response(409, "not_released",
                                "no release has this path for this machine; agents with trusted keys would refuse it");
+    // Carried to the agent as signed; whether it is needed (and valid) is the agent's judgement.
+    d.rollback = body.statement;
     m.attempt += 1;
     m.desired = d;
     change_set cs;
     cs.machines.push_back(m);
     json::object detail{{"store_path", *target}, {"release_id", d.release_id}};
+    if (body.statement) {
+      detail["statement_reason"] = body.statement->reason;
+      detail["statement_expires_at"] = protocol::format_time(body.statement->expires_at);
+    }
     cs.audit.push_back({opts.clock(), who.actor, "machine.rollback", id, std::move(detail)});
     std::vector<std::string> pub{id};  // named: GCC 12 mishandles braced lists in co_await
     if (!co_await commit(std::move(cs), std::move(pub)))
       co_return error_response(503, "unavailable", "the coordinator could not store the change");
     co_return json_response(200, protocol::serialize(status_of(m)));
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Revocations: signed by an operator, kept and served as they are. The coordinator cannot
+  // forge or shorten one (agents verify it, and refuse a lower sequence); it can only withhold it.
+
+  asio::awaitable<http_response> get_revocations(const http_request& req) {
+    // Agents (any machine's certificate) and operators read it.
+    const bool agent = req.msg.find(http::field::authorization) == req.msg.end() && (req.client_cn || opts.insecure_http);
+    if (!agent) {
+      NIXFLEET_AUTH(role::readonly)
+      (void)who;
+    }
+    if (!revocations) co_return error_response(404, "not_found", "no revocation list has been published");
+    co_return json_response(200, protocol::serialize(*revocations));
+  }
+
+  asio::awaitable<http_response> put_revocations(const http_request& req) {
+    NIXFLEET_AUTH(role::deploy)
+    NIXFLEET_BODY(protocol::revocation_list, body)
+    const auto held = revocations ? revocations->sequence : 0;
+    if (body.sequence <= held)
+      co_return error_response(409, "stale_sequence",
+                               "sequence " + std::to_string(body.sequence) + " is not above the current list's (" +
+                                   std::to_string(held) + ")");
+    change_set cs;
+    cs.revocations = body;
+    json::object detail{{"sequence", body.sequence},
+                        {"releases", body.releases.size()},
+                        {"store_paths", body.store_paths.size()},
+                        {"keys", body.keys.size()}};
+    cs.audit.push_back({opts.clock(), who.actor, "revocations.published", "revocations", std::move(detail)});
+    revocations = body;
+    std::vector<std::string> all;  // every desired state now announces the new sequence
+    all.reserve(machines.size());
+    for (const auto& [id, m] : machines) all.push_back(id);
+    if (!co_await commit(std::move(cs), std::move(all)))
+      co_return error_response(503, "unavailable", "the coordinator could not store the revocation list");
+    co_return json_response(200, protocol::serialize(body));
   }
 
   // ------------------------------------------------------------------------------------
@@ -856,20 +918,28 @@ struct service::impl : std::enable_shared_from_this<impl> {
     if (releases.contains(body.id))
       co_return error_response(409, "exists", "a release with this id exists; releases are immutable");
     if (body.entries.empty()) co_return error_response(400, "invalid_field", "entries: at least one entry");
+    if (body.sequence == 0)
+      co_return error_response(400, "invalid_field",
+                               "sequence: releases carry a signed sequence number (sign them with `nixfleet release create`)");
+    if (body.sequence <= max_release_sequence)
+      co_return error_response(409, "stale_sequence",
+                               "sequence " + std::to_string(body.sequence) + " is not above the newest release's (" +
+                                   std::to_string(max_release_sequence) + "); sign it again with a higher one");
     std::set<std::string> seen;
     for (std::size_t i = 0; i < body.entries.size(); ++i)
       if (!seen.insert(body.entries[i].hostname).second)
         co_return error_response(400, "invalid_field",
                                  "entries[" + std::to_string(i) + "].hostname: appears twice in the release");
-    protocol::release r{body.id,        body.created_at, who.actor, body.flake_ref, body.flake_rev,
-                        body.cache_urls, body.entries};
+    protocol::release r{body.id,        body.created_at, body.sequence, body.activation, who.actor, body.flake_ref,
+                        body.flake_rev, body.cache_urls, body.entries};
     change_set cs;
     cs.releases.push_back(r);
-    json::object detail{{"entries", r.entries.size()}};
+    json::object detail{{"entries", r.entries.size()}, {"sequence", r.sequence}};
     if (r.flake_ref) detail["flake_ref"] = *r.flake_ref;
     if (r.flake_rev) detail["flake_rev"] = *r.flake_rev;
     cs.audit.push_back({opts.clock(), who.actor, "release.created", r.id, std::move(detail)});
     releases.emplace(r.id, r);
+    max_release_sequence = r.sequence;
     if (!co_await commit(std::move(cs), std::vector<std::string>()))
       co_return error_response(503, "unavailable", "the coordinator could not store the release");
     co_return json_response(201, protocol::serialize(r));

@@ -87,6 +87,14 @@ CREATE TABLE api_keys (
   body TEXT NOT NULL
 );
 )sql",
+    // 2: the operator-signed revocation list (one row, replaced as a whole).
+    R"sql(
+CREATE TABLE revocations (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  sequence INTEGER NOT NULL,
+  body TEXT NOT NULL
+);
+)sql",
 };
 
 class statement {
@@ -200,6 +208,11 @@ class sqlite_storage final : public storage {
       auto& s = prepared("SELECT body FROM releases ORDER BY created_at, id");
       reset_on_exit r{s};
       while (s.step()) out.releases.push_back(decode_or_throw<protocol::release>(s.text(0), "release"));
+    }
+    {
+      auto& s = prepared("SELECT body FROM revocations WHERE id = 1");
+      reset_on_exit r{s};
+      if (s.step()) out.revocations = decode_or_throw<protocol::revocation_list>(s.text(0), "revocation list");
     }
     {
       auto& s = prepared("SELECT body FROM rollouts ORDER BY created_at, id");
@@ -448,6 +461,13 @@ class sqlite_storage final : public storage {
     for (const auto& r : c.releases) {
       auto& s = prepared("INSERT INTO releases (id, created_at, body) VALUES (?, ?, ?)");
       s.bind(1, r.id).bind(2, millis(r.created_at)).bind(3, protocol::serialize(r));
+      s.run();
+    }
+    if (c.revocations) {
+      auto& s = prepared(
+          "INSERT INTO revocations (id, sequence, body) VALUES (1, ?, ?) "
+          "ON CONFLICT(id) DO UPDATE SET sequence = excluded.sequence, body = excluded.body");
+      s.bind(1, static_cast<std::int64_t>(c.revocations->sequence)).bind(2, protocol::serialize(*c.revocations));
       s.run();
     }
     for (const auto& id : c.deleted_releases) {

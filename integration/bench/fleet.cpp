@@ -83,7 +83,7 @@ double cpu_seconds() {
 
 int main(int argc, char** argv) {
   if (argc < 6) {
-    std::cerr << "usage: bench_fleet URL AGENTS PREFIX STATE_DIR START_PATH [poll_interval_ms]\n";
+    std::cerr << "usage: bench_fleet URL AGENTS PREFIX STATE_DIR START_PATH [poll_interval_ms [OPERATOR_PUBLIC_KEY]]\n";
     return 2;
   }
   const std::string url = argv[1];
@@ -92,6 +92,16 @@ int main(int argc, char** argv) {
   const std::string state_root = argv[4];
   const std::string start_path = argv[5];
   const auto poll = std::chrono::milliseconds(argc > 6 ? std::atoll(argv[6]) : 10000);
+  // The agents check the operator's signatures as real ones do (without a key: unsigned allowed).
+  std::optional<protocol::public_key> operator_key;
+  if (argc > 7) {
+    auto k = protocol::parse_public_key(argv[7]);
+    if (!k) {
+      std::cerr << "bench_fleet: not a public key: " << argv[7] << "\n";
+      return 2;
+    }
+    operator_key = *k;
+  }
   if (count <= 0 || count > 100000) {
     std::cerr << "bench_fleet: AGENTS must be 1..100000\n";
     return 2;
@@ -118,6 +128,8 @@ int main(int argc, char** argv) {
     a.cfg.state_dir = state_root + "/" + id;
     a.cfg.profile = "/nonexistent/profile";
     a.cfg.control_socket.clear();
+    if (operator_key) a.cfg.trusted_keys.add(*operator_key);
+    else a.cfg.allow_unsigned = true;
     a.host.machine = id;
     a.host.current = start_path;
     a.client = io::make_http_client(a.cfg);

@@ -28,6 +28,7 @@ done
 agent_state=$work/agents
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then agent_state=$(mktemp -d /dev/shm/nixfleet-fleet.XXXXXX); fi
 "$build/bench/bench_fleet" "http://127.0.0.1:$cport" "$agents" host- "$agent_state" "$path_a" $((poll * 1000)) \
+  "$(cat "$work/op.pub")" \
   >"$work/fleet.json" 2>"$work/fleet.log" &
 fleet=$!
 # The fleet is managed already: it converges on r1, which it runs.

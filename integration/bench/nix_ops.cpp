@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
   io::activation_settings as;
   as.how = io::activation_settings::runner::direct;
   io::switch_activator activation(as);
-  const auto nix_config = io::nix_config_for(ns, {});
+  const auto nix_config = io::nix_config_for(ns);
   asio::io_context ctx;
 
   series act_agent, act_hand, fetch_agent, fetch_hand;

@@ -256,6 +256,7 @@ class Fleet:
         self.hosts = {n: Host(self, n) for n in host_names}
         self.coordinator = None
         self.nginx = None
+        self.proxy = None  # a compromised coordinator in front of the real one (compromise())
         self.coordinator_port = free_port()
         self.cache_port = free_port()
         self.metrics_port = free_port()
@@ -333,22 +334,46 @@ http {{
                                       stderr=open(self.root / "nginx.log", "a"))
         wait_for("nginx", lambda: socket.create_connection(("127.0.0.1", self.cache_port), 1).close() or True)
 
-    def start_coordinator(self):
+    def start_coordinator(self, port=None):
         self.coordinator = subprocess.Popen(
             [str(self.bin / "nixfleet-coordinator"), "serve", "--db", str(self.root / "coordinator.db"),
-             "--listen", f"127.0.0.1:{self.coordinator_port}", "--tls-cert", str(self.pki / "coordinator.crt"),
+             "--listen", f"127.0.0.1:{port or self.coordinator_port}", "--tls-cert", str(self.pki / "coordinator.crt"),
              "--tls-key", str(self.pki / "coordinator.key"), "--client-ca", str(self.pki / "ca.crt"),
              "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--poll-hint", "1", "--log-level", "debug"],
             stdout=subprocess.DEVNULL, stderr=open(self.root / "coordinator.log", "a"))
-        wait_for("the coordinator", lambda: self.healthz())
+        wait_for("the coordinator", lambda: self.healthz(port))
+
+    def compromise(self):
+        """Moves the real coordinator to another port and puts a tampering proxy (tamper.py) with the
+        coordinator's own TLS identity where it was: every agent and the CLI now talk to a
+        coordinator that lies as `rules` ({host: rule}, written with set_tampering) says."""
+        self.rules = self.root / "tamper.json"
+        self.rules.write_text("{}")
+        self.coordinator.terminate()
+        self.coordinator.wait(timeout=30)
+        upstream = free_port()
+        self.start_coordinator(port=upstream)
+        self.proxy = subprocess.Popen(
+            [sys.executable, str(HERE / "tamper.py"), "--listen-port", str(self.coordinator_port),
+             "--upstream-port", str(upstream), "--pki", str(self.pki), "--rules", str(self.rules),
+             "--log", str(self.root / "tamper.log")],
+            stdout=subprocess.PIPE, stderr=open(self.root / "tamper.log", "a"), text=True)
+        assert self.proxy.stdout.readline().strip() == "ready"
+        wait_for("the tampering proxy", lambda: self.healthz())
+
+    def set_tampering(self, rules):
+        tmp = self.rules.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rules))
+        tmp.replace(self.rules)
 
     def kill_coordinator(self, sig=signal.SIGKILL):
         self.coordinator.send_signal(sig)
         self.coordinator.wait(timeout=30)
 
-    def healthz(self):
+    def healthz(self, port=None):
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
-        with urllib.request.urlopen(f"https://127.0.0.1:{self.coordinator_port}/healthz", context=ctx, timeout=2) as r:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port or self.coordinator_port}/healthz", context=ctx,
+                                    timeout=2) as r:
             return r.status == 200
 
     def stop(self):
@@ -357,7 +382,7 @@ http {{
                 h.teardown()
             except Exception:
                 pass
-        for p in (self.coordinator, self.nginx):
+        for p in (self.proxy, self.coordinator, self.nginx):
             if p is not None and p.poll() is None:
                 p.terminate()
                 try:
@@ -369,7 +394,7 @@ http {{
         """Copies every log and switch record into `dest` for diagnosis."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        for f in ("coordinator.log", "nginx.log", "nginx-error.log"):
+        for f in ("coordinator.log", "nginx.log", "nginx-error.log", "tamper.log"):
             if (self.root / f).exists():
                 shutil.copy(self.root / f, dest / f)
         for h in self.hosts.values():

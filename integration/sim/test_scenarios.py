@@ -4,7 +4,7 @@ import json
 import signal
 import time
 
-from fleet import wait_for
+from fleet import NIX_BUILD_CONFIG, run, wait_for
 
 TERMINAL = {"completed", "paused", "halted", "reverted", "cancelled"}
 
@@ -174,7 +174,7 @@ def test_07_forged_or_missing_signature_is_rejected_and_nothing_is_activated(fle
     fleet.release("forged-7", {"web-1": forged}, sign_key=other, push=False)  # same key name, wrong key
     unsigned = fleet.build_system("web-2", "7")
     fleet.push([unsigned])
-    fleet.api("/api/v1/releases", "POST", {"id": "unsigned-7", "created_at": "2026-11-25T10:00:00.000Z",
+    fleet.api("/api/v1/releases", "POST", {"id": "unsigned-7", "created_at": "2026-11-25T10:00:00.000Z", "sequence": 1000,
                                            "cache_urls": ["http://127.0.0.1:8081"],
                                            "entries": [{"hostname": "web-2", "store_path": unsigned}]})
     r1 = fleet.deploy("forged-7", "--hosts", "web-1", "--waves", "100%")
@@ -304,3 +304,93 @@ def test_12_hold_blocks_a_deploy_until_released(fleet):
     r = fleet.wait_rollout(rid, TERMINAL, timeout=60)
     assert r["status"] == "completed"
     assert h.current() == target
+
+
+def desired_as_served(fleet, release_id, host, attempt=0):
+    """The desired state a coordinator serves for `host` from `release_id`, genuine signature included."""
+    rel = fleet.api(f"/api/v1/releases/{release_id}")
+    entry = next(e for e in rel["entries"] if e["hostname"] == host)
+    return {"machine_id": host, "release_id": rel["id"], "store_path": entry["store_path"],
+            "cache_urls": rel["cache_urls"], "activation": rel["activation"], "rollout_id": None,
+            "attempt": attempt, "entry_signature": entry["signature"], "release_created_at": rel["created_at"],
+            "poll_hint": None, "release_sequence": rel["sequence"]}
+
+
+def rejected_with(fleet, host, path, text):
+    def check():
+        r = fleet.machine(host).get("last_report") or {}
+        return r.get("kind") == "rejected" and r.get("store_path") == path and text in (r.get("message") or "")
+    return check
+
+
+def test_13_a_tampering_coordinator_cannot_make_a_host_run_what_the_operator_did_not_approve(fleet):
+    all_reported(fleet)
+    hosts = fleet.hosts
+    # History: what runs (#1), an older release (#2), the current one (#3), deployed everywhere.
+    fleet.release("base-13", {n: h.initial for n, h in hosts.items()})
+    old = {n: fleet.build_system(n, "13-old") for n in hosts}
+    fleet.release("old-13", old)
+    new = {n: fleet.build_system(n, "13-new") for n in hosts}
+    fleet.release("new-13", new)
+    r = fleet.wait_rollout(fleet.deploy("new-13", "--hosts", "*", "--waves", "100%", "--soak", "0"), TERMINAL)
+    assert r["status"] == "completed"
+    fleet.compromise()
+    switches = {n: len(h.switches()) for n, h in hosts.items()}
+
+    def untouched(name):
+        h = hosts[name]
+        return h.current() == new[name] and len(h.switches()) == switches[name]
+
+    # 1. Replay: web-1 is served old-13's genuinely signed entry with a raised attempt.
+    fleet.set_tampering({"web-1": {"replay": desired_as_served(fleet, "old-13", "web-1"), "bump_attempt": True}})
+    wait_for("web-1 to refuse the replayed older release",
+             rejected_with(fleet, "web-1", old["web-1"], "older than release new-13"), timeout=30)
+    assert untouched("web-1") and not hosts["web-1"].has_path(old["web-1"])
+
+    # 2. Mode swap: web-2's honest switch target served as `boot`.
+    swap = fleet.build_system("web-2", "13-swap")
+    fleet.release("swap-13", {"web-2": swap})
+    fleet.set_tampering({"web-2": {"set": {"activation": "boot"}}})
+    rid = fleet.deploy("swap-13", "--hosts", "web-2", "--waves", "100%", "--soak", "0")
+    wait_for("web-2 to refuse the swapped activation mode",
+             rejected_with(fleet, "web-2", swap, "signature refused"), timeout=30)
+    assert untouched("web-2") and not hosts["web-2"].has_path(swap)
+    assert not any(" boot " in f" {line} " for line in hosts["web-2"].switches())
+    fleet.cli("rollout", "cancel", rid)
+
+    # 3. An unsigned closure behind `?trusted=1` (and behind a plain file URL the operator never signed).
+    evil = fleet.build_system("web-3", "13-evil")
+    evil_cache = fleet.root / "evil-cache"
+    run(["nix", "copy", "--to", f"file://{evil_cache}", evil], env={"NIX_CONFIG": NIX_BUILD_CONFIG})  # unsigned
+    fleet.release("evil-13", {"web-3": evil}, push=False)  # the entry is signed; its closure is nowhere signed
+    fleet.set_tampering({"web-3": {"set": {"cache_urls": [f"file://{evil_cache}?trusted=1"]}}})
+    rid = fleet.deploy("evil-13", "--hosts", "web-3", "--waves", "100%", "--soak", "0", "--health-timeout", "600")
+    agent_log = hosts["web-3"].dir / "logs" / "agent.log"
+    wait_for("web-3 to refuse a desired state with store parameters",
+             lambda: "cache_urls[0]" in agent_log.read_text(), timeout=30)
+    fleet.set_tampering({"web-3": {"set": {"cache_urls": [f"file://{evil_cache}"]}}})
+    wait_for("web-3 to refuse caches the operator did not sign",
+             rejected_with(fleet, "web-3", evil, "signature refused"), timeout=30)
+    assert untouched("web-3") and not hosts["web-3"].has_path(evil), "nothing unsigned entered the store"
+    fleet.cli("rollout", "cancel", rid)
+
+    # 4. A revoked release, though genuinely signed and honestly served.
+    fleet.set_tampering({})
+    rev = fleet.build_system("web-1", "13-revoked")
+    fleet.release("revoked-13", {"web-1": rev})
+    out = fleet.cli("release", "revoke", "revoked-13", "--sign-key", str(fleet.op_secret)).stdout
+    assert "revocation list #1 published" in out
+    rid = fleet.deploy("revoked-13", "--hosts", "web-1", "--waves", "100%", "--soak", "0")
+    wait_for("web-1 to refuse the revoked release", rejected_with(fleet, "web-1", rev, "revoked"), timeout=30)
+    assert untouched("web-1") and not hosts["web-1"].has_path(rev)
+    fleet.cli("rollout", "cancel", rid)
+    audit = fleet.cli("--json", "audit", "--action", "machine.rejected").stdout
+    assert audit.count("machine.rejected") >= 3, "the refusals are audited"
+
+    # 5. Then an honest release still deploys everywhere.
+    final = {n: fleet.build_system(n, "13-final") for n in hosts}
+    fleet.release("final-13", final)
+    r = fleet.wait_rollout(fleet.deploy("final-13", "--hosts", "*", "--waves", "100%", "--soak", "0"), TERMINAL)
+    assert r["status"] == "completed", [e["message"] for e in r["events"]]
+    for n, h in hosts.items():
+        assert h.current() == final[n]

@@ -34,6 +34,31 @@ constexpr spec host_list{.fn = check_identifier, .max_items = limits::max_entrie
 constexpr spec signature_text{.fn = check_signature_text};
 
 template <class V, class X>
+  requires is<X, rollback_statement>
+void describe(V& v, X& x) {
+  v.req("hostname", x.hostname, id);
+  v.req("store_path", x.store_path, path);
+  v.req("issued_at", x.issued_at);
+  v.req("expires_at", x.expires_at);
+  v.req("reason", x.reason, spec{.max_len = limits::max_message_bytes});
+  v.req("signature", x.signature, signature_text);
+  v.ensure(x.expires_at > x.issued_at, "expires_at", errc::out_of_range, "must be after issued_at");
+}
+
+template <class V, class X>
+  requires is<X, revocation_list>
+void describe(V& v, X& x) {
+  v.req("sequence", x.sequence);
+  v.req("issued_at", x.issued_at);
+  v.def("releases", x.releases, spec{.fn = check_identifier, .max_items = limits::max_revocations});
+  v.def("store_paths", x.store_paths, spec{.fn = check_store_path, .max_items = limits::max_revocations});
+  v.def("keys", x.keys, spec{.fn = check_key_name, .max_items = limits::max_revocations});
+  v.req("signature", x.signature, signature_text);
+  v.ensure(x.sequence >= 1 && x.sequence <= limits::max_sequence, "sequence", errc::out_of_range,
+           "revocation lists are numbered from 1, below 2^53");
+}
+
+template <class V, class X>
   requires is<X, desired_state>
 void describe(V& v, X& x) {
   v.req("machine_id", x.machine_id, id);
@@ -46,6 +71,12 @@ void describe(V& v, X& x) {
   v.nullable("entry_signature", x.entry_signature, signature_text);
   v.req("release_created_at", x.release_created_at);
   v.nullable("poll_hint", x.poll_hint);
+  v.def("release_sequence", x.release_sequence);
+  v.ensure(x.release_sequence <= limits::max_sequence, "release_sequence", errc::out_of_range, "must be below 2^53");
+  v.opt("rollback", x.rollback);
+  v.opt("revocations_sequence", x.revocations_sequence);
+  v.ensure(!x.rollback || (x.rollback->hostname == x.machine_id && x.rollback->store_path == x.store_path), "rollback",
+           errc::invalid_combination, "a rollback statement must name this machine and store path");
   v.ensure(!x.poll_hint || (*x.poll_hint >= 1 && *x.poll_hint <= 86400), "poll_hint", errc::out_of_range,
            "must be between 1 and 86400 seconds");
 }
@@ -126,6 +157,9 @@ bool unique_hostnames(const std::vector<release_entry>& entries) {
 
 template <class V, class X>
 void describe_release_body(V& v, X& x) {
+  v.def("sequence", x.sequence);
+  v.ensure(x.sequence <= limits::max_sequence, "sequence", errc::out_of_range, "must be below 2^53");
+  v.def("activation", x.activation);
   v.opt("flake_ref", x.flake_ref, spec{.max_len = limits::max_flake_ref_bytes});
   v.opt("flake_rev", x.flake_rev, spec{.fn = check_flake_rev});
   v.def("cache_urls", x.cache_urls, cache_urls);
@@ -288,6 +322,9 @@ template <class V, class X>
   requires is<X, rollback_request>
 void describe(V& v, X& x) {
   v.opt("store_path", x.store_path, path);
+  v.opt("statement", x.statement);
+  v.ensure(!x.statement || (x.store_path && *x.store_path == x.statement->store_path), "statement",
+           errc::invalid_combination, "a rollback statement needs store_path, and the same one");
 }
 
 template <class V, class X>
@@ -440,6 +477,8 @@ NIXFLEET_INSTANTIATE(key_request)
 NIXFLEET_INSTANTIATE(api_key_info)
 NIXFLEET_INSTANTIATE(created_key)
 NIXFLEET_INSTANTIATE(error_body)
+NIXFLEET_INSTANTIATE(rollback_statement)
+NIXFLEET_INSTANTIATE(revocation_list)
 #undef NIXFLEET_INSTANTIATE
 
 }  // namespace nixfleet::protocol

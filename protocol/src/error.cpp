@@ -33,6 +33,8 @@ class category final : public boost::system::error_category {
       case errc::signature_mismatch: return "signature does not match";
       case errc::not_finite: return "number is not finite";
       case errc::crypto_failure: return "cryptographic operation failed";
+      case errc::key_expired: return "signed by a trusted key past its not_after time";
+      case errc::key_revoked: return "signed by an operator key the revocation list withdrew";
     }
     return "unknown protocol error";
   }

@@ -131,11 +131,15 @@ signature sign(const secret_key& key, std::string_view message) {
   return sig;
 }
 
-boost::system::error_code trusted_keys::verify(std::string_view message, std::string_view signature_text) const {
+boost::system::error_code trusted_keys::verify(std::string_view message, std::string_view signature_text,
+                                               const verify_options& opts) const {
   auto sig = parse_signature(signature_text);
   if (!sig) return sig.error();
+  for (const auto& revoked : opts.revoked_keys)
+    if (revoked == sig->key_name) return errc::key_revoked;
   bool name_known = false;
-  for (const auto& k : keys_) {
+  for (std::size_t i = 0; i < keys_.size(); ++i) {
+    const auto& k = keys_[i];
     if (k.name != sig->key_name) continue;
     name_known = true;
     pkey_ptr pk(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, k.bytes.data(), k.bytes.size()));
@@ -143,32 +147,106 @@ boost::system::error_code trusted_keys::verify(std::string_view message, std::st
     if (!pk || !ctx) return errc::crypto_failure;
     if (EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, pk.get()) != 1) return errc::crypto_failure;
     if (EVP_DigestVerify(ctx.get(), sig->bytes.data(), sig->bytes.size(),
-                         reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1)
+                         reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1) {
+      if (not_after_[i] && opts.now && *opts.now > *not_after_[i]) return errc::key_expired;
       return {};
+    }
   }
   return name_known ? errc::signature_mismatch : errc::unknown_signer;
 }
 
-std::string entry_signing_payload(std::string_view release_id, std::string_view hostname, std::string_view store_path,
-                                  timestamp created_at) {
+namespace {
+
+boost::json::array string_array(const std::vector<std::string>& v) {
+  boost::json::array a;
+  for (const auto& s : v) a.emplace_back(s);
+  return a;
+}
+
+std::string with_domain(std::string_view domain, const boost::json::object& o) {
+  // Strings, arrays of strings and integers below 2^53 (the decoders check): cannot fail.
+  return std::string(domain) + "\n" + canonicalize(o).value();
+}
+
+}  // namespace
+
+entry_statement entry_statement_of(const desired_state& d) {
+  return {d.release_id, d.machine_id, d.store_path, d.release_created_at, d.activation, d.cache_urls, d.release_sequence};
+}
+
+std::string entry_signing_payload(const entry_statement& e) {
+  boost::json::object o;
+  o["release_id"] = e.release_id;
+  o["hostname"] = e.hostname;
+  o["store_path"] = e.store_path;
+  o["created_at"] = format_time(e.created_at);
+  o["activation"] = to_string(e.activation);
+  o["cache_urls"] = string_array(e.cache_urls);
+  o["sequence"] = e.sequence;
+  return with_domain("nixfleet-entry-v2", o);
+}
+
+std::string sign_entry(const secret_key& key, const entry_statement& e) {
+  return sign(key, entry_signing_payload(e)).to_string();
+}
+
+boost::system::error_code verify_entry(const trusted_keys& keys, const entry_statement& e,
+                                       std::string_view signature_text, const verify_options& opts) {
+  return keys.verify(entry_signing_payload(e), signature_text, opts);
+}
+
+std::string entry_signing_payload_v1(std::string_view release_id, std::string_view hostname,
+                                     std::string_view store_path, timestamp created_at) {
   boost::json::object o;
   o["release_id"] = release_id;
   o["hostname"] = hostname;
   o["store_path"] = store_path;
   o["created_at"] = format_time(created_at);
-  // Strings only: canonicalisation cannot fail.
   return canonicalize(o).value();
 }
 
-std::string sign_entry(const secret_key& key, std::string_view release_id, std::string_view hostname,
-                       std::string_view store_path, timestamp created_at) {
-  return sign(key, entry_signing_payload(release_id, hostname, store_path, created_at)).to_string();
+bool is_v1_entry_signature(const trusted_keys& keys, const entry_statement& e, std::string_view signature_text) {
+  return !keys.verify(entry_signing_payload_v1(e.release_id, e.hostname, e.store_path, e.created_at), signature_text);
 }
 
-boost::system::error_code verify_entry(const trusted_keys& keys, std::string_view release_id,
-                                       std::string_view hostname, std::string_view store_path, timestamp created_at,
-                                       std::string_view signature_text) {
-  return keys.verify(entry_signing_payload(release_id, hostname, store_path, created_at), signature_text);
+std::string rollback_signing_payload(const rollback_statement& s) {
+  boost::json::object o;
+  o["hostname"] = s.hostname;
+  o["store_path"] = s.store_path;
+  o["issued_at"] = format_time(s.issued_at);
+  o["expires_at"] = format_time(s.expires_at);
+  o["reason"] = s.reason;
+  return with_domain("nixfleet-rollback-v1", o);
+}
+
+void sign_rollback(const secret_key& key, rollback_statement& s) {
+  s.signature = sign(key, rollback_signing_payload(s)).to_string();
+}
+
+boost::system::error_code verify_rollback(const trusted_keys& keys, const rollback_statement& s,
+                                          const verify_options& opts) {
+  return keys.verify(rollback_signing_payload(s), s.signature, opts);
+}
+
+std::string revocations_signing_payload(const revocation_list& r) {
+  boost::json::object o;
+  o["sequence"] = r.sequence;
+  o["issued_at"] = format_time(r.issued_at);
+  o["releases"] = string_array(r.releases);
+  o["store_paths"] = string_array(r.store_paths);
+  o["keys"] = string_array(r.keys);
+  return with_domain("nixfleet-revocations-v1", o);
+}
+
+void sign_revocations(const secret_key& key, revocation_list& r) {
+  r.signature = sign(key, revocations_signing_payload(r)).to_string();
+}
+
+boost::system::error_code verify_revocations(const trusted_keys& keys, const revocation_list& r,
+                                             const verify_options& opts) {
+  // opts.revoked_keys are those of the list the verifier holds: a withdrawn key cannot sign a
+  // newer list that forgives what the older one revoked.
+  return keys.verify(revocations_signing_payload(r), r.signature, opts);
 }
 
 std::string narinfo_fingerprint(std::string_view store_path, std::string_view nar_hash, std::uint64_t nar_size,

@@ -74,7 +74,31 @@ boost::system::error_code check_store_path(std::string_view s) {
 
 boost::system::error_code check_cache_url(std::string_view s) {
   static constexpr std::array<std::string_view, 6> schemes = {"http", "https", "file", "s3", "ssh", "ssh-ng"};
+  if (auto ec = check_url_with(s, schemes)) return ec;
+  // Nix reads store parameters (`?trusted=1`, `?remote-program=…`, `?ssh-key=…`) from the query; a
+  // URL that travels over the network carries none, and no user part either.
+  auto u = boost::urls::parse_absolute_uri(s);
+  if (u->has_query() || u->has_fragment() || u->has_userinfo()) return errc::invalid_url;
+  return {};
+}
+
+boost::system::error_code check_fetchable_cache_url(std::string_view s) {
+  if (auto ec = check_cache_url(s)) return ec;
+  // A cache named by a release is only ever reached over HTTP(S) or S3: a file path or a remote
+  // command on this host is the host's own configuration's business.
+  static constexpr std::array<std::string_view, 3> schemes = {"http", "https", "s3"};
   return check_url_with(s, schemes);
+}
+
+boost::system::error_code check_local_cache_url(std::string_view s) {
+  static constexpr std::array<std::string_view, 6> schemes = {"http", "https", "file", "s3", "ssh", "ssh-ng"};
+  if (auto ec = check_url_with(s, schemes)) return ec;
+  // The host's own caches may carry store parameters, but none that turns signature checks off.
+  auto u = boost::urls::parse_absolute_uri(s);
+  for (auto param : u->params())
+    if (param.key == "trusted") return errc::invalid_url;
+  if (u->has_fragment()) return errc::invalid_url;
+  return {};
 }
 
 boost::system::error_code check_http_url(std::string_view s) {

@@ -72,7 +72,8 @@ BOOST_AUTO_TEST_CASE(polls_reports_answers_status_and_stops_cleanly_on_sigterm) 
                      << R"(", "allow_insecure_http": true, "state_dir": ")" << (dir / "state").string()
                      << R"(", "control_socket": ")" << (dir / "control.sock").string()
                      << R"(", "health_config": ")" << (dir / "none.json").string()
-                     << R"(", "poll_interval_s": 1, "health_interval_s": 1, "startup_jitter_s": 0.1, "log_level": "warn"})";
+                     << R"(", "poll_interval_s": 1, "health_interval_s": 1, "startup_jitter_s": 0.1, "log_level": "warn",)"
+                     << R"( "trusted_keys": ["ops-1:SqzA8d7ok1nayRg0TVpL7g14GYEJyYx2TMPulfFKJAY="]})";
 
   std::string bin = NIXFLEET_AGENT_BIN, run = "run", flag = "--config", path = cfg.string();
   char* argv[] = {bin.data(), run.data(), flag.data(), path.data(), nullptr};
@@ -120,6 +121,17 @@ BOOST_AUTO_TEST_CASE(bad_configuration_exits_78_naming_the_field) {
   const auto out = run_cli(std::string(NIXFLEET_AGENT_BIN) + " run --config " + cfg.string() + " 2>&1; echo \"exit=$?\"");
   BOOST_TEST(out.find("poll_interval_s") != std::string::npos, out);
   BOOST_TEST(out.find("exit=78") != std::string::npos, out);
+  fs::remove(cfg);
+}
+
+BOOST_AUTO_TEST_CASE(an_agent_without_trusted_keys_does_not_start) {
+  const auto cfg = fs::temp_directory_path() / ("nixfleet-agent-nokeys-" + std::to_string(::getpid()) + ".json");
+  std::ofstream(cfg) << R"({"coordinator_url": "https://x", "machine_id": "web-01"})";
+  for (const char* cmd : {" run", " check-config"}) {
+    const auto out = run_cli(std::string(NIXFLEET_AGENT_BIN) + cmd + " --config " + cfg.string() + " 2>&1; echo \"exit=$?\"");
+    BOOST_TEST(out.find("trusted_keys") != std::string::npos, out);
+    BOOST_TEST(out.find("exit=78") != std::string::npos, out);
+  }
   fs::remove(cfg);
 }
 

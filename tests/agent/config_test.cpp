@@ -14,14 +14,18 @@ const std::string key = "ops-1:SqzA8d7ok1nayRg0TVpL7g14GYEJyYx2TMPulfFKJAY=";
 BOOST_AUTO_TEST_SUITE(agent_config)
 
 BOOST_AUTO_TEST_CASE(minimal_config_takes_every_default_and_the_hostname) {
-  auto cfg = agent::parse_agent_config(R"({"coordinator_url": "https://fleet.example.org:8443"})", "web-01");
+  auto cfg = agent::parse_agent_config(
+      R"({"coordinator_url": "https://fleet.example.org:8443", "trusted_keys": [")" + key + R"("]})", "web-01");
   BOOST_REQUIRE_MESSAGE(cfg.has_value(), (cfg ? "" : cfg.error().what()));
   BOOST_TEST(cfg->machine_id == "web-01");
   BOOST_TEST(cfg->poll_interval.count() == 60000);
   BOOST_TEST(cfg->retry_interval.count() == 30000);
   BOOST_TEST(cfg->health_interval.count() == 60000);
   BOOST_TEST(cfg->profile == "/nix/var/nix/profiles/system");
-  BOOST_TEST(cfg->trusted_keys.empty());
+  BOOST_TEST(cfg->trusted_keys.keys().size() == 1u);
+  BOOST_TEST(!cfg->allow_unsigned);
+  BOOST_TEST(!cfg->max_target_age.has_value());
+  BOOST_TEST(cfg->caches.empty());
   BOOST_TEST(!cfg->dry_run);
   BOOST_TEST((cfg->runner == agent::switch_runner::automatic));
 }
@@ -35,14 +39,43 @@ BOOST_AUTO_TEST_CASE(file_values_override_defaults_and_round_trip_through_check_
   BOOST_REQUIRE_MESSAGE(cfg.has_value(), (cfg ? "" : cfg.error().what()));
   BOOST_TEST(cfg->machine_id == "db-01");
   BOOST_TEST(cfg->retry_interval.count() == 5500);
-  BOOST_TEST(cfg->trusted_keys.size() == 1u);
-  BOOST_TEST(cfg->trusted_keys[0].to_string() == key);
+  BOOST_TEST(cfg->trusted_keys.keys().size() == 1u);
+  BOOST_TEST(cfg->trusted_keys.keys()[0].to_string() == key);
   BOOST_TEST((cfg->runner == agent::switch_runner::direct));
   BOOST_TEST(*cfg->metrics_listen == "127.0.0.1:9101");
 
   // What check-config prints parses back to the same configuration.
   auto again = agent::parse_agent_config(boost::json::serialize(agent::to_json(*cfg)), "other");
   BOOST_REQUIRE(again.has_value());
+  BOOST_TEST(boost::json::serialize(agent::to_json(*again)) == boost::json::serialize(agent::to_json(*cfg)));
+}
+
+BOOST_AUTO_TEST_CASE(no_trusted_keys_fails_closed_unless_unsigned_is_allowed_explicitly) {
+  auto cfg = agent::parse_agent_config(R"({"coordinator_url": "https://x"})", "web-01");
+  BOOST_REQUIRE(cfg.has_error());
+  BOOST_TEST(cfg.error().field == "trusted_keys");
+  BOOST_TEST(cfg.error().what().find("allow_unsigned") != std::string::npos, cfg.error().what());
+  cfg = agent::parse_agent_config(R"({"coordinator_url": "https://x", "trusted_keys": []})", "web-01");
+  BOOST_TEST((cfg.has_error() && cfg.error().field == "trusted_keys"));
+  cfg = agent::parse_agent_config(R"({"coordinator_url": "https://x", "allow_unsigned": true})", "web-01");
+  BOOST_REQUIRE_MESSAGE(cfg.has_value(), (cfg ? "" : cfg.error().what()));
+  BOOST_TEST(cfg->allow_unsigned);
+}
+
+BOOST_AUTO_TEST_CASE(trusted_keys_may_carry_not_after_and_caches_store_parameters) {
+  auto cfg = agent::parse_agent_config(R"({"coordinator_url": "https://x", "trusted_keys": [
+      {"key": ")" + key + R"(", "not_after": "2027-01-01T00:00:00.000Z"}, "ops-2:SqzA8d7ok1nayRg0TVpL7g14GYEJyYx2TMPulfFKJAY="],
+      "max_target_age_s": 604800, "caches": ["s3://fleet-cache?region=eu-west-1", "file:///srv/cache"]})",
+                                       "web-01");
+  BOOST_REQUIRE_MESSAGE(cfg.has_value(), (cfg ? "" : cfg.error().what()));
+  BOOST_TEST(cfg->trusted_keys.keys().size() == 2u);
+  BOOST_TEST((cfg->trusted_keys.not_after(0) == protocol::parse_time("2027-01-01T00:00:00.000Z").value()));
+  BOOST_TEST(!cfg->trusted_keys.not_after(1).has_value());
+  BOOST_TEST(cfg->max_target_age->count() == 604800000);
+  BOOST_TEST(cfg->caches.size() == 2u);
+  // check-config prints what parses back to the same.
+  auto again = agent::parse_agent_config(boost::json::serialize(agent::to_json(*cfg)), "other");
+  BOOST_REQUIRE_MESSAGE(again.has_value(), (again ? "" : again.error().what()));
   BOOST_TEST(boost::json::serialize(agent::to_json(*again)) == boost::json::serialize(agent::to_json(*cfg)));
 }
 
@@ -63,7 +96,16 @@ BOOST_AUTO_TEST_CASE(bad_configs_name_the_field) {
       {R"({"coordinator_url": "https://x", "retry_interval_s": "30"})", "h", "retry_interval_s"},
       {R"({"coordinator_url": "https://x", "state_dir": "relative/dir"})", "h", "state_dir"},
       {R"({"coordinator_url": "https://x", "profile": "/nix/../etc/profile"})", "h", "profile"},
-      {R"({"coordinator_url": "https://x", "trusted_keys": ["not-a-key"]})", "h", "trusted_keys[0]"},
+      {R"({"coordinator_url": "https://x", "trusted_keys": ["not-a-key"]})", "h", "trusted_keys[0].key"},
+      {R"({"coordinator_url": "https://x", "trusted_keys": [{"key": ")" + key + R"(", "not_after": "soon"}]})", "h",
+       "trusted_keys[0].not_after"},
+      {R"({"coordinator_url": "https://x", "trusted_keys": [")" + key + R"("], "allow_unsigned": true})", "h",
+       "allow_unsigned"},
+      {R"({"coordinator_url": "https://x", "allow_unsigned": true, "max_target_age_s": 5})", "h", "max_target_age_s"},
+      {R"({"coordinator_url": "https://x", "allow_unsigned": true, "caches": ["file:///srv/c?trusted=1"]})", "h",
+       "caches[0]"},
+      {R"({"coordinator_url": "https://x", "allow_unsigned": true, "caches": ["s3://b?region=x&trusted=true"]})", "h",
+       "caches[0]"},
       {R"({"coordinator_url": "https://x", "cache_public_keys": ["k:AAAA"]})", "h", "cache_public_keys[0]"},
       {R"({"coordinator_url": "https://x", "tls": {"cert_file": "/a.pem"}})", "h", "tls.key_file"},
       {R"({"coordinator_url": "https://x", "switch_runner": "ssh"})", "h", "switch_runner"},

@@ -27,6 +27,9 @@ struct world {
   std::optional<in_flight> record;           // durable
   std::vector<quarantine_entry> quarantine;  // durable
   std::optional<std::string> last_good;      // durable
+  std::optional<high_water> accepted;        // durable
+  std::optional<std::string> step_back;      // durable
+  std::optional<std::string> staged_boot;    // durable
   std::vector<report_action> reports;        // durable (the outbox)
   std::vector<std::string> switches;         // every switch-to-configuration, in order
 
@@ -72,6 +75,10 @@ struct sim {
     f.machine_id = "web-01";
     f.current_path = w.running;
     f.quarantine = &w.quarantine;
+    f.trust.allow_unsigned = true;  // the lifecycle, not the trust checks (decide_test has those)
+    f.accepted = w.accepted;
+    f.step_back = w.step_back;
+    f.staged_boot = w.staged_boot;
     return f;
   }
 
@@ -151,6 +158,12 @@ struct sim {
     }
     if (auto* lg = std::get_if<set_last_good_action>(&a)) {
       w.last_good = lg->store_path;
+      return std::nullopt;
+    }
+    if (auto* acc = std::get_if<accept_action>(&a)) {
+      w.accepted = acc->accepted;
+      w.step_back = acc->step_back;
+      w.staged_boot = acc->staged_boot;
       return std::nullopt;
     }
     if (auto* wt = std::get_if<wait_action>(&a)) {
@@ -318,6 +331,47 @@ BOOST_AUTO_TEST_CASE(boot_mode_sets_the_profile_without_switching_the_running_sy
   BOOST_TEST(s.w.running == path_a);
   BOOST_TEST(!s.w.record.has_value());
   BOOST_TEST((s.w.reports.back().kind == report_kind::activated));
+  BOOST_TEST(s.w.reports.back().message->find("staged") != std::string::npos);
+  BOOST_TEST(*s.w.staged_boot == path_b);
+  BOOST_TEST(!s.w.last_good.has_value(), "staged, not proven: never the last known good");
+}
+
+BOOST_AUTO_TEST_CASE(a_staged_boot_target_is_applied_once_not_on_every_poll) {
+  sim s;
+  auto boot = s.desired(path_b, 0, protocol::activation_mode::boot);
+  boot.release_sequence = 4;
+  s.poll(boot);
+  BOOST_TEST(s.w.switches.size() == 1u);
+  BOOST_TEST(s.w.accepted->sequence == 4u);
+  BOOST_TEST(*s.w.step_back == path_a);
+  const auto reports = s.w.reports.size();
+  for (int poll = 0; poll < 12; ++poll) s.poll(boot);
+  BOOST_TEST(s.w.switches.size() == 1u, "switch-to-configuration boot ran once, not on every poll");
+  BOOST_TEST(s.w.reports.size() == reports + 1, "one heartbeat saying it is staged, not one per poll");
+  BOOST_TEST((s.w.reports.back().kind == report_kind::heartbeat));
+  // After the reboot the host runs it: up to date.
+  s.w.running = path_b;
+  s.poll(boot);
+  BOOST_TEST((s.w.reports.back().kind == report_kind::up_to_date));
+}
+
+BOOST_AUTO_TEST_CASE(confirmation_raises_the_high_water_mark_and_remembers_the_step_back) {
+  sim s;
+  auto t = s.desired(path_b);
+  t.release_sequence = 7;
+  t.release_created_at = protocol::parse_time("2026-11-25T18:00:00Z").value();
+  s.poll(t);
+  BOOST_TEST((s.w.reports.back().kind == report_kind::confirmed));
+  BOOST_TEST(s.w.accepted->sequence == 7u);
+  BOOST_TEST((s.w.accepted->at == t.release_created_at));
+  BOOST_TEST(*s.w.step_back == path_a);
+  // A target that is rolled back raises nothing.
+  s.w.unhealthy.insert(path_x);
+  auto bad = s.desired(path_x);
+  bad.release_sequence = 9;
+  s.poll(bad);
+  BOOST_TEST((s.w.reports.back().kind == report_kind::rolled_back));
+  BOOST_TEST(s.w.accepted->sequence == 7u);
 }
 
 BOOST_AUTO_TEST_CASE(test_mode_switches_without_touching_the_profile) {

@@ -125,7 +125,7 @@ BOOST_AUTO_TEST_CASE(good_target_becomes_a_generation_and_a_failing_one_is_rolle
   BOOST_REQUIRE(!store.prepare());
   core::outbox box;
   io::deploy_driver driver(machine, {nix, activation, probes, time}, store, box, "web-01", profile, "test");
-  protocol::trusted_keys no_keys;
+  const core::trust_policy no_keys{.allow_unsigned = true};
 
   boost::asio::io_context ctx;
   test::run_sync(ctx, [&]() -> boost::asio::awaitable<int> {
@@ -166,6 +166,7 @@ BOOST_AUTO_TEST_CASE(missing_path_fails_the_fetch_and_touches_nothing) {
   io::nix_settings ns;
   ns.min_free_mb = 1;
   ns.fetch_timeout = 30s;
+  ns.caches = {"file://" + (dir / "empty-cache").string()};
   io::nix_cli nix(ns);
   io::switch_activator activation({.current_system = dir / "current-system"});
   auto setup = std::make_shared<health::health_setup>();
@@ -175,9 +176,10 @@ BOOST_AUTO_TEST_CASE(missing_path_fails_the_fetch_and_touches_nothing) {
   BOOST_REQUIRE(!store.prepare());
   core::outbox box;
   io::deploy_driver driver(machine, {nix, activation, probes, time}, store, box, "web-01", profile, "test");
-  protocol::trusted_keys no_keys;
+  const core::trust_policy no_keys{.allow_unsigned = true};
   auto d = desired("/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-not-anywhere");
-  d.cache_urls = {"file://" + (dir / "empty-cache").string()};
+  // A release's cache that would switch signature checks off is never used.
+  d.cache_urls = {"file://" + (dir / "empty-cache").string() + "?trusted=1"};
   test::run_sync([&]() -> boost::asio::awaitable<int> {
     co_await driver.start();
     co_await driver.deliver(d, no_keys);
@@ -186,7 +188,10 @@ BOOST_AUTO_TEST_CASE(missing_path_fails_the_fetch_and_touches_nothing) {
   BOOST_TEST(running() == a);
   BOOST_TEST(profile_target() == a);
   BOOST_TEST((box.items().back().kind == protocol::report_kind::fetch_failed));
-  BOOST_TEST(box.items().back().message->find("nix copy --from file://") != std::string::npos, *box.items().back().message);
+  const auto& why = *box.items().back().message;
+  BOOST_TEST(why.find("nix copy --from file://" + (dir / "empty-cache").string() + " exited") != std::string::npos, why);
+  BOOST_TEST(why.find("ignored a release cache") != std::string::npos, why);
+  BOOST_TEST(why.find("trusted=1") == std::string::npos, why);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -30,6 +30,8 @@ const std::string path_a = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-sy
 const std::string path_b = "/nix/store/1m9ggc7cy1rl4vxzx5zqn0dsj8dsyd2q-nixos-system-web-01-b";
 
 struct fake_coordinator final : io::coordinator_client {
+  // An honest coordinator serves entries the operator signed: each answer is signed with this key.
+  protocol::secret_key signer = protocol::generate_secret_key("ops-1");
   bool down = false;
   std::optional<std::uint64_t> poison_seq;  // a report this coordinator always refuses (400)
   std::optional<protocol::desired_state> desired;
@@ -58,7 +60,18 @@ struct fake_coordinator final : io::coordinator_client {
     }
     r.what = io::poll_result::outcome::desired;
     r.desired = desired;
+    if (!r.desired->entry_signature)
+      r.desired->entry_signature = protocol::sign_entry(signer, protocol::entry_statement_of(*r.desired));
     r.etag = tag;
+    co_return r;
+  }
+  std::optional<protocol::revocation_list> revocations;
+  int revocation_fetches = 0;
+  asio::awaitable<io::revocations_result> get_revocations() override {
+    ++revocation_fetches;
+    io::revocations_result r;
+    if (down || !revocations) r.error = down ? "connection refused" : "not found";
+    else r.list = revocations;
     co_return r;
   }
   asio::awaitable<io::ack_result> post_reports(std::vector<protocol::report> batch) override {
@@ -121,6 +134,7 @@ struct fixture {
     cfg.health_interval = 10s;
     cfg.state_dir = dir.string();
     cfg.control_socket = (dir / "control.sock").string();
+    cfg.trusted_keys.add(protocol::to_public_key(coordinator.signer));
     gate.grace = 30ms;
     gate.interval = 30ms;
     gate.soak = 100ms;
@@ -381,6 +395,87 @@ BOOST_AUTO_TEST_CASE(control_socket_status_hold_and_rollback) {
 
   auto bad = ask("format-disk");
   BOOST_TEST(!bad.at("ok").as_bool());
+}
+
+BOOST_AUTO_TEST_CASE(after_a_confirmed_release_an_older_one_is_refused_and_the_step_back_accepted) {
+  const std::string path_c = "/nix/store/2m9ggc7cy1rl4vxzx5zqn0dsj8dsyd2q-nixos-system-web-01-c";
+  coordinator.desired->release_id = "r-5";
+  coordinator.desired->release_sequence = 5;
+  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 11);
+  BOOST_TEST_REQUIRE(run_until(rt, [&] { return settled(rt, path_b) && rt.driver().state().accepted.has_value(); }));
+  BOOST_TEST(rt.driver().state().accepted->sequence == 5u);
+  BOOST_TEST(*rt.driver().state().step_back == path_a);
+
+  // A genuinely signed, older release (a replay): refused, nothing switched.
+  coordinator.desired->release_id = "r-3";
+  coordinator.desired->release_sequence = 3;
+  coordinator.desired->store_path = path_c;
+  const auto switches = host.switches;
+  auto refused = [&] {
+    for (const auto& [seq, r] : coordinator.received)
+      if (r.kind == protocol::report_kind::rejected && r.store_path == path_c && r.message &&
+          r.message->find("older than release r-5 (#5)") != std::string::npos)
+        return true;
+    return false;
+  };
+  BOOST_TEST(run_until(rt, refused));
+  BOOST_TEST(host.switches == switches);
+  BOOST_TEST(host.current == path_b);
+
+  // The one step back (what ran before r-5), signed in an older release: accepted.
+  coordinator.desired->release_id = "r-2";
+  coordinator.desired->release_sequence = 2;
+  coordinator.desired->store_path = path_a;
+  BOOST_TEST(run_until(rt, [&] { return settled(rt, path_a); }));
+  // The high-water mark does not go down with it, and the state survives a restart.
+  io::state_store store(cfg.state_dir);
+  const auto kept = store.load_state().value;
+  BOOST_TEST(kept.accepted->sequence == 5u);
+  BOOST_TEST(*kept.step_back == path_b);
+}
+
+BOOST_AUTO_TEST_CASE(an_announced_revocation_list_is_verified_kept_and_enforced) {
+  protocol::revocation_list list{1, protocol::parse_time("2026-11-25T18:00:00Z").value(), {"r-1"}, {}, {}, {}};
+  // First a forgery: the coordinator's own key is not trusted.
+  auto forged = list;
+  protocol::sign_revocations(protocol::generate_secret_key("ops-1"), forged);
+  coordinator.revocations = forged;
+  coordinator.desired->revocations_sequence = 1;
+  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 12);
+  BOOST_TEST(run_until(rt, [&] { return settled(rt, path_b); }), "a forged list revokes nothing");
+  BOOST_TEST(!rt.driver().state().revocations.has_value());
+
+  // The operator's list revokes what now runs and the next target's release.
+  list.sequence = 2;
+  list.store_paths = {path_b};
+  list.releases = {"r-2"};
+  protocol::sign_revocations(coordinator.signer, list);
+  coordinator.revocations = list;
+  coordinator.desired->release_id = "r-2";
+  coordinator.desired->store_path = path_a;
+  coordinator.desired->revocations_sequence = 2;
+  auto reported = [&](const std::string& path, const std::string& text) {
+    for (const auto& [seq, r] : coordinator.received)
+      if (r.kind == protocol::report_kind::rejected && r.store_path == path && r.message &&
+          r.message->find(text) != std::string::npos)
+        return true;
+    return false;
+  };
+  BOOST_TEST(run_until(rt, [&] {
+    return reported(path_b, "running generation is revoked") && reported(path_a, "revocation list #2");
+  }));
+  BOOST_TEST(host.current == path_b, "a revoked running generation keeps running: nothing replaces it unasked");
+  BOOST_TEST(rt.driver().state().revocations->sequence == 2u);
+  // Fetched once per new sequence, not on every poll.
+  const auto fetches = coordinator.revocation_fetches;
+  BOOST_TEST(!run_until(rt, [&] { return false; }, 500ms));
+  BOOST_TEST(coordinator.revocation_fetches == fetches);
+  // An older list served again later is not taken.
+  coordinator.revocations = forged;
+  coordinator.desired->revocations_sequence = 3;
+  coordinator.desired->attempt = 1;  // a new ETag: the announcement is read
+  BOOST_TEST(run_until(rt, [&] { return coordinator.revocation_fetches > fetches; }));
+  BOOST_TEST(rt.driver().state().revocations->sequence == 2u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

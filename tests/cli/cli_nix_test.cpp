@@ -102,7 +102,9 @@ BOOST_AUTO_TEST_CASE(release_create_builds_a_flake_signs_pushes_and_registers) {
     BOOST_TEST_CONTEXT(e.hostname) {
       BOOST_TEST(e.store_path.ends_with("-nixos-system-" + e.hostname));
       BOOST_TEST(fs::exists(e.store_path + "/bin/switch-to-configuration"), "really built");
-      BOOST_TEST(!protocol::verify_entry(trust, rel->id, e.hostname, e.store_path, rel->created_at, *e.signature));
+      BOOST_TEST(!protocol::verify_entry(
+          trust, {rel->id, e.hostname, e.store_path, rel->created_at, rel->activation, rel->cache_urls, rel->sequence},
+          *e.signature));
       // Nix checks the closure's signature in the pushed cache against the operator's key.
       auto verify = shell("NIX_CONFIG='experimental-features = nix-command\nsubstituters =' nix store verify --store file://" + d + "/cache --sigs-needed 1 " +
                           "--option trusted-public-keys '" + pub_text + "' " + e.store_path);

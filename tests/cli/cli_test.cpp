@@ -144,7 +144,7 @@ BOOST_AUTO_TEST_CASE(releases_are_created_signed_listed_shown_diffed_and_deleted
   auto made = nixfleet({"release", "create", "--sign-key", sign_key.string(), "--id", "r1", "--entry",
                         "web-1=" + P1, "--entry", "web-2=" + P1, "--tag", "web"});
   BOOST_TEST_REQUIRE(made.code == 0, made.err);
-  BOOST_TEST(made.out == "release r1 registered: 2 hosts, signed by op1\n");
+  BOOST_TEST(made.out == "release r1 (#1) registered: 2 hosts, signed by op1\n");
   auto second = nixfleet({"--json", "release", "create", "--sign-key", sign_key.string(), "--id", "r2", "--entry",
                           "web-1=" + P2, "--entry", "web-3=" + P1});
   BOOST_TEST_REQUIRE(second.code == 0, second.err);
@@ -152,8 +152,12 @@ BOOST_AUTO_TEST_CASE(releases_are_created_signed_listed_shown_diffed_and_deleted
   BOOST_TEST_REQUIRE(rel.has_value());
   protocol::trusted_keys trust;
   trust.add(protocol::to_public_key(op_key));
+  BOOST_TEST(rel->sequence == 2u, "numbered one above the newest release");
   for (const auto& e : rel->entries)
-    BOOST_TEST(!protocol::verify_entry(trust, rel->id, e.hostname, e.store_path, rel->created_at, *e.signature),
+    BOOST_TEST(!protocol::verify_entry(trust,
+                                       {rel->id, e.hostname, e.store_path, rel->created_at, rel->activation,
+                                        rel->cache_urls, rel->sequence},
+                                       *e.signature),
                "the entry for " << e.hostname << " verifies");
 
   auto list = nixfleet({"release", "list"});

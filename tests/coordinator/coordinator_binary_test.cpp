@@ -90,7 +90,7 @@ BOOST_AUTO_TEST_CASE(sigkill_under_load_loses_no_acknowledged_report_and_the_rol
     entries.push_back(json::object{{"hostname", hosts.back()}, {"store_path", P_NEW}, {"tags", json::array{"all"}}});
   }
   auto rel = op(verb::post, "/api/v1/releases",
-                json::serialize(json::object{{"id", "r1"}, {"created_at", "2026-11-25T10:00:00Z"},
+                json::serialize(json::object{{"id", "r1"}, {"created_at", "2026-11-25T10:00:00Z"}, {"sequence", 1},
                                              {"cache_urls", json::array{}}, {"entries", entries}}));
   BOOST_REQUIRE(rel.status == 201u);
   auto ro = op(verb::post, "/api/v1/rollouts",

@@ -23,11 +23,17 @@ namespace {
 const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
 const std::string P2 = "/nix/store/1d3b7r5mckylg04wcr7hhd7im5h1vp5w-nixos-system-b";
 
+std::uint64_t next_sequence() {
+  static std::uint64_t n = 0;  // each release numbered above the last, as the CLI does
+  return ++n;
+}
+
 std::string release_body(const std::string& id, const std::string& path, const std::vector<std::string>& hosts) {
   json::array entries;
   for (const auto& h : hosts) entries.push_back(json::object{{"hostname", h}, {"store_path", path}, {"tags", json::array{"web"}}});
   return json::serialize(json::object{{"id", id},
                                       {"created_at", "2026-11-25T10:00:00.000Z"},
+                                      {"sequence", next_sequence()},
                                       {"cache_urls", json::array{"http://127.0.0.1:1/cache"}},
                                       {"entries", entries}});
 }
@@ -170,6 +176,71 @@ BOOST_AUTO_TEST_CASE(releases_are_immutable_listed_diffed_and_deleted) {
   BOOST_TEST(as(admin, verb::delete_, "/api/v1/releases/r2").status == 409u);
   BOOST_TEST(as(admin, verb::delete_, "/api/v1/releases/r1").status == 204u);
   BOOST_TEST(as(reader, verb::get, "/api/v1/releases/r1").status == 404u);
+}
+
+BOOST_AUTO_TEST_CASE(releases_are_numbered_upwards_and_their_signed_fields_reach_the_desired_state) {
+  start();
+  auto body = json::parse(release_body("r1", P1, {"web-1"})).as_object();
+  body["sequence"] = 0;
+  auto zero = as(deployer, verb::post, "/api/v1/releases", json::serialize(body));
+  BOOST_TEST(zero.status == 400u);
+  BOOST_TEST(zero.body.find("sequence") != std::string::npos, zero.body);
+  body["sequence"] = 40;
+  body["activation"] = "boot";
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", json::serialize(body)).status == 201u);
+  body["id"] = "r2";
+  auto same = as(deployer, verb::post, "/api/v1/releases", json::serialize(body));
+  BOOST_TEST(same.status == 409u, "a sequence must be above the newest: " << same.body);
+  auto ro = as(deployer, verb::post, "/api/v1/rollouts", R"({"release_id":"r1","target":{"hosts":["web-1"]}})");
+  BOOST_TEST_REQUIRE(ro.status == 201u);
+  auto d = protocol::parse<protocol::desired_state>(agent(verb::get, "/api/v1/machines/web-1/desired").body);
+  BOOST_TEST_REQUIRE(d.has_value());
+  BOOST_TEST(d->release_sequence == 40u);
+  BOOST_TEST((d->activation == protocol::activation_mode::boot));
+  BOOST_TEST(!d->revocations_sequence.has_value());
+}
+
+BOOST_AUTO_TEST_CASE(a_revocation_list_is_kept_as_signed_served_to_agents_and_announced) {
+  start();
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1"})).status == 201u);
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/rollouts", R"({"release_id":"r1","target":{"hosts":["web-1"]}})").status == 201u);
+  BOOST_TEST(agent(verb::get, "/api/v1/revocations").status == 404u);
+  const std::string list =
+      R"({"sequence":3,"issued_at":"2026-11-25T10:00:00.000Z","releases":["r0"],"signature":"ops-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="})";
+  BOOST_TEST(as(reader, verb::put, "/api/v1/revocations", list).status == 403u);
+  BOOST_TEST(as(deployer, verb::put, "/api/v1/revocations", list).status == 200u);
+  auto older = list;
+  older.replace(older.find("\"sequence\":3"), 12, "\"sequence\":2");
+  BOOST_TEST(as(deployer, verb::put, "/api/v1/revocations", older).status == 409u, "a list cannot be rolled back");
+  auto served = protocol::parse<protocol::revocation_list>(agent(verb::get, "/api/v1/revocations").body);
+  BOOST_TEST_REQUIRE(served.has_value());
+  BOOST_TEST(served->sequence == 3u);
+  BOOST_TEST(served->signature.starts_with("ops-1:"));
+  BOOST_TEST(as(reader, verb::get, "/api/v1/revocations").status == 200u);
+  auto d = protocol::parse<protocol::desired_state>(agent(verb::get, "/api/v1/machines/web-1/desired").body);
+  BOOST_TEST_REQUIRE(d.has_value());
+  BOOST_TEST((d->revocations_sequence == 3u));
+}
+
+BOOST_AUTO_TEST_CASE(a_rollback_statement_travels_to_the_agent_unchanged) {
+  start();
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1"})).status == 201u);
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", report_body(1, "up_to_date", std::nullopt, P2)).status == 200u);
+  const std::string st = R"({"hostname":"web-1","store_path":")" + P1 +
+                         R"(","issued_at":"2026-11-25T10:00:00.000Z","expires_at":"2026-11-25T11:00:00.000Z","reason":"bad kernel",)"
+                         R"("signature":"ops-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="})";
+  auto other_host = st;
+  other_host.replace(other_host.find("web-1"), 5, "web-2");
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/machines/web-1/rollback",
+                R"({"store_path":")" + P1 + R"(","statement":)" + other_host + "}")
+                 .status == 400u);
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/machines/web-1/rollback", R"({"store_path":")" + P1 + R"(","statement":)" + st + "}")
+                 .status == 200u);
+  auto d = protocol::parse<protocol::desired_state>(agent(verb::get, "/api/v1/machines/web-1/desired").body);
+  BOOST_TEST_REQUIRE(d.has_value());
+  BOOST_TEST_REQUIRE(d->rollback.has_value());
+  BOOST_TEST(d->rollback->reason == "bad kernel");
+  BOOST_TEST(d->store_path == P1);
 }
 
 BOOST_AUTO_TEST_CASE(a_rollout_dispatches_in_waves_and_completes_on_confirmations) {
@@ -396,7 +467,7 @@ BOOST_AUTO_TEST_CASE(bad_input_gets_the_right_status_and_the_server_stays_health
       {"wrong type", verb::post, "/api/v1/releases", R"({"id": 7, "created_at": "2026-11-25T10:00:00Z", "entries": []})",
        {{"Authorization", key}}, 400},
       {"unknown fields accepted", verb::post, "/api/v1/releases",
-       R"({"id":"r9","created_at":"2026-11-25T10:00:00Z","cache_urls":[],"colour":"blue","entries":[{"hostname":"h","store_path":")" +
+       R"({"id":"r9","created_at":"2026-11-25T10:00:00Z","sequence":1000,"cache_urls":[],"colour":"blue","entries":[{"hostname":"h","store_path":")" +
            P1 + R"(","shoe_size":44}]})",
        {{"Authorization", key}}, 201},
       {"two MiB body", verb::post, "/api/v1/releases", two_mib, {{"Authorization", key}}, 413},

@@ -58,7 +58,7 @@ BOOST_AUTO_TEST_CASE(migrations_run_once_and_a_newer_schema_is_refused) {
   sqlite3_stmt* st = nullptr;
   sqlite3_prepare_v2(raw, "SELECT count(*) FROM schema_version", -1, &st, nullptr);
   sqlite3_step(st);
-  BOOST_TEST(sqlite3_column_int(st, 0) == 1);
+  BOOST_TEST(sqlite3_column_int(st, 0) == 2, "each of the two migrations once");
   sqlite3_finalize(st);
   sqlite3_exec(raw, "INSERT INTO schema_version (version) VALUES (999)", nullptr, nullptr, nullptr);
   sqlite3_close(raw);

@@ -25,14 +25,16 @@ eval_json() { nix-instantiate --eval --strict --json -E "$1" 2>"$work/err" || fa
 
 # Agent: option sets as the module would pass them (nulls are what the module leaves unset).
 agent_sets=(
-  '{ settings = { machine_id = "web-01"; coordinator_url = "https://fleet.example.org:8443"; allow_insecure_http = null; tls = null; poll_interval_s = null; metrics_listen = null; }; health = { gate = { }; probes = [ ]; }; }'
+  '{ settings = { machine_id = "web-01"; coordinator_url = "https://fleet.example.org:8443"; allow_insecure_http = null; tls = null; poll_interval_s = null; metrics_listen = null; trusted_keys = [ { key = "ops-2:RtgX7MGJ6xkqAcuUwgDJpb8c9rIo6DGsSSxmTzwrDDM="; not_after = "2027-06-01T00:00:00.000Z"; } "ops-3:RtgX7MGJ6xkqAcuUwgDJpb8c9rIo6DGsSSxmTzwrDDM=" ]; max_target_age_s = 604800; caches = [ "s3://fleet?region=eu-west-1" ]; }; health = { gate = { }; probes = [ ]; }; }'
   '{ settings = { machine_id = "db-2"; coordinator_url = "https://fleet.internal:8443"; tls = { ca_file = "/etc/nixfleet/ca.pem"; cert_file = "/etc/nixfleet/host.pem"; key_file = "/etc/nixfleet/host.key"; }; poll_interval_s = 30; retry_interval_s = 10; startup_jitter_s = 0; trusted_keys = [ "ops-1:RtgX7MGJ6xkqAcuUwgDJpb8c9rIo6DGsSSxmTzwrDDM=" ]; cache_public_keys = [ "cache-1:RtgX7MGJ6xkqAcuUwgDJpb8c9rIo6DGsSSxmTzwrDDM=" ]; switch_runner = "systemd-run"; dry_run = true; metrics_listen = "127.0.0.1:9465"; outbox_limit = 500; log_level = "debug"; min_free_mb = 2048; activation_timeout_s = 900; }; health = { gate = { grace_s = 10; interval_s = 5; soak_s = 60; failure_threshold = 3; success_threshold = 2; timeout_s = 300; }; probes = [ { name = "tcp"; type = "tcp"; host = "127.0.0.1"; port = 1; timeout_s = 1; required = null; } { name = "sh"; type = "exec"; command = "true"; shell = true; args = null; } ]; }; }'
-  '{ settings = { machine_id = "edge.3"; coordinator_url = "http://127.0.0.1:8080"; allow_insecure_http = true; health_interval_s = 1.5; request_timeout_s = 2.5; }; health = { probes = [ { name = "web"; type = "http"; url = "http://127.0.0.1:1/health"; expect_status = [ 200 204 ]; body_contains = "ok"; timeout_s = 1; } ]; }; }'
+  '{ settings = { machine_id = "edge.3"; coordinator_url = "http://127.0.0.1:8080"; allow_insecure_http = true; allow_unsigned = true; health_interval_s = 1.5; request_timeout_s = 2.5; }; health = { probes = [ { name = "web"; type = "http"; url = "http://127.0.0.1:1/health"; expect_status = [ 200 204 ]; body_contains = "ok"; timeout_s = 1; } ]; }; }'
 )
 i=0
 for set in "${agent_sets[@]}"; do
   i=$((i + 1))
   out=$(eval_json "let r = import $src/agent/render.nix ($set // { healthConfigPath = \"$work/health-$i.json\"; }); in r")
+  failed=$(eval_json "let r = import $src/agent/render.nix $set; in builtins.filter (a: !a.assertion) r.assertions")
+  [ "$failed" = "[]" ] || fail "agent option set $i fails the module's assertions: $failed"
   python3 - "$out" "$work/agent-$i.json" "$work/health-$i.json" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
@@ -55,7 +57,28 @@ set +e
 rc=$?
 set -e
 [ "$rc" -eq 78 ] || fail "a bad coordinator_url was accepted (exit $rc)"
-echo "agent: ${#agent_sets[@]} option sets accepted, a bad one refused"
+# What the binary refuses at start, the module refuses at evaluation, with the field named.
+weak_sets=(
+  '{ settings = { coordinator_url = "https://x"; }; }'
+  '{ settings = { coordinator_url = "https://x"; trusted_keys = [ ]; }; }'
+  '{ settings = { coordinator_url = "https://x"; trusted_keys = [ "ops-1:RtgX7MGJ6xkqAcuUwgDJpb8c9rIo6DGsSSxmTzwrDDM=" ]; allow_unsigned = true; }; }'
+  '{ settings = { coordinator_url = "https://x"; allow_unsigned = true; caches = [ "file:///srv/cache?trusted=1" ]; }; }'
+)
+fields=(trusted_keys trusted_keys allow_unsigned caches)
+for j in "${!weak_sets[@]}"; do
+  msgs=$(eval_json "let r = import $src/agent/render.nix ${weak_sets[$j]}; in map (a: a.message) (builtins.filter (a: !a.assertion) r.assertions)")
+  case "$msgs" in *"settings.${fields[$j]}"*) ;; *) fail "weak agent settings $((j + 1)) pass the module's assertions: $msgs" ;; esac
+  out=$(eval_json "let r = import $src/agent/render.nix ${weak_sets[$j]}; in r.agent")
+  echo "$out" > "$work/weak.json"
+  set +e
+  "$agent" check-config --config "$work/weak.json" >/dev/null 2>"$work/err"
+  rc=$?
+  set -e
+  [ "$rc" -eq 78 ] && grep -q "${fields[$j]}" "$work/err" || fail "weak agent settings $((j + 1)) accepted by check-config ($rc)"
+done
+warned=$(eval_json "(import $src/agent/render.nix { settings = { coordinator_url = \"https://x\"; allow_unsigned = true; }; }).warnings")
+[ "$warned" != "[]" ] || fail "allow_unsigned does not warn"
+echo "agent: ${#agent_sets[@]} option sets accepted, a bad one and ${#weak_sets[@]} weak ones refused"
 
 # Coordinator: the TLS files are credentials named tls-cert, tls-key, client-ca.
 creds="$work/credentials"

@@ -53,6 +53,8 @@ round_trip via() {
 const std::map<std::string, round_trip>& wire_types() {
   static const std::map<std::string, round_trip> table = {
       {"desired_state", via<desired_state>()},
+      {"rollback_statement", via<rollback_statement>()},
+      {"revocation_list", via<revocation_list>()},
       {"probe_result", via<probe_result>()},
       {"health_report", via<health_report>()},
       {"report", via<report>()},

@@ -76,25 +76,83 @@ BOOST_AUTO_TEST_CASE(base64_is_strict) {
   BOOST_TEST(detail::base64_decode("").has_error());
 }
 
-BOOST_AUTO_TEST_CASE(entry_payload_is_canonical_json_of_the_four_fields) {
-  BOOST_TEST(entry_signing_payload("r-1", "web-01", path, created_at) ==
-             std::string("{\"created_at\":\"2026-11-25T18:00:00.000Z\",\"hostname\":\"web-01\","
-                         "\"release_id\":\"r-1\",\"store_path\":\"") +
+entry_statement sample_entry() {
+  return {"r-1", "web-01", std::string(path), created_at, activation_mode::switch_, {"https://cache.example.org"}, 7};
+}
+
+BOOST_AUTO_TEST_CASE(entry_payload_v2_is_a_domain_line_and_canonical_json_of_every_acted_on_field) {
+  BOOST_TEST(entry_signing_payload(sample_entry()) ==
+             std::string("nixfleet-entry-v2\n{\"activation\":\"switch\",\"cache_urls\":[\"https://cache.example.org\"],"
+                         "\"created_at\":\"2026-11-25T18:00:00.000Z\",\"hostname\":\"web-01\","
+                         "\"release_id\":\"r-1\",\"sequence\":7,\"store_path\":\"") +
                  std::string(path) + "\"}");
 }
 
 BOOST_AUTO_TEST_CASE(entry_signature_verifies_only_for_the_signed_fields) {
   auto key = rfc_key("ops-1");
   trusted_keys trusted({to_public_key(key)});
-  const auto sig = sign_entry(key, "r-1", "web-01", path, created_at);
-  BOOST_TEST(!verify_entry(trusted, "r-1", "web-01", path, created_at, sig));
+  const auto sig = sign_entry(key, sample_entry());
+  BOOST_TEST(!verify_entry(trusted, sample_entry(), sig));
 
   const auto mismatch = make_error_code(errc::signature_mismatch);
-  BOOST_TEST(verify_entry(trusted, "r-2", "web-01", path, created_at, sig) == mismatch);
-  BOOST_TEST(verify_entry(trusted, "r-1", "web-02", path, created_at, sig) == mismatch);
-  BOOST_TEST(verify_entry(trusted, "r-1", "web-01", "/nix/store/1c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-web-01",
-                          created_at, sig) == mismatch);
-  BOOST_TEST(verify_entry(trusted, "r-1", "web-01", path, created_at + std::chrono::milliseconds(1), sig) == mismatch);
+  std::vector<entry_statement> tampered(8, sample_entry());
+  tampered[0].release_id = "r-2";
+  tampered[1].hostname = "web-02";
+  tampered[2].store_path = "/nix/store/1c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-web-01";
+  tampered[3].created_at += std::chrono::milliseconds(1);
+  tampered[4].activation = activation_mode::boot;
+  tampered[5].cache_urls = {"https://evil.example.org"};
+  tampered[6].cache_urls.push_back("https://second.example.org");
+  tampered[7].sequence = 8;
+  for (const auto& t : tampered) BOOST_TEST(verify_entry(trusted, t, sig) == mismatch);
+}
+
+BOOST_AUTO_TEST_CASE(v1_entry_signatures_do_not_verify_as_v2_and_are_recognised) {
+  auto key = rfc_key("ops-1");
+  trusted_keys trusted({to_public_key(key)});
+  const auto e = sample_entry();
+  const auto v1 = sign(key, entry_signing_payload_v1(e.release_id, e.hostname, e.store_path, e.created_at)).to_string();
+  BOOST_TEST(verify_entry(trusted, e, v1) == make_error_code(errc::signature_mismatch));
+  BOOST_TEST(is_v1_entry_signature(trusted, e, v1));
+  BOOST_TEST(!is_v1_entry_signature(trusted, e, sign_entry(key, e)));
+}
+
+BOOST_AUTO_TEST_CASE(statements_of_one_kind_never_verify_as_another) {
+  auto key = rfc_key("ops-1");
+  trusted_keys trusted({to_public_key(key)});
+  rollback_statement rb{"web-01", std::string(path), created_at, created_at + std::chrono::hours(1), "bad kernel", {}};
+  sign_rollback(key, rb);
+  BOOST_TEST(!verify_rollback(trusted, rb));
+  BOOST_TEST(rollback_signing_payload(rb).starts_with("nixfleet-rollback-v1\n"));
+  auto other_host = rb;
+  other_host.hostname = "web-02";
+  BOOST_TEST(verify_rollback(trusted, other_host) == make_error_code(errc::signature_mismatch));
+  auto longer = rb;
+  longer.expires_at += std::chrono::hours(1);
+  BOOST_TEST(verify_rollback(trusted, longer) == make_error_code(errc::signature_mismatch));
+
+  revocation_list rl{3, created_at, {"r-1"}, {std::string(path)}, {"ops-0"}, {}};
+  sign_revocations(key, rl);
+  BOOST_TEST(!verify_revocations(trusted, rl));
+  auto forgiven = rl;
+  forgiven.releases.clear();
+  BOOST_TEST(verify_revocations(trusted, forgiven) == make_error_code(errc::signature_mismatch));
+  // The same signature over the same fields, presented as another kind of statement.
+  BOOST_TEST(trusted.verify(entry_signing_payload(sample_entry()), rl.signature).failed());
+}
+
+BOOST_AUTO_TEST_CASE(expired_and_revoked_keys_are_refused) {
+  auto key = rfc_key("ops-1");
+  trusted_keys trusted;
+  trusted.add(to_public_key(key), created_at);
+  const auto sig = sign(key, "message").to_string();
+  BOOST_TEST(!trusted.verify("message", sig, {.now = created_at}));
+  BOOST_TEST(!trusted.verify("message", sig));  // no time given: not judged
+  BOOST_TEST(trusted.verify("message", sig, {.now = created_at + std::chrono::milliseconds(1)}) ==
+             make_error_code(errc::key_expired));
+  const std::vector<std::string> revoked = {"ops-1"};
+  BOOST_TEST(trusted.verify("message", sig, {.now = created_at, .revoked_keys = revoked}) ==
+             make_error_code(errc::key_revoked));
 }
 
 BOOST_AUTO_TEST_CASE(untrusted_malformed_and_flipped_signatures_are_refused) {

@@ -56,12 +56,30 @@ BOOST_AUTO_TEST_CASE(identifiers_follow_the_machine_id_grammar) {
 
 BOOST_AUTO_TEST_CASE(cache_urls_are_absolute_with_a_known_scheme) {
   for (auto s : {"https://cache.example.org", "http://127.0.0.1:8080/cache", "file:///var/cache/nix",
-                 "s3://bucket?region=eu-west-1", "ssh://builder", "ssh-ng://nix@builder"})
+                 "s3://bucket", "ssh://builder", "ssh-ng://builder"})
     BOOST_TEST(!check_cache_url(s), s);
   for (auto s : {"", "cache.example.org", "ftp://x", "https://", "https:// example.org", "-oProxyCommand=x",
                  "https://example.org/\n", "file:relative", "javascript:alert(1)"})
     BOOST_TEST(check_cache_url(s).failed(), s);
   BOOST_TEST(check_http_url("ssh://x").failed());
+}
+
+BOOST_AUTO_TEST_CASE(network_cache_urls_carry_no_store_parameters) {
+  // Nix takes store settings from the query: over the network, none is accepted.
+  for (auto s : {"file:///srv/cache?trusted=1", "https://cache.example.org/?trusted=true", "s3://bucket?region=eu-west-1",
+                 "ssh://builder?remote-program=/tmp/x", "ssh-ng://nix@builder", "ssh://h?ssh-key=/root/.ssh/id",
+                 "https://user:pw@cache.example.org", "https://cache.example.org/#frag"})
+    BOOST_TEST(check_cache_url(s).failed(), s);
+  // Fetchable from a release: http(s) and s3 only, never a file path or a remote command.
+  for (auto s : {"https://cache.example.org", "http://127.0.0.1:8081", "s3://bucket"})
+    BOOST_TEST(!check_fetchable_cache_url(s), s);
+  for (auto s : {"file:///var/cache/nix", "ssh://builder", "ssh-ng://builder", "https://c/?trusted=1"})
+    BOOST_TEST(check_fetchable_cache_url(s).failed(), s);
+  // The host's own caches may have parameters, never `trusted`.
+  for (auto s : {"s3://bucket?region=eu-west-1", "ssh-ng://nix@builder?ssh-key=/etc/nix/key", "file:///srv/cache"})
+    BOOST_TEST(!check_local_cache_url(s), s);
+  for (auto s : {"file:///srv/cache?trusted=1", "s3://b?region=x&trusted=true", "ftp://x"})
+    BOOST_TEST(check_local_cache_url(s).failed(), s);
   BOOST_TEST(!check_http_url("https://coordinator:8443"));
 }
 

@@ -43,10 +43,18 @@ struct agent_config {
   std::string state_dir = "/var/lib/nixfleet-agent";
   std::string profile = "/nix/var/nix/profiles/system";
 
-  // Operator keys whose release-entry signatures this host accepts; empty: signatures unchecked.
-  std::vector<protocol::public_key> trusted_keys;
+  // Operator keys whose signatures (release entries, rollback statements, revocation lists) this
+  // host accepts, each optionally with a not_after time. Without any the agent does not start,
+  // unless allow_unsigned says so explicitly.
+  protocol::trusted_keys trusted_keys;
+  bool allow_unsigned = false;
+  // Refuse to newly activate a release signed longer ago than this; off when absent.
+  std::optional<std::chrono::milliseconds> max_target_age;
   // Binary cache keys for `require-sigs` when fetching closures.
   std::vector<protocol::public_key> cache_public_keys;
+  // This host's own binary caches, tried before the (signed) caches a release names; the only
+  // place where store parameters (`?region=`, `?ssh-key=`) or file/ssh caches may be given.
+  std::vector<std::string> caches;
 
   std::chrono::milliseconds fetch_timeout{std::chrono::minutes(30)};
   std::uint64_t min_free_mb = 1024;

@@ -30,6 +30,8 @@ enum class errc {
   signature_mismatch,
   not_finite,
   crypto_failure,
+  key_expired,
+  key_revoked,
 };
 
 const boost::system::error_category& protocol_category() noexcept;

@@ -3,6 +3,9 @@
 
 #include "nixfleet/protocol/error.hpp"
 #include "nixfleet/protocol/time.hpp"
+#include "nixfleet/protocol/types.hpp"
+
+#include <optional>
 
 #include <array>
 #include <cstdint>
@@ -65,35 +68,80 @@ secret_key generate_secret_key(std::string name);
 // Detached ed25519 signature of `message`.
 signature sign(const secret_key& key, std::string_view message);
 
-// The set of keys an agent or operator trusts.
+// What a verification is judged against besides the keys: the time (for keys with `not_after`)
+// and the operator key names the revocation list has withdrawn.
+struct verify_options {
+  std::optional<timestamp> now;
+  std::span<const std::string> revoked_keys;
+};
+
+// The set of keys an agent or operator trusts; a key may carry a `not_after` time after which
+// signatures by it are refused.
 class trusted_keys {
  public:
   trusted_keys() = default;
-  explicit trusted_keys(std::vector<public_key> keys) : keys_(std::move(keys)) {}
-  void add(public_key k) { keys_.push_back(std::move(k)); }
+  explicit trusted_keys(std::vector<public_key> keys) : keys_(std::move(keys)), not_after_(keys_.size()) {}
+  void add(public_key k, std::optional<timestamp> not_after = std::nullopt) {
+    keys_.push_back(std::move(k));
+    not_after_.push_back(not_after);
+  }
   bool empty() const noexcept { return keys_.empty(); }
   const std::vector<public_key>& keys() const noexcept { return keys_; }
+  const std::optional<timestamp>& not_after(std::size_t i) const { return not_after_.at(i); }
 
   // Empty on success; errc::invalid_signature (malformed), errc::unknown_signer (no trusted key of
-  // that name), errc::signature_mismatch (a trusted key of that name, wrong signature).
-  boost::system::error_code verify(std::string_view message, std::string_view signature_text) const;
+  // that name), errc::signature_mismatch (a trusted key of that name, wrong signature),
+  // errc::key_revoked (the signer's name is in opts.revoked_keys), errc::key_expired (the signing
+  // key's not_after is before opts.now).
+  boost::system::error_code verify(std::string_view message, std::string_view signature_text,
+                                   const verify_options& opts = {}) const;
 
  private:
   std::vector<public_key> keys_;
+  std::vector<std::optional<timestamp>> not_after_;
 };
 
-// What a release entry's signature covers: canonical JSON of
-// {created_at, hostname, release_id, store_path}.
-std::string entry_signing_payload(std::string_view release_id, std::string_view hostname,
-                                  std::string_view store_path, timestamp created_at);
+// Every field of a release entry an agent acts on: what the v2 entry signature covers.
+struct entry_statement {
+  std::string release_id;
+  std::string hostname;
+  std::string store_path;
+  timestamp created_at{};
+  activation_mode activation = activation_mode::switch_;
+  std::vector<std::string> cache_urls;
+  std::uint64_t sequence = 0;
+};
 
-// `name:base64` signature of the entry payload.
-std::string sign_entry(const secret_key& key, std::string_view release_id, std::string_view hostname,
-                       std::string_view store_path, timestamp created_at);
+// The statement of what a desired state asks for, as the agent checks it.
+entry_statement entry_statement_of(const desired_state& d);
 
-boost::system::error_code verify_entry(const trusted_keys& keys, std::string_view release_id,
-                                       std::string_view hostname, std::string_view store_path,
-                                       timestamp created_at, std::string_view signature_text);
+// Domain-separated payloads: the prefix line keeps a signature over one kind of statement from
+// ever verifying as another (or as a narinfo, which the same keys may sign).
+// "nixfleet-entry-v2\n" + RFC 8785 JSON of the statement.
+std::string entry_signing_payload(const entry_statement& e);
+std::string sign_entry(const secret_key& key, const entry_statement& e);
+boost::system::error_code verify_entry(const trusted_keys& keys, const entry_statement& e,
+                                       std::string_view signature_text, const verify_options& opts = {});
+
+// True when `signature_text` is a valid signature of the old v1 payload (canonical JSON of
+// {created_at, hostname, release_id, store_path}, no prefix): agents refuse it, and say why.
+bool is_v1_entry_signature(const trusted_keys& keys, const entry_statement& e, std::string_view signature_text);
+// The v1 payload, kept only to recognise v1 signatures.
+std::string entry_signing_payload_v1(std::string_view release_id, std::string_view hostname,
+                                     std::string_view store_path, timestamp created_at);
+
+// "nixfleet-rollback-v1\n" + RFC 8785 JSON of {expires_at, hostname, issued_at, reason, store_path}.
+std::string rollback_signing_payload(const rollback_statement& s);
+// Fills s.signature.
+void sign_rollback(const secret_key& key, rollback_statement& s);
+boost::system::error_code verify_rollback(const trusted_keys& keys, const rollback_statement& s,
+                                          const verify_options& opts = {});
+
+// "nixfleet-revocations-v1\n" + RFC 8785 JSON of {issued_at, keys, releases, sequence, store_paths}.
+std::string revocations_signing_payload(const revocation_list& r);
+void sign_revocations(const secret_key& key, revocation_list& r);
+boost::system::error_code verify_revocations(const trusted_keys& keys, const revocation_list& r,
+                                             const verify_options& opts = {});
 
 // Nix's narinfo fingerprint: `1;<path>;<narHash>;<narSize>;<ref>,<ref>…` (refs as full paths).
 std::string narinfo_fingerprint(std::string_view store_path, std::string_view nar_hash, std::uint64_t nar_size,

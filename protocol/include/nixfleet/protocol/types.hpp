@@ -29,6 +29,9 @@ struct limits {
   static constexpr std::size_t max_entries = 100000;
   static constexpr std::size_t max_waves = 32;
   static constexpr std::size_t max_list_items = 100000;
+  static constexpr std::size_t max_revocations = 4096;
+  // Sequences are signed as JSON numbers: exact only below 2^53.
+  static constexpr std::uint64_t max_sequence = (std::uint64_t{1} << 53) - 1;
 };
 
 // --- enumerations (wire spelling in comments) ---------------------------------------------
@@ -85,6 +88,35 @@ struct size_spec {
 // Counts up to 1,000,000; percentages 0..100 (waves must be ≥ 1, checked by the decoder).
 boost::system::result<size_spec> parse_size_spec(std::string_view s);
 
+// --- operator statements (architecture §4) -----------------------------------------------
+
+// An operator's approval for one host to go back to an older store path than the newest release
+// it has accepted: signed with an operator key, valid until `expires_at`, and only once (its
+// `issued_at` must be newer than anything the host accepted before).
+struct rollback_statement {
+  std::string hostname;
+  std::string store_path;
+  timestamp issued_at{};
+  timestamp expires_at{};
+  std::string reason;
+  std::string signature;  // `name:base64` over rollback_signing_payload
+
+  friend bool operator==(const rollback_statement&, const rollback_statement&) = default;
+};
+
+// The operator-signed revocation list: releases, store paths and operator key names that no agent
+// may activate (or trust) any more. `sequence` only grows, so an older list cannot be replayed.
+struct revocation_list {
+  std::uint64_t sequence = 0;
+  timestamp issued_at{};
+  std::vector<std::string> releases;
+  std::vector<std::string> store_paths;
+  std::vector<std::string> keys;
+  std::string signature;  // `name:base64` over revocations_signing_payload
+
+  friend bool operator==(const revocation_list&, const revocation_list&) = default;
+};
+
 // --- agent routes ------------------------------------------------------------------------
 
 struct desired_state {
@@ -98,6 +130,12 @@ struct desired_state {
   std::optional<std::string> entry_signature;
   timestamp release_created_at{};
   std::optional<std::uint32_t> poll_hint;  // seconds
+  // The release's place in the fleet's signed order (0: not from a signed v2 release).
+  std::uint64_t release_sequence = 0;
+  // Present when an operator approved going back to an older path than the host accepted.
+  std::optional<rollback_statement> rollback;
+  // The sequence of the coordinator's current revocation list, so that agents fetch it when new.
+  std::optional<std::uint64_t> revocations_sequence;
 
   friend bool operator==(const desired_state&, const desired_state&) = default;
 };
@@ -163,6 +201,8 @@ struct release_entry {
 struct release_request {
   std::string id;
   timestamp created_at{};
+  std::uint64_t sequence = 0;  // monotonic per fleet, covered by the signatures
+  activation_mode activation = activation_mode::switch_;  // covered by the signatures
   std::optional<std::string> flake_ref;
   std::optional<std::string> flake_rev;
   std::vector<std::string> cache_urls;
@@ -174,6 +214,8 @@ struct release_request {
 struct release {
   std::string id;
   timestamp created_at{};
+  std::uint64_t sequence = 0;
+  activation_mode activation = activation_mode::switch_;
   std::string created_by;
   std::optional<std::string> flake_ref;
   std::optional<std::string> flake_rev;
@@ -313,6 +355,8 @@ struct machine_update {
 // POST /api/v1/machines/{id}/rollback: to the given path, or the previous confirmed one.
 struct rollback_request {
   std::optional<std::string> store_path;
+  // Needed by agents when store_path is older than the newest release the host accepted.
+  std::optional<rollback_statement> statement;
   friend bool operator==(const rollback_request&, const rollback_request&) = default;
 };
 

@@ -23,8 +23,16 @@ boost::system::error_code check_store_path(std::string_view s);
 // True for the 32 characters of Nix's base32 alphabet.
 bool is_nix_base32(char c) noexcept;
 
-// A binary cache or substituter URL: http, https, file, s3, ssh or ssh-ng; absolute; no whitespace.
+// A binary cache URL as it travels over the network (release cache_urls): http, https, file, s3,
+// ssh or ssh-ng; absolute; no whitespace; no query (Nix store parameters), fragment or user part.
 boost::system::error_code check_cache_url(std::string_view s);
+
+// A release's cache URL the agent will fetch from: check_cache_url, and http, https or s3 only.
+boost::system::error_code check_fetchable_cache_url(std::string_view s);
+
+// A cache in the host's own configuration: any of the schemes above, store parameters allowed
+// except `trusted` (which would turn signature checks off).
+boost::system::error_code check_local_cache_url(std::string_view s);
 
 // An http(s) URL (coordinator address, probe targets).
 boost::system::error_code check_http_url(std::string_view s);

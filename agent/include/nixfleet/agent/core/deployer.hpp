@@ -30,6 +30,8 @@ struct in_flight {
   phase stage = phase::activating;
   std::string reason;   // why a rollback started
   bool manual = false;  // a break-glass rollback: nothing to quarantine
+  // The high-water mark once this target is accepted (absent for a break-glass rollback).
+  std::optional<high_water> accepts;
   friend bool operator==(const in_flight&, const in_flight&) = default;
 };
 
@@ -72,9 +74,17 @@ struct set_last_good_action {
 struct wait_action {  // call on_timer at `until`
   time_point until;
 };
+// A target was accepted (confirmed, or staged for boot): raise the high-water mark to `accepted`
+// (never lower it), remember the one step back and what is staged for boot.
+struct accept_action {
+  high_water accepted;
+  std::string step_back;
+  std::optional<std::string> staged_boot;
+};
 
 using action = std::variant<report_action, fetch_action, write_record_action, activate_action, probe_round_action,
-                            rollback_action, clear_record_action, quarantine_action, set_last_good_action, wait_action>;
+                            rollback_action, clear_record_action, quarantine_action, set_last_good_action, wait_action,
+                            accept_action>;
 using actions = std::vector<action>;
 
 // --- the machine -----------------------------------------------------------------------------
@@ -122,6 +132,7 @@ class deployer {
   deployer_config cfg_;
   stage stage_ = stage::idle;
   std::optional<protocol::desired_state> target_;
+  std::optional<high_water> target_accepts_;  // the high-water mark once target_ is accepted
   std::optional<in_flight> record_;
   std::optional<health::gate> gate_;
   std::string running_;

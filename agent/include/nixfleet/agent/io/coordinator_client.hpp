@@ -28,6 +28,11 @@ struct ack_result {
   std::string error;
 };
 
+struct revocations_result {
+  std::optional<protocol::revocation_list> list;  // decoded; its signature is the caller's to check
+  std::string error;
+};
+
 class coordinator_client {
  public:
   virtual ~coordinator_client() = default;
@@ -35,6 +40,8 @@ class coordinator_client {
   virtual boost::asio::awaitable<poll_result> get_desired(std::string etag) = 0;
   // POST /api/v1/machines/{id}/reports.
   virtual boost::asio::awaitable<ack_result> post_reports(std::vector<protocol::report> batch) = 0;
+  // GET /api/v1/revocations.
+  virtual boost::asio::awaitable<revocations_result> get_revocations() = 0;
 };
 
 // HTTP(S) with Beast: TLS verified against tls.ca_file (or the system store), the client

@@ -29,7 +29,13 @@ class deploy_driver {
   boost::asio::awaitable<void> start();
 
   // One desired state from the poller (ignored while a deployment runs). Completes when idle.
-  boost::asio::awaitable<void> deliver(protocol::desired_state desired, const protocol::trusted_keys& keys);
+  // `trust` (and the keys it points to) must outlive the call.
+  boost::asio::awaitable<void> deliver(protocol::desired_state desired, const core::trust_policy& trust);
+
+  // A revocation list fetched from the coordinator: kept (durably) when its signature verifies
+  // with the trusted keys and it is newer than the one held; a running generation it revokes is
+  // reported. Returns why it was refused, or empty.
+  boost::asio::awaitable<std::string> offer_revocations(protocol::revocation_list list, const core::trust_policy& trust);
 
   // Break-glass rollback to the newest confirmed path that is not running.
   boost::asio::awaitable<void> manual_rollback();
@@ -40,7 +46,7 @@ class deploy_driver {
   persistent_state& state() noexcept { return state_; }
   agent_metrics& metrics() noexcept { return metrics_; }
   const std::string& machine_id() const noexcept { return machine_id_; }
-  core::host_facts facts(const protocol::trusted_keys& keys);
+  core::host_facts facts(const core::trust_policy& trust);
 
   // Builds a full report from an action (seq is assigned by the outbox).
   protocol::report stamp(const core::report_action& a);

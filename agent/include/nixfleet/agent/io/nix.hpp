@@ -11,15 +11,16 @@ namespace nixfleet::agent::io {
 
 struct nix_settings {
   std::vector<protocol::public_key> cache_public_keys;  // require-sigs with these keys
+  std::vector<std::string> caches;  // the host's own caches, tried first (agent_config::caches)
   std::chrono::milliseconds fetch_timeout{std::chrono::minutes(30)};
   std::chrono::milliseconds command_timeout{std::chrono::minutes(2)};
   std::uint64_t min_free_mb = 1024;
   std::filesystem::path store_dir = "/nix/store";
 };
 
-// The NIX_CONFIG the agent runs Nix commands with: no network waits on the default substituters,
-// signatures required with the caches' keys.
-std::string nix_config_for(const nix_settings& s, const std::vector<std::string>& substituters);
+// The NIX_CONFIG the agent runs Nix commands with: no substituters at all (nothing from the
+// network ever becomes one), signatures required with only the configured cache keys.
+std::string nix_config_for(const nix_settings& s);
 
 class nix_cli final : public nix_runner {
  public:

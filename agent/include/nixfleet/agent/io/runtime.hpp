@@ -43,6 +43,8 @@ class agent_runtime {
   boost::asio::awaitable<void> report_loop();
   boost::asio::awaitable<void> health_loop();
   boost::asio::awaitable<void> sleep_for(std::chrono::milliseconds d);
+  // Fetches the coordinator's revocation list when the desired state announces a newer one.
+  boost::asio::awaitable<void> refresh_revocations(std::optional<std::uint64_t> announced);
 
   const agent_config& cfg_;
   runtime_seams seams_;
@@ -51,6 +53,7 @@ class agent_runtime {
   core::deployer machine_;
   deploy_driver driver_;
   protocol::trusted_keys keys_;
+  core::trust_policy trust_;
   std::mt19937_64 rng_;
 };
 

@@ -21,6 +21,12 @@ struct persistent_state {
   std::vector<std::string> confirmed;
   std::vector<core::quarantine_entry> quarantine;  // newest last, at most 64 kept
   bool hold = false;
+  // Anti-downgrade (architecture §4): the newest signed release accepted, the one step back from
+  // it, a target staged for the next boot, and the newest verified revocation list.
+  std::optional<core::high_water> accepted;
+  std::optional<std::string> step_back;
+  std::optional<std::string> staged_boot;
+  std::optional<protocol::revocation_list> revocations;
   friend bool operator==(const persistent_state&, const persistent_state&) = default;
 };
 

@@ -85,9 +85,10 @@ struct change_set {
   std::vector<key_record> keys;
   std::vector<std::string> deleted_keys;
   std::vector<audit_entry> audit;  // appended in order and chained
+  std::optional<protocol::revocation_list> revocations;  // replaces the stored list
 
   bool empty() const noexcept {
-    return machines.empty() && deleted_machines.empty() && reports.empty() && releases.empty() &&
+    return machines.empty() && deleted_machines.empty() && reports.empty() && releases.empty() && !revocations &&
            deleted_releases.empty() && rollouts.empty() && keys.empty() && deleted_keys.empty() && audit.empty();
   }
 };
@@ -97,6 +98,7 @@ struct loaded_state {
   std::vector<protocol::release> releases;
   std::vector<protocol::rollout_detail> rollouts;
   std::vector<key_record> keys;
+  std::optional<protocol::revocation_list> revocations;
 };
 
 struct audit_query {
