@@ -394,3 +394,14 @@ def test_13_a_tampering_coordinator_cannot_make_a_host_run_what_the_operator_did
     assert r["status"] == "completed", [e["message"] for e in r["events"]]
     for n, h in hosts.items():
         assert h.current() == final[n]
+
+    # 6. Going back further than one step needs the operator's signed statement.
+    fleet.cli("rollback", "--host", "web-2", "--to", old["web-2"])
+    wait_for("web-2 to refuse going back two steps without a statement",
+             rejected_with(fleet, "web-2", old["web-2"], "not its one step back"), timeout=30)
+    assert hosts["web-2"].current() == final["web-2"]
+    fleet.cli("rollback", "--host", "web-2", "--to", old["web-2"], "--sign-key", str(fleet.op_secret),
+              "--reason", "scenario 13")
+    wait_for("web-2 to go back with the statement", lambda: hosts["web-2"].current() == old["web-2"], timeout=60)
+    wait_for("web-2 to confirm it", lambda: fleet.machine("web-2")["history"][0]["store_path"] == old["web-2"],
+             timeout=60)
