@@ -13,8 +13,9 @@ trap 'kill $agent $ref 2>/dev/null || true; rm -rf "$work"' EXIT
 cat > "$work/agent.json" <<JSON
 {"machine_id": "bench-01", "coordinator_url": "http://127.0.0.1:1", "allow_insecure_http": true,
  "state_dir": "$work/state", "control_socket": "$work/control.sock", "health_config": "$work/none.json",
- "log_level": "error"}
+ "log_level": "error", "trusted_keys": ["bench-1:SqzA8d7ok1nayRg0TVpL7g14GYEJyYx2TMPulfFKJAY="]}
 JSON
+"$bin" check-config --config "$work/agent.json" >/dev/null  # a refused configuration fails here, loudly
 "$bin" run --config "$work/agent.json" 2>/dev/null & agent=$!
 sleep "$seconds" & ref=$!
 sleep 2

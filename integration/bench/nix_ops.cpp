@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
   io::nix_settings ns;
   ns.cache_public_keys = {*key};
   ns.min_free_mb = 0;
+  ns.caches = {cache};  // a file:// cache: the host's own configuration, as a release may not name one
   io::nix_cli nix(ns);
   io::activation_settings as;
   as.how = io::activation_settings::runner::direct;
@@ -121,7 +122,7 @@ int main(int argc, char** argv) {
       const bool agent_turn = (turn == 0) == (i % 2 == 0);
       const auto t = clk::now();
       if (agent_turn) {
-        agent_step(ctx, [&] { return nix.fetch(fetch_path, {cache}); });
+        agent_step(ctx, [&] { return nix.fetch(fetch_path, {}); });
         fetch_agent.v.push_back(ms_since(t));
       } else {
         by_hand({"nix", "copy", "--from", cache, fetch_path}, nix_config);

@@ -1,4 +1,5 @@
-// Fuzzes every wire-type decoder, canonical JSON and the signature parsers with the same input.
+// Fuzzes every wire-type decoder, canonical JSON, the signed statements' payloads and the signature
+// parsers with the same input.
 // Property checked beyond "no crash": whatever decodes re-encodes to something that decodes to
 // the same value.
 #include "nixfleet/protocol/canonical_json.hpp"
@@ -37,7 +38,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                  release_request, release, release_change, release_diff, rollout_target, rollout_request,
                  rollout_host, rollout_wave, rollout_event, rollout_detail, resume_request, confirmed_generation,
                  machine_status, machine_update, rollback_request, audit_event, key_request, api_key_info,
-                 created_key, error_body>(text);
+                 created_key, error_body, rollback_statement, revocation_list>(text);
+
+  // What an agent computes from a decoded statement to check its signature never fails.
+  if (auto d = parse<desired_state>(text)) {
+    (void)entry_signing_payload(entry_statement_of(*d));
+    if (d->rollback) (void)rollback_signing_payload(*d->rollback);
+  }
+  if (auto r = parse<revocation_list>(text)) (void)revocations_signing_payload(*r);
 
   // Canonical form is a fixed point.
   if (auto c = canonicalize_text(text)) {
