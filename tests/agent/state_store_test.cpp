@@ -26,7 +26,8 @@ struct fixture {
   }
   core::in_flight record() const {
     return core::in_flight{path_b, path_a, "r-1", std::string("ro-1"), 2, protocol::activation_mode::switch_,
-                           core::in_flight::phase::rolling_back, "health gate failed", false};
+                           core::in_flight::phase::rolling_back, "health gate failed", false,
+                           core::high_water{9, protocol::parse_time("2026-11-25T18:00:00.000Z").value(), "r-1"}};
   }
   std::string slurp(const fs::path& p) const {
     std::ifstream in(p);
@@ -67,6 +68,27 @@ BOOST_AUTO_TEST_CASE(state_round_trips_and_caps_the_quarantine) {
   BOOST_TEST(l.value.hold);
   BOOST_REQUIRE(l.value.quarantine.size() == 64u);
   BOOST_TEST(l.value.quarantine.back().attempt == 99u);  // the newest are kept
+}
+
+BOOST_AUTO_TEST_CASE(anti_downgrade_state_and_the_signed_revocation_list_survive_a_restart) {
+  io::persistent_state s;
+  s.accepted = core::high_water{12, protocol::parse_time("2026-11-25T18:00:00.000Z").value(), "r-12"};
+  s.step_back = path_a;
+  s.staged_boot = path_b;
+  auto key = protocol::generate_secret_key("ops-1");
+  protocol::revocation_list list{3, protocol::parse_time("2026-11-25T19:00:00.000Z").value(), {"r-2"}, {path_a}, {"ops-0"}, {}};
+  protocol::sign_revocations(key, list);
+  s.revocations = list;
+  BOOST_TEST(!test::run_sync(store.save_state(s)));
+  auto l = store.load_state();
+  BOOST_TEST(!l.problem.has_value());
+  BOOST_TEST((l.value.accepted == s.accepted));
+  BOOST_TEST((l.value.step_back == s.step_back));
+  BOOST_TEST((l.value.staged_boot == s.staged_boot));
+  BOOST_TEST((l.value.revocations == s.revocations));
+  // Still verifies after the round trip: kept exactly as signed.
+  protocol::trusted_keys trust({protocol::to_public_key(key)});
+  BOOST_TEST(!protocol::verify_revocations(trust, *l.value.revocations));
 }
 
 BOOST_AUTO_TEST_CASE(torn_file_is_detected_and_set_aside) {
