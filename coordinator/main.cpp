@@ -186,6 +186,14 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ValidationError& e) {
+    // A flag value out of its range is a configuration error like any other: 78, not CLI11's own
+    // code, so that a supervisor (and the NixOS module's users) can tell it from a crash.
+    app.exit(e);
+    return exit_config;
+  } catch (const CLI::ConversionError& e) {
+    app.exit(e);
+    return exit_config;
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -104,4 +104,14 @@ set +e
 rc=$?
 set -e
 [ "$rc" -eq 78 ] || fail "neither TLS nor insecure_http was accepted (exit $rc)"
+# A flag value out of its range is a configuration error too (78), not the parser's own code.
+for bad in 'poll_hint = 5000;' 'idle_timeout = 0;' 'max_connections = 0;'; do
+  mapfile -t args < <(python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' \
+    "$(eval_json "import $src/coordinator/render.nix { settings = { db = \"/tmp/e.db\"; listen = \"127.0.0.1:1\"; insecure_http = true; $bad }; }")")
+  set +e
+  "$coordinator" check-config "${args[@]}" >/dev/null 2>&1
+  rc=$?
+  set -e
+  [ "$rc" -eq 78 ] || fail "coordinator setting '$bad' exits $rc, not 78"
+done
 echo "coordinator: ${#coordinator_sets[@]} option sets accepted, a bad one refused"
