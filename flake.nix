@@ -31,10 +31,13 @@
         default = self.apps.${pkgs.stdenv.hostPlatform.system}.nixfleet;
       });
 
+      # The modules build the package with the host's own pkgs and never set nixpkgs.* (which
+      # read-only pkgs, `nixosSystem { pkgs = …; }` and VM tests forbid); the overlay is there for
+      # those who want pkgs.nixfleet.
       nixosModules = {
-        agent = { imports = [ ./agent/module.nix ]; nixpkgs.overlays = [ self.overlays.default ]; };
-        coordinator = { imports = [ ./coordinator/module.nix ]; nixpkgs.overlays = [ self.overlays.default ]; };
-        default = { imports = [ self.nixosModules.agent self.nixosModules.coordinator ]; };
+        agent = ./agent/module.nix;
+        coordinator = ./coordinator/module.nix;
+        default = { imports = [ ./agent/module.nix ./coordinator/module.nix ]; };
       };
 
       # A host definition in a few lines: a nixosSystem with the agent wired to a coordinator.

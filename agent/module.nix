@@ -46,8 +46,9 @@ in
 
     package = mkOption {
       type = types.package;
-      default = pkgs.nixfleet-agent;
-      defaultText = lib.literalExpression "pkgs.nixfleet-agent";
+      # Built with the host's own pkgs: the module never touches nixpkgs.* (read-only pkgs work).
+      default = pkgs.callPackage ../nix/package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
       description = "Package providing nixfleet-agent and nixfleet-probe-host.";
     };
 
@@ -71,7 +72,7 @@ in
               options = {
                 ca_file = nullable types.str "CA to verify the coordinator.";
                 cert_file = nullable types.str "Client certificate.";
-                key_file = nullable types.str "Client certificate key.";
+                key_file = nullable types.str "Client certificate key, a path outside the store (never in /nix/store).";
               };
             });
           };

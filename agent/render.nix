@@ -15,6 +15,14 @@ let
   allowUnsigned = (settings.allow_unsigned or null) == true;
   caches = settings.caches or null;
   weakCaches = builtins.filter (c: builtins.match ".*[?&]trusted=.*" c != null) (if caches == null then [ ] else caches);
+  get = n: settings.${n} or null;
+  atLeast = n: lo: get n == null || get n >= lo;
+  url = settings.coordinator_url or "";
+  machineId = settings.machine_id or null;
+  tls = if (settings.tls or null) == null then { } else settings.tls;
+  keyFile = tls.key_file or null;
+  opt = "services.nixfleet-agent.settings";
+  durations = [ "poll_interval_s" "retry_interval_s" "request_timeout_s" "health_interval_s" "fetch_timeout_s" "activation_timeout_s" ];
 in
 {
   agent = clean (settings // { health_config = healthConfigPath; });
@@ -31,6 +39,29 @@ in
       assertion = !(hasKeys && allowUnsigned);
       message = "services.nixfleet-agent.settings.allow_unsigned cannot be set together with trusted_keys.";
     }
+    {
+      assertion = builtins.match "https?://.+" url != null
+        && (builtins.substring 0 8 url == "https://" || (get "allow_insecure_http") == true);
+      message = "${opt}.coordinator_url must be https://… (plain http:// only with allow_insecure_http = true), got ${url}";
+    }
+    {
+      assertion = machineId == null || builtins.match "[A-Za-z0-9][A-Za-z0-9._-]{0,127}" machineId != null;
+      message = "${opt}.machine_id (the hostname by default) must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}, got \"${toString machineId}\"";
+    }
+    {
+      assertion = (tls.cert_file or null == null) == (keyFile == null);
+      message = "${opt}.tls.cert_file and key_file go together";
+    }
+    {
+      assertion = keyFile == null || builtins.substring 0 11 keyFile != "/nix/store/";
+      message = "${opt}.tls.key_file is a Nix store path: give a path outside the store (the key would be world-readable)";
+    }
+    {
+      assertion = builtins.all (n: atLeast n 1) durations;
+      message = "${opt}: ${builtins.concatStringsSep ", " durations} must be at least 1 second";
+    }
+    { assertion = atLeast "outbox_limit" 100; message = "${opt}.outbox_limit: at least 100"; }
+    { assertion = atLeast "max_target_age_s" 60; message = "${opt}.max_target_age_s: at least 60 seconds"; }
     {
       assertion = weakCaches == [ ];
       message = "services.nixfleet-agent.settings.caches: `trusted=` would switch signature checks off: "

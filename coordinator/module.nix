@@ -2,12 +2,15 @@
 # flags one to one; coordinator/render.nix turns them into the command line, which
 # `nixfleet-coordinator check-config` accepts (checked in CI). TLS files reach the service as
 # systemd credentials, so the dynamic user never needs read access to them.
-{ config, lib, pkgs, ... }:
+{ config, lib, pkgs, utils, ... }:
 let
   inherit (lib) mkOption mkEnableOption mkIf types;
   cfg = config.services.nixfleet-coordinator;
   s = cfg.settings;
-  args = import ./render.nix { settings = s; credentialsDir = "%d"; };
+  # The credentials directory is systemd's `%d` specifier: rendered as a token that escaping leaves
+  # alone, replaced after escaping (which doubles every `%` the settings themselves carry).
+  credentialsToken = "@nixfleet-credentials-directory@";
+  args = import ./render.nix { settings = s; credentialsDir = credentialsToken; };
   nullable = type: description: mkOption { type = types.nullOr type; default = null; inherit description; };
   credentials = lib.filter (x: x != null) [
     (if s.tls_cert != null then "tls-cert:${s.tls_cert}" else null)
@@ -18,7 +21,7 @@ let
     # Runs `nixfleet-coordinator keys create` as the service's user, on its database.
     exec ${config.systemd.package}/bin/systemd-run --quiet --wait --pipe --collect \
       -p DynamicUser=yes -p User=nixfleet-coordinator -p StateDirectory=nixfleet-coordinator \
-      ${cfg.package}/bin/nixfleet-coordinator keys create --db ${s.db} "$@"
+      ${cfg.package}/bin/nixfleet-coordinator keys create --db ${lib.escapeShellArg s.db} "$@"
   '';
 in
 {
@@ -27,8 +30,9 @@ in
 
     package = mkOption {
       type = types.package;
-      default = pkgs.nixfleet-coordinator;
-      defaultText = lib.literalExpression "pkgs.nixfleet-coordinator";
+      # Built with the host's own pkgs: the module never touches nixpkgs.* (read-only pkgs work).
+      default = pkgs.callPackage ../nix/package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
       description = "Package providing nixfleet-coordinator.";
     };
 
@@ -45,9 +49,10 @@ in
             description = "SQLite database.";
           };
           listen = mkOption { type = types.str; default = "[::]:8443"; description = "API address, HOST:PORT."; };
-          tls_cert = nullable types.path "Server certificate chain (PEM).";
-          tls_key = nullable types.path "Server private key (PEM).";
-          client_ca = nullable types.path "CA whose client certificates identify agents.";
+          # Strings, not paths: a path literal would copy the file (the private key!) into the store.
+          tls_cert = nullable types.str "Server certificate chain (PEM), a path outside the store.";
+          tls_key = nullable types.str "Server private key (PEM), a path outside the store (never in /nix/store).";
+          client_ca = nullable types.str "CA whose client certificates identify agents.";
           require_client_cert = mkOption { type = types.bool; default = false; description = "Refuse clients without a certificate."; };
           insecure_http = mkOption { type = types.bool; default = false; description = "Serve plain HTTP (tests only)."; };
           metrics_listen = nullable types.str "Prometheus address, e.g. 127.0.0.1:9464.";
@@ -63,6 +68,7 @@ in
   };
 
   config = mkIf cfg.enable {
+    assertions = import ./assertions.nix { settings = s; };
     environment.systemPackages = [ cfg.package keys ];
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [
       (lib.toInt (lib.last (lib.splitString ":" s.listen)))
@@ -74,7 +80,9 @@ in
       after = [ "network.target" ];
       serviceConfig = {
         Type = "notify";
-        ExecStart = lib.escapeShellArgs ([ "${cfg.package}/bin/nixfleet-coordinator" "serve" ] ++ args);
+        # systemd's own quoting: `%` and `$` in a value are doubled, not expanded.
+        ExecStart = builtins.replaceStrings [ credentialsToken ] [ "%d" ]
+          (utils.escapeSystemdExecArgs ([ "${cfg.package}/bin/nixfleet-coordinator" "serve" ] ++ args));
         Restart = "always";
         RestartSec = 2;
         TimeoutStopSec = "20s";

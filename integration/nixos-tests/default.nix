@@ -32,12 +32,17 @@ let
     services.nixfleet-coordinator = {
       enable = true;
       settings = {
-        tls_cert = "${pki}/coordinator.crt";
-        tls_key = "${pki}/coordinator.key";
-        client_ca = "${pki}/ca.crt";
+        # Test-only keys, placed outside the store as an operator would (the module refuses a
+        # key under /nix/store).
+        tls_cert = "/etc/nixfleet/coordinator.crt";
+        tls_key = "/etc/nixfleet/coordinator.key";
+        client_ca = "/etc/nixfleet/ca.crt";
         poll_hint = 1;
       };
     };
+    environment.etc."nixfleet/coordinator.crt".source = "${pki}/coordinator.crt";
+    environment.etc."nixfleet/coordinator.key" = { source = "${pki}/coordinator.key"; mode = "0400"; };
+    environment.etc."nixfleet/ca.crt".source = "${pki}/ca.crt";
     services.nix-serve = { enable = true; secretKeyFile = "${pki}/op.sec"; };
     environment.systemPackages = [ pkgs.nixfleet ];
   };
@@ -46,11 +51,12 @@ let
   hostNode = name: { config, ... }: {
     imports = [ self.nixosModules.agent ];
     networking.hostName = name;
+    environment.etc."nixfleet/${name}.key" = { source = "${pki}/${name}.key"; mode = "0400"; };
     services.nixfleet-agent = {
       enable = true;
       settings = {
         coordinator_url = "https://coordinator:8443";
-        tls = { ca_file = "${pki}/ca.crt"; cert_file = "${pki}/${name}.crt"; key_file = "${pki}/${name}.key"; };
+        tls = { ca_file = "${pki}/ca.crt"; cert_file = "${pki}/${name}.crt"; key_file = "/etc/nixfleet/${name}.key"; };
         trusted_keys = [ opPublic ];
         cache_public_keys = [ opPublic ];
         poll_interval_s = 2;
@@ -84,6 +90,8 @@ let
     key = coordinator.succeed(
         "nixfleet-coordinator-keys --name test --role admin").strip()
     coordinator.succeed(f"echo {key} > /root/key && chmod 600 /root/key")
+    # The CLI refuses a signing key others can read (store files are world-readable).
+    coordinator.succeed("install -m 600 ${pki}/op.sec /root/op.sec")
     cli = ("NIXFLEET_COORDINATOR=https://coordinator:8443 NIXFLEET_CA_FILE=${pki}/ca.crt "
            "NIXFLEET_API_KEY_FILE=/root/key nixfleet ")
     for h in (host1, host2):
@@ -96,14 +104,14 @@ let
         # What the hosts run now, as a signed release, so that going back to it is accepted.
         entries = [f"--entry {h.name}=" + h.succeed("readlink -f /run/current-system").strip()
                    for h in (host1, host2)]
-        coordinator.succeed(cli + f"release create --id {rid} --sign-key ${pki}/op.sec " + " ".join(entries))
+        coordinator.succeed(cli + f"release create --id {rid} --sign-key /root/op.sec " + " ".join(entries))
 
     def release(rid, which):
         entries = []
         for h in (host1, host2):
             p = spec(h, which)
             entries.append(f"--entry {h.name}={p}")
-        coordinator.succeed(cli + f"release create --id {rid} --sign-key ${pki}/op.sec "
+        coordinator.succeed(cli + f"release create --id {rid} --sign-key /root/op.sec "
                             + "--cache-url http://coordinator:5000 " + " ".join(entries))
 
     def deploy(rid, *extra):

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The NixOS modules evaluated with nixpkgs' real `lib` (tests/nix/module_eval.nix: its module
+# system and types, NixOS's option declarations for what the modules set, read-only pkgs): good
+# settings give the units and files the binaries accept (ExecStart and agent.json go through
+# check-config); each bad setting the binaries refuse at start is refused at evaluation.
+# Usage: nix_modules_test.sh AGENT COORDINATOR SOURCE_DIR. nixpkgs' lib comes from $NIXPKGS_LIB,
+# else SOURCE_DIR/../shared/nixpkgs-lib/lib; without nix-instantiate or that lib: exit 77 (skipped).
+set -euo pipefail
+agent=$1 coordinator=$2 src=$3
+if ! command -v nix-instantiate >/dev/null; then
+  echo "nix-instantiate is not installed: skipping the module evaluation"
+  exit 77
+fi
+lib=${NIXPKGS_LIB:-}
+[ -n "$lib" ] || { [ -d "$src/../shared/nixpkgs-lib/lib" ] && lib=$(cd "$src/../shared/nixpkgs-lib/lib" && pwd); } || true
+if [ -z "$lib" ] || [ ! -f "$lib/default.nix" ]; then
+  echo "no nixpkgs lib (set NIXPKGS_LIB, or have ../shared/nixpkgs-lib/lib): skipping the module evaluation"
+  exit 77
+fi
+export NIX_CONFIG=$'build-users-group =\nsubstituters ='
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# evaluate MODULE CONFIG → JSON of {failed, warnings, etc, units, ports}
+evaluate() {
+  nix-instantiate --eval --strict --json "$src/tests/nix/module_eval.nix" --arg lib "import $lib" --arg src "$src" \
+    --argstr module "$1" --arg config "$2" 2>"$work/err" || { grep -v nixbld "$work/err" >&2; return 1; }
+}
+field() { python3 -c 'import json,sys; v=json.load(sys.stdin)
+for k in sys.argv[1:]: v = v[k]
+print(json.dumps(v) if not isinstance(v, str) else v)' "$@"; }
+
+# --- agent --------------------------------------------------------------------------------
+key='ops-1:RtgX7MGJ6xkqAcuUwgDJpb8c9rIo6DGsSSxmTzwrDDM='
+good_agent="{ networking.hostName = \"web-01\"; services.nixfleet-agent = { enable = true; settings = {
+  coordinator_url = \"https://fleet.example.org:8443\"; trusted_keys = [ \"$key\" ];
+  tls = { ca_file = \"/etc/nixfleet/ca.pem\"; cert_file = \"/etc/nixfleet/web-01.pem\"; key_file = \"/etc/nixfleet/web-01.key\"; };
+  caches = [ \"s3://fleet?region=eu-west-1\" ]; }; health.probes = [ { name = \"web\"; type = \"tcp\"; host = \"127.0.0.1\"; port = 80; } ]; }; }"
+out=$(evaluate agent "$good_agent") || fail "the agent module does not evaluate"
+[ "$(field failed <<<"$out")" = "[]" ] || fail "good agent settings fail assertions: $(field failed <<<"$out")"
+unit=$(field units nixfleet-agent <<<"$out")
+[ "$(field serviceConfig Type <<<"$unit")" = notify ] || fail "agent unit is not Type=notify"
+[ "$(field serviceConfig WatchdogSec <<<"$unit")" = 120s ] || fail "agent unit has no watchdog"
+[ "$(field restartIfChanged <<<"$unit")" = false ] || fail "the agent would be restarted by its own switch"
+[ "$(field stopIfChanged <<<"$unit")" = false ] || fail "the agent would be stopped by its own switch"
+[ "$(field serviceConfig KillMode <<<"$unit")" = process ] || fail "stopping the agent would take its switch with it"
+field etc nixfleet/agent.json <<<"$out" > "$work/agent.json"
+field etc nixfleet/health.json <<<"$out" > "$work/health.json"
+sed -i "s|/etc/nixfleet/health.json|$work/health.json|" "$work/agent.json"
+"$agent" check-config --config "$work/agent.json" >/dev/null 2>"$work/err" || fail "rendered agent.json refused: $(cat "$work/err")"
+# Bad agent settings: refused at evaluation, naming the option.
+bad_agents=(
+  'settings = { coordinator_url = "https://x"; };|trusted_keys'
+  "settings = { coordinator_url = \"http://x\"; trusted_keys = [ \"$key\" ]; };|coordinator_url"
+  "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; machine_id = \"\"; };|machine_id"
+  "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; tls = { cert_file = \"/a.pem\"; key_file = \"/nix/store/00000000000000000000000000000000-k\"; }; };|key_file"
+  "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; poll_interval_s = 0; };|poll_interval_s"
+  "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; caches = [ \"file:///c?trusted=1\" ]; };|caches"
+)
+for row in "${bad_agents[@]}"; do
+  out=$(evaluate agent "{ services.nixfleet-agent = { enable = true; ${row%|*} }; }") || fail "bad agent settings do not even evaluate: ${row%|*}"
+  field failed <<<"$out" | grep -q "${row#*|}" || fail "agent settings accepted at evaluation: ${row%|*}"
+done
+out=$(evaluate agent '{ services.nixfleet-agent = { enable = true; settings = { coordinator_url = "https://x"; allow_unsigned = true; }; }; }')
+[ "$(field warnings <<<"$out")" != "[]" ] || fail "allow_unsigned does not warn"
+echo "agent module: units and files accepted by check-config, ${#bad_agents[@]} bad settings refused at evaluation"
+
+# --- coordinator --------------------------------------------------------------------------
+creds="$work/credentials"
+mkdir -p "$creds"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$creds/tls-key" \
+  -out "$creds/tls-cert" -days 1 -subj /CN=coordinator >/dev/null 2>&1
+cp "$creds/tls-cert" "$creds/client-ca"
+good_coord='{ services.nixfleet-coordinator = { enable = true; openFirewall = true; settings = {
+  db = "/tmp/100%done $HOME.db"; listen = "[::]:8443"; tls_cert = "/etc/nixfleet/c.pem"; tls_key = "/etc/nixfleet/k.pem";
+  client_ca = "/etc/nixfleet/ca.pem"; metrics_listen = "127.0.0.1:9464"; poll_hint = 2; }; }; }'
+out=$(evaluate coordinator "$good_coord") || fail "the coordinator module does not evaluate"
+[ "$(field failed <<<"$out")" = "[]" ] || fail "good coordinator settings fail assertions: $(field failed <<<"$out")"
+[ "$(field ports <<<"$out")" = "[8443]" ] || fail "openFirewall opens $(field ports <<<"$out")"
+unit=$(field units nixfleet-coordinator <<<"$out")
+for k in DynamicUser ProtectSystem NoNewPrivileges LoadCredential SystemCallFilter; do
+  field serviceConfig "$k" <<<"$unit" >/dev/null || fail "coordinator unit lacks $k"
+done
+[ "$(field serviceConfig LoadCredential <<<"$unit")" = '["tls-cert:/etc/nixfleet/c.pem", "tls-key:/etc/nixfleet/k.pem", "client-ca:/etc/nixfleet/ca.pem"]' ] ||
+  fail "credentials: $(field serviceConfig LoadCredential <<<"$unit")"
+# ExecStart as systemd reads it: JSON-quoted words, `%%` a literal %, `%d` the credentials directory.
+field serviceConfig ExecStart <<<"$unit" > "$work/exec"
+mapfile -t argv < <(python3 - "$work/exec" "$creds" <<'PY'
+import json, re, sys
+line, creds = open(sys.argv[1]).read().strip(), sys.argv[2]
+words = [json.loads(w) for w in re.findall(r'"(?:[^"\\]|\\.)*"', line)]
+for w in words:
+    w = re.sub(r"%(.)", lambda m: {"%": "%", "d": creds}.get(m.group(1), m.group(0)), w).replace("$$", "$")
+    print(w)
+PY
+)
+[ "${argv[3]}" = '/tmp/100%done $HOME.db' ] || fail "the db path did not survive systemd quoting: ${argv[3]}"
+"$coordinator" check-config "${argv[@]:2}" >/dev/null 2>"$work/err" || fail "rendered ExecStart refused: $(cat "$work/err")"
+bad_coords=(
+  'db = "/tmp/x.db";|tls_cert and tls_key, or insecure_http'
+  'insecure_http = true; poll_hint = 5000;|poll_hint'
+  'insecure_http = true; idle_timeout = 0;|idle_timeout'
+  'tls_cert = "/etc/c.pem"; tls_key = "/nix/store/00000000000000000000000000000000-key.pem";|tls_key is a Nix store path'
+  'tls_cert = "/etc/c.pem";|go together'
+  'insecure_http = true; listen = "8443";|listen'
+  'insecure_http = true; require_client_cert = true;|need TLS'
+)
+for row in "${bad_coords[@]}"; do
+  out=$(evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; settings = { ${row%|*} }; }; }") ||
+    fail "bad coordinator settings do not even evaluate: ${row%|*}"
+  field failed <<<"$out" | grep -q "${row#*|}" || fail "coordinator settings accepted at evaluation: ${row%|*}"
+done
+# A path literal for the key is refused by the type (it would copy the key into the store).
+if evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; settings.tls_key = $src/README.md; settings.tls_cert = \"/c\"; }; }" >/dev/null 2>&1; then
+  out=$(evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; settings.tls_key = $src/README.md; settings.tls_cert = \"/c\"; }; }")
+  field failed <<<"$out" | grep -q "tls_key" || fail "a path literal for tls_key was accepted"
+fi
+echo "coordinator module: ExecStart accepted by check-config through systemd quoting, ${#bad_coords[@]} bad settings refused at evaluation"
+
+# --- read-only pkgs -----------------------------------------------------------------------
+if evaluate agent '{ nixpkgs.overlays = [ ]; }' >/dev/null 2>&1; then
+  fail "the read-only nixpkgs declaration has no teeth: setting nixpkgs.overlays evaluated"
+fi
+echo "read-only pkgs: the modules evaluate; a module setting nixpkgs.* does not"
