@@ -83,7 +83,7 @@ BOOST_AUTO_TEST_CASE(huge_output_is_capped_and_drained) {
 
 BOOST_AUTO_TEST_CASE(input_environment_and_stderr_tail) {
   BOOST_TEST(run_cmd(request{.argv = {"cat"}, .input = "hello"}).out == "hello");
-  BOOST_TEST(run_cmd(request{.argv = {"/usr/bin/env"}, .env = std::vector<std::string>{"ONLY=1"}}).out == "ONLY=1\n");
+  BOOST_TEST(run_cmd(request{.argv = {"env"}, .env = std::vector<std::string>{"ONLY=1"}}).out == "ONLY=1\n");
   auto req = sh("i=0; while [ $i -lt 1000 ]; do echo line-$i >&2; i=$((i+1)); done");
   req.stderr_tail = 16;
   auto r = run_cmd(req);
@@ -119,7 +119,7 @@ BOOST_AUTO_TEST_CASE(run_blocking_serves_programs_without_an_event_loop) {
   BOOST_TEST(r.exit_code == 4);
   BOOST_TEST(r.out == "out\n");
   BOOST_TEST(r.err_tail == "err\n");
-  req.argv = {"/bin/sleep", "5"};
+  req.argv = {"sleep", "5"};
   req.timeout = std::chrono::milliseconds(100);
   req.kill_grace = std::chrono::milliseconds(100);
   BOOST_TEST((nixfleet::process::run_blocking(req).how == result::ending::timed_out));
