@@ -1,9 +1,26 @@
 {
   description = "nixfleet: deploys NixOS fleets — signed releases, waved rollouts, health-gated activation, automatic rollback";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+  # The fleet framework: home-manager, disko and impermanence each follow our nixpkgs (and
+  # impermanence our home-manager), so a host built with mkHost has one version of everything.
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+    home-manager = {
+      url = "github:nix-community/home-manager/release-25.11";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    disko = {
+      url = "github:nix-community/disko/v1.13.0";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    impermanence = {
+      url = "github:nix-community/impermanence";
+      inputs.nixpkgs.follows = "nixpkgs";
+      inputs.home-manager.follows = "home-manager";
+    };
+  };
 
-  outputs = { self, nixpkgs }:
+  outputs = inputs@{ self, nixpkgs, home-manager, disko, impermanence }:
     let
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAll = f: nixpkgs.lib.genAttrs systems (system: f (import nixpkgs {
@@ -40,43 +57,18 @@
         default = { imports = [ ./agent/module.nix ./coordinator/module.nix ]; };
       };
 
-      # A host definition in a few lines: a nixosSystem with the agent wired to a coordinator.
+      # A host definition in a few lines: a nixosSystem with the agent wired to a coordinator and,
+      # optionally, home-manager users, a disko layout and an ephemeral root (nix/mk-host.nix):
       #   nixosConfigurations.web-01 = nixfleet.lib.mkHost {
       #     hostName = "web-01"; coordinator = "https://fleet.example.org:8443";
       #     trustedKeys = [ "ops-1:…" ]; modules = [ ./hosts/web-01.nix ];
       #   };
-      lib.mkHost =
-        { hostName
-        , coordinator
-        , system ? "x86_64-linux"
-        # Required: the module refuses a host without operator keys (unless allowUnsigned).
-        , trustedKeys ? [ ]
-        , allowUnsigned ? false
-        , cacheKeys ? trustedKeys
-        , tls ? null
-        , probes ? [ ]
-        , modules ? [ ]
-        }:
-        nixpkgs.lib.nixosSystem {
-          inherit system;
-          modules = [
-            self.nixosModules.agent
-            {
-              networking.hostName = hostName;
-              services.nixfleet-agent = {
-                enable = true;
-                settings = {
-                  coordinator_url = coordinator;
-                  trusted_keys = trustedKeys;
-                  allow_unsigned = if allowUnsigned then true else null;
-                  cache_public_keys = cacheKeys;
-                  inherit tls;
-                };
-                health.probes = probes;
-              };
-            }
-          ] ++ modules;
-        };
+      # `nixpkgs` overrides the nixpkgs the system is built from (default: this flake's).
+      lib.mkHost = { nixpkgs ? inputs.nixpkgs, ... }@args:
+        nixpkgs.lib.nixosSystem (import ./nix/mk-host.nix {
+          agentModule = self.nixosModules.agent;
+          inputs = { inherit home-manager disko impermanence; };
+        } (builtins.removeAttrs args [ "nixpkgs" ]));
 
       checks = forAll (pkgs: {
         package = pkgs.nixfleet;

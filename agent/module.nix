@@ -1,10 +1,11 @@
 # NixOS module: services.nixfleet-agent. `settings` mirrors /etc/nixfleet/agent.json key for key
 # and `health` mirrors /etc/nixfleet/health.json (gate and typed probes); agent/render.nix turns
 # them into the files, which `nixfleet-agent check-config` accepts (checked in CI).
-{ config, lib, pkgs, ... }:
+{ config, lib, pkgs, options, ... }:
 let
   inherit (lib) mkOption mkEnableOption mkIf types;
   cfg = config.services.nixfleet-agent;
+  stateDir = if cfg.settings.state_dir != null then cfg.settings.state_dir else "/var/lib/nixfleet-agent";
   rendered = import ./render.nix {
     settings = cfg.settings;
     health = cfg.health;
@@ -43,6 +44,17 @@ in
 {
   options.services.nixfleet-agent = {
     enable = mkEnableOption "the nixfleet agent (pulls, verifies, activates, health-gates and rolls back this host)";
+
+    persistence = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/persist";
+      description = ''
+        With an ephemeral root (impermanence): the persistent storage path under which the agent's
+        state directory (in-flight record, anti-downgrade state, outbox) is declared, so that crash
+        recovery after a reboot still finds it. Needs impermanence's NixOS module.
+      '';
+    };
 
     package = mkOption {
       type = types.package;
@@ -131,8 +143,11 @@ in
     };
   };
 
-  config = mkIf cfg.enable {
-    assertions = rendered.assertions;
+  config = lib.mkMerge [ (mkIf cfg.enable {
+    assertions = rendered.assertions ++ [{
+      assertion = cfg.persistence == null || options.environment ? persistence;
+      message = "services.nixfleet-agent.persistence is set but impermanence's NixOS module is not imported";
+    }];
     warnings = rendered.warnings;
     environment.etc."nixfleet/agent.json".text = builtins.toJSON rendered.agent;
     environment.etc."nixfleet/health.json".text = builtins.toJSON rendered.health;
@@ -165,5 +180,9 @@ in
         # Root and no filesystem sandboxing: it sets the system profile and switches the system.
       };
     };
-  };
+  }) (lib.optionalAttrs (options.environment ? persistence) {
+    environment.persistence = mkIf (cfg.enable && cfg.persistence != null) {
+      ${cfg.persistence}.directories = [{ directory = stateDir; mode = "0700"; }];
+    };
+  }) ];
 }

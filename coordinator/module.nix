@@ -2,7 +2,7 @@
 # flags one to one; coordinator/render.nix turns them into the command line, which
 # `nixfleet-coordinator check-config` accepts (checked in CI). TLS files reach the service as
 # systemd credentials, so the dynamic user never needs read access to them.
-{ config, lib, pkgs, utils, ... }:
+{ config, lib, pkgs, utils, options, ... }:
 let
   inherit (lib) mkOption mkEnableOption mkIf types;
   cfg = config.services.nixfleet-coordinator;
@@ -36,6 +36,16 @@ in
       description = "Package providing nixfleet-coordinator.";
     };
 
+    persistence = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/persist";
+      description = ''
+        With an ephemeral root (impermanence): the persistent storage path under which the
+        coordinator's state directory (its database) is declared. Needs impermanence's NixOS module.
+      '';
+    };
+
     openFirewall = mkOption { type = types.bool; default = false; description = "Open the API port."; };
 
     settings = mkOption {
@@ -67,8 +77,11 @@ in
     };
   };
 
-  config = mkIf cfg.enable {
-    assertions = import ./assertions.nix { settings = s; };
+  config = lib.mkMerge [ (mkIf cfg.enable {
+    assertions = import ./assertions.nix { settings = s; } ++ [{
+      assertion = cfg.persistence == null || options.environment ? persistence;
+      message = "services.nixfleet-coordinator.persistence is set but impermanence's NixOS module is not imported";
+    }];
     environment.systemPackages = [ cfg.package keys ];
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [
       (lib.toInt (lib.last (lib.splitString ":" s.listen)))
@@ -118,5 +131,10 @@ in
         UMask = "0077";
       };
     };
-  };
+  }) (lib.optionalAttrs (options.environment ? persistence) {
+    # DynamicUser: the state directory really lives under /var/lib/private.
+    environment.persistence = mkIf (cfg.enable && cfg.persistence != null) {
+      ${cfg.persistence}.directories = [{ directory = "/var/lib/private/nixfleet-coordinator"; mode = "0700"; }];
+    };
+  }) ];
 }

@@ -53,6 +53,13 @@ boost::asio::awaitable<void> agent_runtime::sleep_for(std::chrono::milliseconds 
 boost::asio::awaitable<void> agent_runtime::run() {
   using namespace boost::asio::experimental::awaitable_operators;
   if (auto ec = store_.prepare()) log::error("cannot create the state directory", {{"dir", cfg_.state_dir}, {"error", ec.message()}});
+  // Warned about, not refused: an agent without durable state still gates and rolls back within
+  // this boot, while one that refuses to start leaves the host with no agent at all. The NixOS
+  // module is where it is prevented (services.nixfleet-agent.persistence with impermanence).
+  if (store_.volatile_storage())
+    log::warn("state_dir is on a tmpfs: the in-flight record, anti-downgrade state and outbox are lost at reboot; "
+              "persist it (services.nixfleet-agent.persistence with impermanence)",
+              {{"dir", cfg_.state_dir}});
   auto box = store_.load_outbox(cfg_.outbox_limit);
   outbox_ = std::move(box.value);
   if (box.problem) log::error("outbox damaged", {{"problem", *box.problem}});

@@ -10,7 +10,9 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 
 namespace nixfleet::agent {
 namespace core {
@@ -160,6 +162,11 @@ boost::system::error_code state_store::prepare() const {
   if (ec) return {ec.value(), boost::system::generic_category()};
   if (::chmod(dir_.c_str(), 0700) != 0) return {errno, boost::system::generic_category()};
   return {};
+}
+
+bool state_store::volatile_storage() const {
+  struct statfs st {};
+  return ::statfs(dir_.c_str(), &st) == 0 && st.f_type == TMPFS_MAGIC;
 }
 
 loaded<std::optional<core::in_flight>> state_store::load_record() const {

@@ -91,6 +91,32 @@ BOOST_AUTO_TEST_CASE(anti_downgrade_state_and_the_signed_revocation_list_survive
   BOOST_TEST(!protocol::verify_revocations(trust, *l.value.revocations));
 }
 
+// The filesystem type /proc/mounts gives for the mount that holds `p` (longest mount point).
+std::string mount_type(const fs::path& p) {
+  std::ifstream mounts("/proc/mounts");
+  std::string dev, point, type, rest, best_type;
+  std::size_t best = 0;
+  const auto path = fs::weakly_canonical(p).string() + "/";
+  while (mounts >> dev >> point >> type && std::getline(mounts, rest)) {
+    const auto prefix = point == "/" ? point : point + "/";
+    if (path.starts_with(prefix) && prefix.size() > best) best = prefix.size(), best_type = type;
+  }
+  return best_type;
+}
+
+BOOST_AUTO_TEST_CASE(a_state_directory_on_tmpfs_is_known_to_be_volatile) {
+  BOOST_TEST(store.volatile_storage() == (mount_type(store.dir()) == "tmpfs"), mount_type(store.dir()));
+  if (mount_type("/dev/shm") == "tmpfs") {
+    const auto shm = fs::path("/dev/shm") / ("nixfleet-state-" + std::to_string(::getpid()));
+    io::state_store on_shm(shm);
+    BOOST_REQUIRE(!on_shm.prepare());
+    BOOST_TEST(on_shm.volatile_storage());
+    fs::remove_all(shm);
+  }
+  const auto here = fs::current_path();
+  BOOST_TEST(io::state_store(here).volatile_storage() == (mount_type(here) == "tmpfs"));
+}
+
 BOOST_AUTO_TEST_CASE(torn_file_is_detected_and_set_aside) {
   BOOST_TEST(!test::run_sync(store.save_record(record())));
   const auto file = store.dir() / "in-flight.json";

@@ -21,6 +21,25 @@ done < <(cd "$src" && find . -name '*.nix' -not -path './build/*' | sort | sed "
 [ "$count" -ge 8 ] || fail "expected the flake, package, modules, renderers and tests; found $count .nix files"
 echo "parsed $count .nix files"
 
+# flake.lock: every input of flake.nix locked, the framework's inputs following our nixpkgs (one
+# version of everything), no node that follows nothing.
+python3 - "$src/flake.lock" <<'PY' || fail "flake.lock is not the follows chain the flake declares"
+import json, sys
+lock = json.load(open(sys.argv[1]))
+nodes, root = lock["nodes"], lock["nodes"][lock["root"]]["inputs"]
+assert set(root) == {"nixpkgs", "home-manager", "disko", "impermanence"}, root
+for name in ("home-manager", "disko", "impermanence"):
+    node = nodes[root[name]]
+    assert node["inputs"]["nixpkgs"] == ["nixpkgs"], (name, node["inputs"])
+    assert node["locked"]["type"] == "github" and len(node["locked"]["rev"]) == 40, name
+assert nodes["impermanence"]["inputs"]["home-manager"] == ["home-manager"]
+assert set(nodes) == {"root", "nixpkgs", "home-manager", "disko", "impermanence"}, sorted(nodes)
+PY
+for u in 'github:NixOS/nixpkgs/nixos-25.11' 'github:nix-community/home-manager/release-25.11' \
+         'github:nix-community/disko/v1.13.0' 'github:nix-community/impermanence'; do
+  grep -q "url = \"$u\"" "$src/flake.nix" || fail "flake.nix does not name $u as flake.lock's original"
+done
+
 eval_json() { nix-instantiate --eval --strict --json -E "$1" 2>"$work/err" || fail "evaluation failed: $(grep -v nixbld "$work/err")"; }
 
 # Agent: option sets as the module would pass them (nulls are what the module leaves unset).

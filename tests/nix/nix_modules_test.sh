@@ -123,3 +123,65 @@ if evaluate agent '{ nixpkgs.overlays = [ ]; }' >/dev/null 2>&1; then
   fail "the read-only nixpkgs declaration has no teeth: setting nixpkgs.overlays evaluated"
 fi
 echo "read-only pkgs: the modules evaluate; a module setting nixpkgs.* does not"
+
+# --- impermanence ------------------------------------------------------------------------
+# The real impermanence module (pinned in flake.lock) declares environment.persistence: the state
+# the agent and the coordinator declare there is checked by its own types and assertions.
+sources=${NIXFLEET_NIX_SOURCES:-$src/../shared/nix-sources}
+if [ ! -f "$sources/impermanence/nixos.nix" ]; then
+  echo "impermanence sources not found (NIXFLEET_NIX_SOURCES or ../shared/nix-sources): SKIPPED the persistence checks"
+  exit 0
+fi
+imp="[ $(cd "$sources/impermanence" && pwd)/nixos.nix ]"
+evaluate_imp() {
+  nix-instantiate --eval --strict --json "$src/tests/nix/module_eval.nix" --arg lib "import $lib" --arg src "$src" \
+    --argstr module "$1" --arg config "$2" --arg check false --arg extraModules "$imp" 2>"$work/err" ||
+    { grep -v nixbld "$work/err" >&2; return 1; }
+}
+disks='fileSystems."/" = { device = "none"; fsType = "tmpfs"; }; fileSystems."/persist" = { device = "/dev/vda2"; fsType = "ext4"; neededForBoot = true; };'
+out=$(evaluate_imp agent "{ networking.hostName = \"edge-01\"; $disks services.nixfleet-agent = { enable = true; persistence = \"/persist\";
+  settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; }; }; }") || fail "agent + impermanence do not evaluate"
+[ "$(field failed <<<"$out")" = "[]" ] || fail "agent + impermanence fail assertions: $(field failed <<<"$out")"
+[ "$(field persistence /persist <<<"$out")" = '[{"directory": "/var/lib/nixfleet-agent", "mode": "0700"}]' ] ||
+  fail "the agent's state is not persisted: $(field persistence <<<"$out")"
+out=$(evaluate_imp coordinator "{ $disks services.nixfleet-coordinator = { enable = true; persistence = \"/persist\";
+  settings = { insecure_http = true; }; }; }") || fail "coordinator + impermanence do not evaluate"
+[ "$(field persistence /persist <<<"$out")" = '[{"directory": "/var/lib/private/nixfleet-coordinator", "mode": "0700"}]' ] ||
+  fail "the coordinator's state is not persisted: $(field persistence <<<"$out")"
+# impermanence's own assertions are evaluated: a persistent path not mounted in the initrd is refused.
+out=$(evaluate_imp agent "{ networking.hostName = \"edge-01\"; fileSystems.\"/persist\" = { device = \"/dev/vda2\"; fsType = \"ext4\"; };
+  services.nixfleet-agent = { enable = true; persistence = \"/persist\"; settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; }; }; }") ||
+  fail "agent + impermanence (no neededForBoot) do not evaluate"
+field failed <<<"$out" | grep -q neededForBoot || fail "impermanence's neededForBoot assertion did not fire: $(field failed <<<"$out")"
+# Without impermanence, asking for persistence is an error, not a silently volatile state.
+out=$(evaluate agent "{ services.nixfleet-agent = { enable = true; persistence = \"/persist\"; settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; }; }; }")
+field failed <<<"$out" | grep -q "impermanence" || fail "persistence without impermanence was accepted"
+echo "impermanence: agent and coordinator state declared under the persistent path (0700), checked by the real module"
+
+# --- lib.mkHost ---------------------------------------------------------------------------
+# nix/mk-host.nix (what the flake's lib.mkHost hands to nixosSystem) with the real disko and
+# impermanence modules and home-manager's option surface, on the example fleet's own hosts.
+mkhost() {
+  nix-instantiate --eval --strict --json "$src/tests/nix/mkhost_eval.nix" --arg lib "import $lib" --arg src "$src" \
+    --arg sources "$(cd "$sources" && pwd)" --arg hostArgs "$1" 2>"$work/err" || { grep -v nixbld "$work/err" >&2; return 1; }
+}
+example="$src/examples/fleet"
+for h in web-01 edge-01; do
+  out=$(mkhost "let h = (import $example/hosts.nix { }).\"$h\"; in h // { modules = (h.modules or [ ]) ++ [ $example/hosts/$h.nix ]; }") ||
+    fail "the example host $h does not evaluate through mkHost"
+  [ "$(field failed <<<"$out")" = "[]" ] || fail "example host $h fails assertions: $(field failed <<<"$out")"
+  [ "$(field hostName <<<"$out")" = "$h" ] || fail "example host $h has hostname $(field hostName <<<"$out")"
+  field agentJson <<<"$out" > "$work/$h.json"
+  "$agent" check-config --config "$work/$h.json" >/dev/null 2>"$work/err" || fail "$h's agent.json refused: $(cat "$work/err")"
+done
+[ "$(field homeUsers <<<"$(mkhost "(import $example/hosts.nix { }).web-01")")" = '["ops"]' ] || fail "web-01's home-manager users"
+out=$(mkhost "(import $example/hosts.nix { }).edge-01")
+[ "$(field fileSystems / fsType <<<"$out")" = tmpfs ] || fail "edge-01's root is not the tmpfs disko lays out"
+[ "$(field fileSystems /persist neededForBoot <<<"$out")" = true ] || fail "edge-01's /persist is not mounted in the initrd"
+field persistence /persist <<<"$out" | grep -q '/var/lib/nixfleet-agent' || fail "edge-01 does not persist the agent's state"
+# Plain mkHost: no framework module is imported; a host without operator keys is refused.
+out=$(mkhost '{ hostName = "db-01"; coordinator = "https://fleet.example.org:8443"; }')
+field failed <<<"$out" | grep -q trusted_keys || fail "mkHost without trustedKeys was accepted"
+[ "$(field persistence <<<"$out")" = null ] && [ "$(field homeUsers <<<"$out")" = null ] ||
+  fail "a plain mkHost host imports framework modules it did not ask for"
+echo "mkHost: the example fleet's hosts (home-manager; disko + impermanence ephemeral root) evaluate, agent.json accepted"

@@ -44,6 +44,10 @@ class state_store {
   // Creates the directory (mode 0700) if needed.
   boost::system::error_code prepare() const;
 
+  // True when the directory lives on a tmpfs: its records do not survive a reboot (an ephemeral
+  // root without the state declared persistent).
+  bool volatile_storage() const;
+
   loaded<std::optional<core::in_flight>> load_record() const;
   loaded<persistent_state> load_state() const;
 
