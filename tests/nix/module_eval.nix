@@ -20,7 +20,7 @@ in
   warnings = c.warnings;
   etc = builtins.mapAttrs (_: f: f.text) (lib.filterAttrs (_: f: f.text != null) c.environment.etc);
   units = builtins.mapAttrs (_: u: {
-    inherit (u) wantedBy after restartIfChanged stopIfChanged serviceConfig;
+    inherit (u) wantedBy after restartIfChanged stopIfChanged serviceConfig text;
   }) c.systemd.services;
   ports = c.networking.firewall.allowedTCPPorts;
   persistence = if c.environment ? persistence

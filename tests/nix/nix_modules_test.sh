@@ -45,6 +45,9 @@ unit=$(field units nixfleet-agent <<<"$out")
 [ "$(field restartIfChanged <<<"$unit")" = false ] || fail "the agent would be restarted by its own switch"
 [ "$(field stopIfChanged <<<"$unit")" = false ] || fail "the agent would be stopped by its own switch"
 [ "$(field serviceConfig KillMode <<<"$unit")" = process ] || fail "stopping the agent would take its switch with it"
+unit_file=$(field text <<<"$unit")
+grep -qx "X-RestartIfChanged=false" <<<"$unit_file" || fail "the agent's unit file lacks X-RestartIfChanged=false"
+grep -qx "Type=notify" <<<"$unit_file" || fail "the agent's unit file lacks Type=notify"
 field etc nixfleet/agent.json <<<"$out" > "$work/agent.json"
 field etc nixfleet/health.json <<<"$out" > "$work/health.json"
 sed -i "s|/etc/nixfleet/health.json|$work/health.json|" "$work/agent.json"
@@ -60,7 +63,7 @@ bad_agents=(
 )
 for row in "${bad_agents[@]}"; do
   out=$(evaluate agent "{ services.nixfleet-agent = { enable = true; ${row%|*} }; }") || fail "bad agent settings do not even evaluate: ${row%|*}"
-  field failed <<<"$out" | grep -q "${row#*|}" || fail "agent settings accepted at evaluation: ${row%|*}"
+  grep -q "${row#*|}" <<<"$(field failed <<<"$out")" || fail "agent settings accepted at evaluation: ${row%|*}"
 done
 out=$(evaluate agent '{ services.nixfleet-agent = { enable = true; settings = { coordinator_url = "https://x"; allow_unsigned = true; }; }; }')
 [ "$(field warnings <<<"$out")" != "[]" ] || fail "allow_unsigned does not warn"
@@ -109,12 +112,12 @@ bad_coords=(
 for row in "${bad_coords[@]}"; do
   out=$(evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; settings = { ${row%|*} }; }; }") ||
     fail "bad coordinator settings do not even evaluate: ${row%|*}"
-  field failed <<<"$out" | grep -q "${row#*|}" || fail "coordinator settings accepted at evaluation: ${row%|*}"
+  grep -q "${row#*|}" <<<"$(field failed <<<"$out")" || fail "coordinator settings accepted at evaluation: ${row%|*}"
 done
 # A path literal for the key is refused by the type (it would copy the key into the store).
 if evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; settings.tls_key = $src/README.md; settings.tls_cert = \"/c\"; }; }" >/dev/null 2>&1; then
   out=$(evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; settings.tls_key = $src/README.md; settings.tls_cert = \"/c\"; }; }")
-  field failed <<<"$out" | grep -q "tls_key" || fail "a path literal for tls_key was accepted"
+  grep -q "tls_key" <<<"$(field failed <<<"$out")" || fail "a path literal for tls_key was accepted"
 fi
 echo "coordinator module: ExecStart accepted by check-config through systemd quoting, ${#bad_coords[@]} bad settings refused at evaluation"
 
@@ -152,10 +155,10 @@ out=$(evaluate_imp coordinator "{ $disks services.nixfleet-coordinator = { enabl
 out=$(evaluate_imp agent "{ networking.hostName = \"edge-01\"; fileSystems.\"/persist\" = { device = \"/dev/vda2\"; fsType = \"ext4\"; };
   services.nixfleet-agent = { enable = true; persistence = \"/persist\"; settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; }; }; }") ||
   fail "agent + impermanence (no neededForBoot) do not evaluate"
-field failed <<<"$out" | grep -q neededForBoot || fail "impermanence's neededForBoot assertion did not fire: $(field failed <<<"$out")"
+grep -q neededForBoot <<<"$(field failed <<<"$out")" || fail "impermanence's neededForBoot assertion did not fire: $(field failed <<<"$out")"
 # Without impermanence, asking for persistence is an error, not a silently volatile state.
 out=$(evaluate agent "{ services.nixfleet-agent = { enable = true; persistence = \"/persist\"; settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; }; }; }")
-field failed <<<"$out" | grep -q "impermanence" || fail "persistence without impermanence was accepted"
+grep -q "impermanence" <<<"$(field failed <<<"$out")" || fail "persistence without impermanence was accepted"
 echo "impermanence: agent and coordinator state declared under the persistent path (0700), checked by the real module"
 
 # --- lib.mkHost ---------------------------------------------------------------------------
@@ -178,10 +181,10 @@ done
 out=$(mkhost "(import $example/hosts.nix { }).edge-01")
 [ "$(field fileSystems / fsType <<<"$out")" = tmpfs ] || fail "edge-01's root is not the tmpfs disko lays out"
 [ "$(field fileSystems /persist neededForBoot <<<"$out")" = true ] || fail "edge-01's /persist is not mounted in the initrd"
-field persistence /persist <<<"$out" | grep -q '/var/lib/nixfleet-agent' || fail "edge-01 does not persist the agent's state"
+grep -q '/var/lib/nixfleet-agent' <<<"$(field persistence /persist <<<"$out")" || fail "edge-01 does not persist the agent's state"
 # Plain mkHost: no framework module is imported; a host without operator keys is refused.
 out=$(mkhost '{ hostName = "db-01"; coordinator = "https://fleet.example.org:8443"; }')
-field failed <<<"$out" | grep -q trusted_keys || fail "mkHost without trustedKeys was accepted"
+grep -q trusted_keys <<<"$(field failed <<<"$out")" || fail "mkHost without trustedKeys was accepted"
 [ "$(field persistence <<<"$out")" = null ] && [ "$(field homeUsers <<<"$out")" = null ] ||
   fail "a plain mkHost host imports framework modules it did not ask for"
 echo "mkHost: the example fleet's hosts (home-manager; disko + impermanence ephemeral root) evaluate, agent.json accepted"

@@ -38,7 +38,23 @@ let
       builtins.replaceStrings [ "/" "-" " " ] [ "-" "\\x2d" "\\x20" ] (lib.removePrefix "/" path);
   };
 
-  unitOption = types.oneOf [ types.bool types.int types.str types.path (types.listOf (types.oneOf [ types.str types.int types.bool ])) ];
+  # As nixos/lib/systemd-unit-options.nix: list definitions concatenate, others must agree.
+  unitOption = lib.mkOptionType {
+    name = "systemd option";
+    merge = loc: defs:
+      let defs' = lib.filterOverrides defs;
+      in if builtins.isList (builtins.head defs').value then builtins.concatMap (d: d.value) defs'
+         else lib.mergeEqualOption loc defs';
+  };
+  # ... and its check of [Service]: Type and Restart take only systemd's values.
+  checkService = cfg:
+    builtins.elem (cfg.Type or "simple") [ "exec" "simple" "forking" "oneshot" "dbus" "notify" "idle" ]
+    && builtins.elem (cfg.Restart or "no") [ "no" "on-success" "on-failure" "on-abnormal" "on-abort" "always" ];
+  # The unit file NixOS writes (nixos/modules/system/boot/systemd.nix): [Unit] with the
+  # X-RestartIfChanged / X-StopIfChanged markers switch-to-configuration reads, then [Service].
+  render = section: attrs: "[${section}]\n" + lib.concatStrings (lib.mapAttrsToList (k: v:
+    lib.concatMapStrings (x: "${k}=${if builtins.isBool x then lib.boolToString x else toString x}\n")
+      (if builtins.isList v then v else [ v ])) attrs);
 
   nixos = {
     options = {
@@ -95,7 +111,7 @@ let
       nix.package = mkOption { type = types.package; default = fakePackage "nix"; };
       systemd.package = mkOption { type = types.package; default = fakePackage "systemd"; };
       systemd.services = mkOption {
-        type = types.attrsOf (types.submodule {
+        type = types.attrsOf (types.submodule ({ config, ... }: {
           options = {
             description = mkOption { type = types.str; default = ""; };
             wantedBy = mkOption { type = types.listOf types.str; default = [ ]; };
@@ -104,9 +120,16 @@ let
             path = mkOption { type = types.listOf types.package; default = [ ]; };
             restartIfChanged = mkOption { type = types.bool; default = true; };
             stopIfChanged = mkOption { type = types.bool; default = true; };
-            serviceConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+            unitConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+            serviceConfig = mkOption { type = types.addCheck (types.attrsOf unitOption) checkService; default = { }; };
+            text = mkOption { type = types.str; readOnly = true; };
           };
-        });
+          config.text = render "Unit" (config.unitConfig
+            // lib.optionalAttrs (config.description != "") { Description = config.description; }
+            // lib.optionalAttrs (!config.restartIfChanged) { X-RestartIfChanged = false; }
+            // lib.optionalAttrs (!config.stopIfChanged) { X-StopIfChanged = false; })
+            + render "Service" config.serviceConfig;
+        }));
         default = { };
       };
     };
