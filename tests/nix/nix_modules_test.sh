@@ -27,6 +27,16 @@ evaluate() {
   nix-instantiate --eval --strict --json "$src/tests/nix/module_eval.nix" --arg lib "import $lib" --arg src "$src" \
     --argstr module "$1" --arg config "$2" 2>"$work/err" || { grep -v nixbld "$work/err" >&2; return 1; }
 }
+# The words of an ExecStart line as systemd reads them: JSON-quoted words, `%%` a literal %, `%d`
+# the credentials directory ($creds), `$$` a literal $.
+systemd_argv() {
+  python3 - "$1" "$creds" <<'PY'
+import json, re, sys
+line, creds = open(sys.argv[1]).read().strip(), sys.argv[2]
+for w in re.findall(r'"(?:[^"\\]|\\.)*"', line):
+    print(re.sub(r"%(.)", lambda m: {"%": "%", "d": creds}.get(m.group(1), m.group(0)), json.loads(w)).replace("$$", "$"))
+PY
+}
 field() { python3 -c 'import json,sys; v=json.load(sys.stdin)
 for k in sys.argv[1:]: v = v[k]
 print(json.dumps(v) if not isinstance(v, str) else v)' "$@"; }
@@ -89,15 +99,7 @@ done
   fail "credentials: $(field serviceConfig LoadCredential <<<"$unit")"
 # ExecStart as systemd reads it: JSON-quoted words, `%%` a literal %, `%d` the credentials directory.
 field serviceConfig ExecStart <<<"$unit" > "$work/exec"
-mapfile -t argv < <(python3 - "$work/exec" "$creds" <<'PY'
-import json, re, sys
-line, creds = open(sys.argv[1]).read().strip(), sys.argv[2]
-words = [json.loads(w) for w in re.findall(r'"(?:[^"\\]|\\.)*"', line)]
-for w in words:
-    w = re.sub(r"%(.)", lambda m: {"%": "%", "d": creds}.get(m.group(1), m.group(0)), w).replace("$$", "$")
-    print(w)
-PY
-)
+mapfile -t argv < <(systemd_argv "$work/exec")
 [ "${argv[3]}" = '/tmp/100%done $HOME.db' ] || fail "the db path did not survive systemd quoting: ${argv[3]}"
 "$coordinator" check-config "${argv[@]:2}" >/dev/null 2>"$work/err" || fail "rendered ExecStart refused: $(cat "$work/err")"
 bad_coords=(
@@ -126,6 +128,22 @@ if evaluate agent '{ nixpkgs.overlays = [ ]; }' >/dev/null 2>&1; then
   fail "the read-only nixpkgs declaration has no teeth: setting nixpkgs.overlays evaluated"
 fi
 echo "read-only pkgs: the modules evaluate; a module setting nixpkgs.* does not"
+
+# --- the VM tests' nodes ------------------------------------------------------------------
+for node in coordinator host1 host2; do
+  out=$(nix-instantiate --eval --strict --json "$src/tests/nix/vm_nodes_eval.nix" --arg lib "import $lib" --arg src "$src" \
+    --argstr node "$node" 2>"$work/err") || fail "VM test node $node does not evaluate: $(grep -v nixbld "$work/err")"
+  [ "$(field failed <<<"$out")" = "[]" ] || fail "VM test node $node fails the modules' assertions: $(field failed <<<"$out")"
+  if [ "$node" = coordinator ]; then
+    field execStart <<<"$out" > "$work/exec"
+    mapfile -t argv < <(systemd_argv "$work/exec")
+    "$coordinator" check-config "${argv[@]:2}" >/dev/null 2>"$work/err" || fail "VM coordinator's ExecStart refused: $(cat "$work/err")"
+  else
+    field agentJson <<<"$out" > "$work/$node.json"
+    "$agent" check-config --config "$work/$node.json" >/dev/null 2>"$work/err" || fail "VM $node's agent.json refused: $(cat "$work/err")"
+  fi
+done
+echo "VM test nodes: coordinator, host1, host2 evaluate with read-only pkgs and pass check-config"
 
 # --- impermanence ------------------------------------------------------------------------
 # The real impermanence module (pinned in flake.lock) declares environment.persistence: the state
