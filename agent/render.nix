@@ -23,6 +23,11 @@ let
   keyFile = tls.key_file or null;
   opt = "services.nixfleet-agent.settings";
   durations = [ "poll_interval_s" "retry_interval_s" "request_timeout_s" "health_interval_s" "fetch_timeout_s" "activation_timeout_s" ];
+  # Paths the agent takes must be absolute and free of `..` (as its own check).
+  absolute = v: v == null || (builtins.substring 0 1 v == "/" && builtins.match ".*/\\.\\.(/.*)?" v == null);
+  pathSettings = [ (get "state_dir") (get "profile") (get "control_socket") (tls.ca_file or null) (tls.cert_file or null) keyFile ];
+  metrics = get "metrics_listen";
+  metricsPort = if metrics == null then null else builtins.match "(.+):([0-9]{1,5})" metrics;
 in
 {
   agent = clean (settings // { health_config = healthConfigPath; });
@@ -61,6 +66,15 @@ in
       message = "${opt}: ${builtins.concatStringsSep ", " durations} must be at least 1 second";
     }
     { assertion = atLeast "outbox_limit" 100; message = "${opt}.outbox_limit: at least 100"; }
+    {
+      assertion = builtins.all absolute pathSettings;
+      message = "${opt}: state_dir, profile, control_socket and the tls files must be absolute paths without `..`";
+    }
+    {
+      assertion = metrics == null || (metricsPort != null
+        && builtins.fromJSON (builtins.elemAt metricsPort 1) >= 1 && builtins.fromJSON (builtins.elemAt metricsPort 1) <= 65535);
+      message = "${opt}.metrics_listen: expected IP:PORT (port 1-65535), got ${toString metrics}";
+    }
     { assertion = atLeast "max_target_age_s" 60; message = "${opt}.max_target_age_s: at least 60 seconds"; }
     {
       assertion = weakCaches == [ ];

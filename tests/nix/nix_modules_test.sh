@@ -62,17 +62,27 @@ field etc nixfleet/agent.json <<<"$out" > "$work/agent.json"
 field etc nixfleet/health.json <<<"$out" > "$work/health.json"
 sed -i "s|/etc/nixfleet/health.json|$work/health.json|" "$work/agent.json"
 "$agent" check-config --config "$work/agent.json" >/dev/null 2>"$work/err" || fail "rendered agent.json refused: $(cat "$work/err")"
+set +e
+"$agent" probe --health-config "$work/health.json" >/dev/null 2>"$work/err"
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || [ "$rc" -eq 1 ] || fail "rendered health.json refused ($rc): $(cat "$work/err")"
 # Bad agent settings: refused at evaluation, naming the option.
 bad_agents=(
   'settings = { coordinator_url = "https://x"; };|trusted_keys'
   "settings = { coordinator_url = \"http://x\"; trusted_keys = [ \"$key\" ]; };|coordinator_url"
-  "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; machine_id = \"\"; };|machine_id"
+  "networking.hostName = \"\"; settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; };|machine_id"
+  "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; state_dir = \"var/lib/x\"; };|absolute paths"
+  "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; metrics_listen = \"9101\"; };|metrics_listen"
   "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; tls = { cert_file = \"/a.pem\"; key_file = \"/nix/store/00000000000000000000000000000000-k\"; }; };|key_file"
   "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; poll_interval_s = 0; };|poll_interval_s"
   "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; caches = [ \"file:///c?trusted=1\" ]; };|caches"
 )
 for row in "${bad_agents[@]}"; do
-  out=$(evaluate agent "{ services.nixfleet-agent = { enable = true; ${row%|*} }; }") || fail "bad agent settings do not even evaluate: ${row%|*}"
+  setting=${row%|*}
+  host=""
+  case "$setting" in networking.*) host=${setting%%;*}\;; setting=${setting#*; } ;; esac
+  out=$(evaluate agent "{ $host services.nixfleet-agent = { enable = true; $setting }; }") || fail "bad agent settings do not even evaluate: ${row%|*}"
   grep -q "${row#*|}" <<<"$(field failed <<<"$out")" || fail "agent settings accepted at evaluation: ${row%|*}"
 done
 out=$(evaluate agent '{ services.nixfleet-agent = { enable = true; settings = { coordinator_url = "https://x"; allow_unsigned = true; }; }; }')
