@@ -20,7 +20,7 @@ fi
 export NIX_CONFIG=$'build-users-group =\nsubstituters ='
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
 
 # evaluate MODULE CONFIG → JSON of {failed, warnings, etc, units, ports}
 evaluate() {
@@ -91,10 +91,7 @@ echo "agent module: units and files accepted by check-config, ${#bad_agents[@]} 
 
 # --- coordinator --------------------------------------------------------------------------
 creds="$work/credentials"
-mkdir -p "$creds"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$creds/tls-key" \
-  -out "$creds/tls-cert" -days 1 -subj /CN=coordinator >/dev/null 2>&1
-cp "$creds/tls-cert" "$creds/client-ca"
+make_credentials "$creds"
 good_coord='{ services.nixfleet-coordinator = { enable = true; openFirewall = true; settings = {
   db = "/tmp/100%done $HOME.db"; listen = "[::]:8443"; tls_cert = "/etc/nixfleet/c.pem"; tls_key = "/etc/nixfleet/k.pem";
   client_ca = "/etc/nixfleet/ca.pem"; metrics_listen = "127.0.0.1:9464"; poll_hint = 2; }; }; }'

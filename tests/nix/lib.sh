@@ -1,0 +1,9 @@
+# Shared by the Nix checks (sourced): failing with a message, and a coordinator's TLS credentials
+# as systemd would hand them over (tls-cert, tls-key, client-ca in one directory).
+fail() { echo "FAIL: $*" >&2; exit 1; }
+make_credentials() {
+  mkdir -p "$1"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$1/tls-key" \
+    -out "$1/tls-cert" -days 1 -subj /CN=coordinator >/dev/null 2>&1
+  cp "$1/tls-cert" "$1/client-ca"
+}
