@@ -4,7 +4,8 @@
 # settings give the units and files the binaries accept (ExecStart and agent.json go through
 # check-config); each bad setting the binaries refuse at start is refused at evaluation.
 # Usage: nix_modules_test.sh AGENT COORDINATOR SOURCE_DIR. nixpkgs' lib comes from $NIXPKGS_LIB,
-# else SOURCE_DIR/../shared/nixpkgs-lib/lib; without nix-instantiate or that lib: exit 77 (skipped).
+# else SOURCE_DIR/../shared/nixpkgs-lib/lib, else flake.lock's nixpkgs when it can be fetched;
+# without nix-instantiate or any of those: exit 77 (skipped, and said so).
 set -euo pipefail
 agent=$1 coordinator=$2 src=$3
 if ! command -v nix-instantiate >/dev/null; then
@@ -13,11 +14,20 @@ if ! command -v nix-instantiate >/dev/null; then
 fi
 lib=${NIXPKGS_LIB:-}
 [ -n "$lib" ] || { [ -d "$src/../shared/nixpkgs-lib/lib" ] && lib=$(cd "$src/../shared/nixpkgs-lib/lib" && pwd); } || true
+export NIX_CONFIG=$'build-users-group =\nsubstituters ='
+if [ -z "$lib" ]; then
+  # With network: the nixpkgs flake.lock pins, checked against its narHash.
+  pin=$(python3 -c 'import json,sys; n=json.load(open(sys.argv[1]))["nodes"]["nixpkgs"]["locked"]; print(n["owner"], n["repo"], n["rev"], n["narHash"])' "$src/flake.lock")
+  read -r owner repo rev hash <<<"$pin"
+  fetched=$(timeout 120 nix-instantiate --eval --json -E \
+    "builtins.toString (builtins.fetchTarball { url = \"https://github.com/$owner/$repo/archive/$rev.tar.gz\"; sha256 = \"$hash\"; })" \
+    2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin))' 2>/dev/null) || true
+  [ -n "$fetched" ] && [ -f "$fetched/lib/default.nix" ] && lib="$fetched/lib"
+fi
 if [ -z "$lib" ] || [ ! -f "$lib/default.nix" ]; then
-  echo "no nixpkgs lib (set NIXPKGS_LIB, or have ../shared/nixpkgs-lib/lib): skipping the module evaluation"
+  echo "no nixpkgs lib (set NIXPKGS_LIB, have ../shared/nixpkgs-lib/lib, or network for flake.lock's nixpkgs): skipping the module evaluation"
   exit 77
 fi
-export NIX_CONFIG=$'build-users-group =\nsubstituters ='
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/lib.sh"
