@@ -201,7 +201,9 @@ int release_create(context& ctx, const release_create_opts& o) {
     if (protocol::check_tag(t)) throw cli_error("--tag: not a valid tag: " + t, exit_usage);
 
   const auto created = now();
-  std::string id = o.id.value_or("r-" + protocol::format_time(created).substr(0, 19));
+  // The default id: the time (to the second) and a random suffix, so two releases made in the
+  // same second never collide.
+  std::string id = o.id.value_or("r-" + protocol::format_time(created).substr(0, 19) + "-" + protocol::random_hex(3));
   std::replace(id.begin(), id.end(), ':', '-');
   std::replace(id.begin(), id.end(), 'T', '-');
   require_id(id, "--id");
@@ -724,7 +726,7 @@ int run(int argc, char** argv) {
   rcreate->add_option("--entry", rc_opts.entries, "HOST=STORE_PATH built elsewhere (repeatable)");
   rcreate->add_option("--push-to", rc_opts.push_to, "sign the closures and nix copy them to this store URL");
   rcreate->add_option("--sign-key", rc_opts.sign_key, "Nix secret key file that signs every entry")->required();
-  rcreate->add_option("--id", rc_opts.id, "release id (default r-<UTC date and time>)");
+  rcreate->add_option("--id", rc_opts.id, "release id (default r-<UTC date and time>-<6 random hex digits>)");
   rcreate->add_option("--cache-url", rc_opts.cache_urls, "binary caches agents fetch from (default: --push-to)");
   rcreate->add_option("--tag", rc_opts.tags, "tags for every entry");
   rcreate->add_option("--sequence", rc_opts.sequence, "the release's signed sequence (default: one above the newest)");

@@ -9,6 +9,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <set>
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -139,6 +141,19 @@ bool one_clear_line(const outcome& o) { return lines(o.err) == 1 && o.err.starts
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(cli, cli_fixture)
+
+BOOST_AUTO_TEST_CASE(default_release_ids_made_in_the_same_second_do_not_collide) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto made = nixfleet({"--json", "release", "create", "--sign-key", sign_key.string(), "--entry", "web-1=" + P1});
+    BOOST_TEST_REQUIRE(made.code == 0, made.err);
+    auto rel = protocol::parse<protocol::release>(made.out);
+    BOOST_TEST_REQUIRE(rel.has_value());
+    BOOST_TEST(rel->id.starts_with("r-20"), rel->id);
+    ids.insert(rel->id);
+  }
+  BOOST_TEST(ids.size() == 3u);
+}
 
 BOOST_AUTO_TEST_CASE(releases_are_created_signed_listed_shown_diffed_and_deleted) {
   auto made = nixfleet({"release", "create", "--sign-key", sign_key.string(), "--id", "r1", "--entry",
