@@ -209,8 +209,12 @@ actions deployer::on_timer(time_point) {
 
 actions deployer::finish_rollback(const std::string& message) {
   actions acts;
-  if (!record_->manual)
+  if (!record_->manual) {
     acts.push_back(quarantine_action{{record_->target, record_->attempt, record_->reason}});
+    // The `rolled_back` report is the refusal of this target at this attempt: the next poll of
+    // it is not reported again as a quarantine `rejected` (which would bury the real reason).
+    last_refusal_ = std::tuple{verdict::quarantined, record_->target, record_->attempt};
+  }
   auto r = report_for(report_kind::rolled_back, message);
   r.health = last_health_;
   // Reported before the record goes, as for confirmation.
