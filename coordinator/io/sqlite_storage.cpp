@@ -442,11 +442,6 @@ class sqlite_storage final : public storage {
       s.bind(1, m.id).bind(2, json::serialize(to_json(m)));
       s.run();
     }
-    for (const auto& id : c.deleted_machines) {
-      auto& s = prepared("DELETE FROM machines WHERE id = ?");
-      s.bind(1, id);
-      s.run();
-    }
     for (const auto& r : c.reports) {
       auto& s = prepared(
           "INSERT INTO reports (machine_id, seq, received_at, kind, body) VALUES (?, ?, ?, ?, ?) "

@@ -77,7 +77,6 @@ struct rollout_write {
 // One transaction: all of it lands, or none.
 struct change_set {
   std::vector<machine_record> machines;  // upserts
-  std::vector<std::string> deleted_machines;
   std::vector<stored_report> reports;  // a (machine, seq) already stored is kept, not doubled
   std::vector<protocol::release> releases;
   std::vector<std::string> deleted_releases;
@@ -88,7 +87,7 @@ struct change_set {
   std::optional<protocol::revocation_list> revocations;  // replaces the stored list
 
   bool empty() const noexcept {
-    return machines.empty() && deleted_machines.empty() && reports.empty() && releases.empty() && !revocations &&
+    return machines.empty() && reports.empty() && releases.empty() && !revocations &&
            deleted_releases.empty() && rollouts.empty() && keys.empty() && deleted_keys.empty() && audit.empty();
   }
 };
