@@ -213,13 +213,9 @@ boost::asio::awaitable<std::optional<core::actions>> deploy_driver::perform(cons
     co_return std::nullopt;
   }
   if (const auto* acc = std::get_if<core::accept_action>(&a)) {
-    if (!state_.accepted || acc->accepted.sequence >= state_.accepted->sequence) {
-      auto hw = acc->accepted;
-      if (state_.accepted) hw.at = std::max(hw.at, state_.accepted->at);
-      state_.accepted = hw;
-    } else {
-      state_.accepted->at = std::max(state_.accepted->at, acc->accepted.at);
-    }
+    // Already the maximum of what was held and the target (core::raised): one deployment at a
+    // time, so the state it was computed from is the state here.
+    state_.accepted = acc->accepted;
     state_.step_back = acc->step_back;
     state_.staged_boot = acc->staged_boot;
     co_await save_state();

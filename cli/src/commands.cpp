@@ -257,8 +257,12 @@ int release_revoke(context& ctx, const release_revoke_opts& o) {
   // The new list extends the current one: it must be genuine, or a coordinator could make the
   // operator sign away earlier revocations.
   protocol::revocation_list list;
-  if (api.request("GET", "/api/v1/revocations", "").status != 404) {  // 404: none published yet
-    auto cur = protocol::from_json<protocol::revocation_list>(api.call("GET", "/api/v1/revocations"));
+  if (auto res = api.request("GET", "/api/v1/revocations"); res.status != 404) {  // 404: none published yet
+    if (res.status != 200) {
+      api.call("GET", "/api/v1/revocations");  // throws the coordinator's own error for this status
+      throw cli_error("the coordinator's revocation list changed while it was read; try again");
+    }
+    auto cur = protocol::parse<protocol::revocation_list>(res.body);
     if (!cur) throw cli_error("the coordinator's revocation list is malformed: " + cur.error().what());
     if (auto ec = protocol::verify_revocations(trust, *cur))
       throw cli_error("the coordinator's revocation list #" + std::to_string(cur->sequence) + " does not verify (" +

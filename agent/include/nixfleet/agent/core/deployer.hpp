@@ -74,8 +74,9 @@ struct set_last_good_action {
 struct wait_action {  // call on_timer at `until`
   time_point until;
 };
-// A target was accepted (confirmed, or staged for boot): raise the high-water mark to `accepted`
-// (never lower it), remember the one step back and what is staged for boot.
+// A target was accepted (confirmed, or staged for boot): the high-water mark becomes `accepted`
+// (computed by `raised`, never below the one held), the one step back and what is staged for boot
+// are remembered.
 struct accept_action {
   high_water accepted;
   std::string step_back;
