@@ -224,6 +224,14 @@ struct service::impl : std::enable_shared_from_this<impl> {
     co_return true;
   }
 
+  // Memory runs ahead of the disk while a commit is in flight. An operator read waits until
+  // everything already queued is durable, so nothing it is shown can be lost to a crash.
+  asio::awaitable<void> settled() {
+    if (writes_in_flight == 0) co_return;
+    auto barrier = [](storage&) { return true; };
+    co_await db->run<bool>(std::move(barrier));
+  }
+
   // ------------------------------------------------------------------------------------
   // Desired states
 
@@ -505,6 +513,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
     }
     if (seg.size() < 3 || seg[0] != "api" || seg[1] != "v1")
       co_return error_response(404, "not_found", "no such route");
+    if (method == http::verb::get && !is({"api", "v1", "machines", "*", "desired"})) co_await settled();
 
     if (is({"api", "v1", "machines", "*", "desired"})) {
       route = "/api/v1/machines/{id}/desired";

@@ -86,7 +86,8 @@ BOOST_AUTO_TEST_CASE(polls_reports_answers_status_and_stops_cleanly_on_sigterm) 
              return r.kind == nixfleet::protocol::report_kind::heartbeat && r.agent_version == "0.1.0";
            });
   };
-  for (int i = 0; i < 100 && !heard(); ++i) std::this_thread::sleep_for(50ms);
+  // Deadlines are generous: a sanitizer build on a loaded CI machine starts many times slower.
+  for (int i = 0; i < 600 && !heard(); ++i) std::this_thread::sleep_for(50ms);
   BOOST_TEST(heard());
 
   const auto status = run_cli(bin + " status --socket " + (dir / "control.sock").string());
@@ -96,7 +97,7 @@ BOOST_AUTO_TEST_CASE(polls_reports_answers_status_and_stops_cleanly_on_sigterm) 
   ::kill(pid, SIGTERM);
   int st = 0;
   pid_t done = 0;
-  for (int i = 0; i < 100 && done == 0; ++i) {
+  for (int i = 0; i < 500 && done == 0; ++i) {
     done = ::waitpid(pid, &st, WNOHANG);
     if (done == 0) std::this_thread::sleep_for(20ms);
   }
@@ -104,7 +105,7 @@ BOOST_AUTO_TEST_CASE(polls_reports_answers_status_and_stops_cleanly_on_sigterm) 
     ::kill(pid, SIGKILL);
     ::waitpid(pid, &st, 0);
   }
-  BOOST_TEST(done == pid, "did not stop within 2 s of SIGTERM");
+  BOOST_TEST(done == pid, "did not stop within 10 s of SIGTERM");
   BOOST_TEST(WIFEXITED(st));
   BOOST_TEST(WEXITSTATUS(st) == 0);
 

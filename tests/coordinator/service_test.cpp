@@ -11,12 +11,14 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <future>
 
 using namespace nixfleet;
 using namespace nixfleet::test;
 namespace fs = std::filesystem;
 namespace json = boost::json;
 using http::verb;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -548,6 +550,38 @@ BOOST_AUTO_TEST_CASE(the_poll_path_never_reaches_the_store) {
   // A report does reach the store: the counter does count.
   BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", report_body(1, "heartbeat", std::nullopt, P2)).status == 200u);
   BOOST_TEST(c->on_thread([this] { return c->service().store_operations(); }) > after);
+}
+
+BOOST_AUTO_TEST_CASE(an_operator_read_shows_nothing_that_is_not_yet_durable) {
+  auto o = options();
+  o.metrics_listen = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0);
+  start(o);
+  const auto metrics = c->on_thread([this] { return *c->service().metrics_endpoint(); });
+  auto backlog = [&] {
+    auto body = send(metrics, {verb::get, "/metrics", {}, {}}).body;
+    return body.find("\nnixfleet_coordinator_store_backlog 0\n") == std::string::npos;
+  };
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", report_body(1, "heartbeat", std::nullopt, P1)).status == 200u);
+  // Another writer holds the database's write lock: the coordinator's next commit waits for it.
+  sqlite3* raw = nullptr;
+  BOOST_TEST_REQUIRE(sqlite3_open(db.c_str(), &raw) == SQLITE_OK);
+  BOOST_TEST_REQUIRE(sqlite3_exec(raw, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  auto posted = std::async(std::launch::async, [&] {
+    return agent(verb::post, "/api/v1/machines/web-1/reports", report_body(2, "heartbeat", std::nullopt, P2));
+  });
+  // The report is in memory (the commit is queued) but not on disk; a read must wait for it.
+  for (int i = 0; i < 500 && !backlog(); ++i) std::this_thread::sleep_for(10ms);
+  BOOST_TEST_REQUIRE(backlog(), "the report's commit is waiting for the lock");
+  auto read = std::async(std::launch::async, [&] { return as(reader, verb::get, "/api/v1/machines/web-1"); });
+  BOOST_TEST((read.wait_for(400ms) == std::future_status::timeout), "the read answered while the report was not durable");
+  BOOST_TEST((posted.wait_for(0ms) == std::future_status::timeout), "the report was acknowledged before it was durable");
+  BOOST_TEST(sqlite3_exec(raw, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(raw);
+  BOOST_TEST(posted.get().status == 200u);
+  auto m = read.get();
+  BOOST_TEST_REQUIRE(m.status == 200u);
+  BOOST_TEST(m.json().at("current_path").as_string() == P2);
+  BOOST_TEST(healthy());
 }
 
 BOOST_AUTO_TEST_CASE(metrics_are_served_on_their_own_address) {
