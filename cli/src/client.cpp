@@ -3,16 +3,7 @@
 
 #include "nixfleet/protocol/types.hpp"
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/json/parse.hpp>
-#include <boost/url/parse.hpp>
 
 #include <cstdlib>
 #include <fstream>
@@ -21,9 +12,6 @@
 
 namespace nixfleet::cli {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 namespace json = boost::json;
 
 namespace {
@@ -104,80 +92,32 @@ std::string read_secret_file(const std::string& path, const std::string& what) {
 client::client(settings s) : s_(std::move(s)) {
   if (s_.coordinator.empty())
     throw cli_error("no coordinator: give --coordinator URL or set NIXFLEET_COORDINATOR", exit_usage);
-  auto u = boost::urls::parse_absolute_uri(s_.coordinator);
-  if (!u || (u->scheme() != "http" && u->scheme() != "https") || u->host().empty())
-    throw cli_error("--coordinator: expected an http:// or https:// URL, got " + s_.coordinator, exit_usage);
-  tls_ = u->scheme() == "https";
-  host_ = u->host();
-  if (host_.size() > 2 && host_.front() == '[') host_ = host_.substr(1, host_.size() - 2);
-  port_ = u->has_port() ? std::string(u->port()) : (tls_ ? "443" : "80");
-  base_ = std::string(u->encoded_path());
-  while (!base_.empty() && base_.back() == '/') base_.pop_back();
+  std::string why;
+  auto u = http_client::parse_url(s_.coordinator, &why);
+  if (!u) throw cli_error("--coordinator: expected an http:// or https:// URL (" + why + "), got " + s_.coordinator, exit_usage);
+  try {
+    http_ = std::make_unique<http_client::client>(
+        *u, http_client::tls_files{s_.ca_file, s_.cert_file, s_.key_file},
+        http_client::options{.timeout = s_.timeout, .body_limit = std::size_t{256} << 20,  // audit exports can be large
+                             .user_agent = "nixfleet-cli"});
+  } catch (const std::runtime_error& e) {
+    throw cli_error(e.what(), exit_usage);
+  }
   if (s_.api_key) key_ = s_.api_key;
   else if (s_.api_key_file) key_ = read_secret_file(*s_.api_key_file, "API key file");
 }
 
+client::~client() = default;
+
 response client::request(const std::string& method, const std::string& target, const std::string& body,
                          bool authenticated) {
-  asio::io_context ctx;
-  http::request<http::string_body> req{http::string_to_verb(method), base_ + target, 11};
-  req.set(http::field::host, host_);
-  req.set(http::field::user_agent, "nixfleet-cli");
-  req.set(protocol::protocol_header, std::to_string(protocol::protocol_version));
-  if (authenticated && key_) req.set(http::field::authorization, "Bearer " + *key_);
-  if (!body.empty() || method == "POST" || method == "PUT") {
-    req.set(http::field::content_type, "application/json");
-    req.body() = body;
-    req.prepare_payload();
-  }
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(256u << 20);  // audit exports can be large
-  boost::system::error_code ec;
-  asio::ip::tcp::resolver resolver(ctx);
-  auto eps = resolver.resolve(host_, port_, ec);
-  auto unreachable = [&](const boost::system::error_code& e) {
-    return cli_error("cannot reach the coordinator at " + s_.coordinator + ": " + e.message());
-  };
-  if (ec) throw unreachable(ec);
-  beast::flat_buffer buf;
-  if (tls_) {
-    asio::ssl::context ssl(asio::ssl::context::tls_client);
-    if (s_.ca_file) ssl.load_verify_file(*s_.ca_file, ec);
-    else ssl.set_default_verify_paths(ec);
-    if (ec) throw cli_error("cannot load the CA file: " + ec.message(), exit_usage);
-    if (s_.cert_file && s_.key_file) {
-      ssl.use_certificate_chain_file(*s_.cert_file, ec);
-      if (!ec) ssl.use_private_key_file(*s_.key_file, asio::ssl::context::pem, ec);
-      if (ec) throw cli_error("cannot load the client certificate: " + ec.message(), exit_usage);
-    }
-    ssl.set_verify_mode(asio::ssl::verify_peer);
-    beast::ssl_stream<beast::tcp_stream> stream(ctx, ssl);
-    boost::system::error_code not_ip;
-    asio::ip::make_address(host_, not_ip);
-    if (not_ip && SSL_ctrl(stream.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
-                           const_cast<char*>(host_.c_str())) != 1)
-      throw cli_error("cannot set the TLS server name");
-    stream.set_verify_callback(asio::ssl::host_name_verification(host_));
-    beast::get_lowest_layer(stream).expires_after(s_.timeout);
-    beast::get_lowest_layer(stream).connect(eps, ec);
-    if (!ec) stream.handshake(asio::ssl::stream_base::client, ec);
-    if (!ec) http::write(stream, req, ec);
-    if (!ec) http::read(stream, buf, parser, ec);
-    if (ec) throw unreachable(ec);
-  } else {
-    beast::tcp_stream stream(ctx);
-    stream.expires_after(s_.timeout);
-    stream.connect(eps, ec);
-    if (!ec) http::write(stream, req, ec);
-    if (!ec) http::read(stream, buf, parser, ec);
-    if (ec) throw unreachable(ec);
-  }
-  auto res = parser.release();
-  response out;
-  out.status = res.result_int();
-  out.body = std::move(res.body());
-  for (const auto& f : res) out.headers[std::string(f.name_string())] = std::string(f.value());
-  return out;
+  http_client::request req{.method = method, .target = target, .body = body, .headers = {}};
+  req.headers.emplace_back(std::string(protocol::protocol_header), std::to_string(protocol::protocol_version));
+  if (authenticated && key_) req.headers.emplace_back("Authorization", "Bearer " + *key_);
+  if (!body.empty() || method == "POST" || method == "PUT") req.headers.emplace_back("Content-Type", "application/json");
+  auto res = http_->exchange_blocking(std::move(req));
+  if (!res.answer) throw cli_error("cannot reach the coordinator at " + s_.coordinator + ": " + res.error);
+  return std::move(*res.answer);
 }
 
 json::value client::call(const std::string& method, const std::string& target, const std::string& body) {

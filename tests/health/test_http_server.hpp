@@ -17,14 +17,16 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace nixfleet::test {
 
 class test_http_server {
  public:
   // With `tls`, serves HTTPS with the given certificate chain and key files.
-  test_http_server(boost::asio::io_context& ctx, std::optional<std::pair<std::string, std::string>> tls = {})
-      : acceptor_(ctx, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
+  test_http_server(boost::asio::io_context& ctx, std::optional<std::pair<std::string, std::string>> tls = {},
+                   const std::string& address = "127.0.0.1")
+      : acceptor_(ctx, {boost::asio::ip::make_address(address), 0}) {
     if (tls) {
       ssl_.emplace(boost::asio::ssl::context::tls_server);
       ssl_->use_certificate_chain_file(tls->first);
@@ -37,6 +39,10 @@ class test_http_server {
 
   // Answers every request (head and body) with the raw HTTP response this returns.
   std::function<std::string(const std::string& request)> handler;
+
+  // Over TLS: the server name each client sent ("" for none), and how many resumed a session.
+  std::vector<std::string> server_names;
+  int resumed = 0;
 
   // Closes the listener and every open connection so that the io_context can run dry.
   void stop() {
@@ -106,7 +112,13 @@ class test_http_server {
       boost::asio::ssl::stream<boost::asio::ip::tcp::socket&> tls(*s, *ssl_);
       auto [ec] = co_await tls.async_handshake(boost::asio::ssl::stream_base::server,
                                                boost::asio::as_tuple(boost::asio::use_awaitable));
-      if (!ec) co_await exchange(tls);
+      if (!ec) {
+        const char* sni = SSL_get_servername(tls.native_handle(), TLSEXT_NAMETYPE_host_name);
+        server_names.emplace_back(sni ? sni : "");
+        resumed += SSL_session_reused(tls.native_handle()) ? 1 : 0;
+        co_await exchange(tls);
+        co_await tls.async_shutdown(boost::asio::as_tuple(boost::asio::use_awaitable));
+      }
     }
     boost::system::error_code ignored;
     s->shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);

@@ -2,10 +2,12 @@
 // file), a blocking HTTP(S) client, and the errors that end a command with one line.
 #pragma once
 
+#include "nixfleet/common/http_client.hpp"
+
 #include <boost/json/value.hpp>
 
 #include <chrono>
-#include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -45,15 +47,12 @@ void complete_settings(settings& s);
 // world-readable file, naming the fix.
 std::string read_secret_file(const std::string& path, const std::string& what);
 
-struct response {
-  unsigned status = 0;
-  std::string body;
-  std::map<std::string, std::string> headers;
-};
+using response = http_client::response;
 
 class client {
  public:
   explicit client(settings s);
+  ~client();
 
   // Sends a request. Transport failures throw cli_error ("cannot reach the coordinator at …").
   response request(const std::string& method, const std::string& target, const std::string& body = {},
@@ -66,8 +65,7 @@ class client {
 
  private:
   settings s_;
-  bool tls_ = false;
-  std::string host_, port_, base_;
+  std::unique_ptr<http_client::client> http_;
   std::optional<std::string> key_;
 };
 

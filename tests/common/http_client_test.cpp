@@ -1,0 +1,181 @@
+// The common HTTP(S) client: URL rules, IPv6 literals, SNI for DNS names only, verification by IP
+// address, the deadline and body bound, TLS session resumption, the blocking form.
+#include "nixfleet/common/http_client.hpp"
+
+#include "../health/test_http_server.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+using namespace nixfleet;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string reply(int status, const std::string& body) {
+  return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\nETag: \"e1\"\r\nConnection: close\r\n\r\n" + body;
+}
+
+struct certificate {
+  fs::path dir = fs::temp_directory_path() / ("nixfleet-http-client-" + std::to_string(::getpid()));
+  std::string cert = (dir / "cert.pem").string(), key = (dir / "key.pem").string();
+  certificate() {
+    fs::create_directories(dir);
+    const auto cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost "
+                     "-addext subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1 -keyout " + key + " -out " + cert + " 2>/dev/null";
+    BOOST_REQUIRE(std::system(cmd.c_str()) == 0);
+  }
+  ~certificate() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+// A test server on a thread of its own; the clients under test block on their own io_context.
+struct served {
+  asio::io_context ctx;
+  test::test_http_server server;
+  std::thread thread;
+  explicit served(std::optional<std::pair<std::string, std::string>> tls = {}, const std::string& address = "127.0.0.1")
+      : server(ctx, std::move(tls), address), port_(std::to_string(server.port())) {}
+  void start() {
+    thread = std::thread([this] { ctx.run(); });
+  }
+  const std::string& port() const { return port_; }
+  // Stops the server; what it recorded may be read after this.
+  void stop() {
+    if (!thread.joinable()) return;
+    asio::post(ctx, [this] { server.stop(); });
+    thread.join();
+  }
+  ~served() { stop(); }
+
+ private:
+  std::string port_;
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(http_client_tests)
+
+BOOST_AUTO_TEST_CASE(urls_are_taken_apart_and_bad_ones_named) {
+  auto u = http_client::parse_url("https://[::1]:8443/base/path/?x=1");
+  BOOST_REQUIRE(u.has_value());
+  BOOST_TEST(u->tls);
+  BOOST_TEST(u->host == "::1");
+  BOOST_TEST(u->port == "8443");
+  BOOST_TEST(u->host_header == "[::1]:8443");
+  BOOST_TEST(u->path == "/base/path");
+  BOOST_TEST(u->target == "/base/path/?x=1");
+  auto plain = http_client::parse_url("http://coordinator.example.org");
+  BOOST_REQUIRE(plain.has_value());
+  BOOST_TEST(plain->port == "80");
+  BOOST_TEST(plain->host_header == "coordinator.example.org");
+  BOOST_TEST(plain->target == "/");
+  BOOST_TEST(plain->path.empty());
+
+  std::string why;
+  BOOST_TEST(!http_client::parse_url("ftp://x/", &why));
+  BOOST_TEST(why.find("http or https") != std::string::npos, why);
+  BOOST_TEST(!http_client::parse_url("https://user:secret@x/", &why));
+  BOOST_TEST(why.find("password") != std::string::npos, why);
+  BOOST_TEST(!http_client::parse_url("/relative", &why));
+  BOOST_TEST(!http_client::parse_url("http:///nohost", &why));
+}
+
+BOOST_AUTO_TEST_CASE(an_ipv6_literal_is_bracketed_in_host_and_bare_on_the_wire) {
+  served s(std::nullopt, "::1");
+  std::string seen;
+  s.server.handler = [&](const std::string& req) {
+    seen = req;
+    return reply(201, "made");
+  };
+  s.start();
+  http_client::client c(*http_client::parse_url("http://[::1]:" + s.port() + "/base/"), {},
+                        {.timeout = 5s, .user_agent = "nixfleet-test"});
+  auto r = c.exchange_blocking({.method = "POST", .target = "/api/v1/x", .body = "{}", .headers = {{"X-Extra", "1"}}});
+  s.stop();
+  BOOST_REQUIRE(r.answer.has_value());
+  BOOST_TEST(r.answer->status == 201u);
+  BOOST_TEST(r.answer->body == "made");
+  BOOST_TEST(r.answer->header("etag") == "\"e1\"", "headers are found whatever their case");
+  BOOST_TEST(seen.starts_with("POST /base/api/v1/x HTTP/1.1\r\n"), seen);
+  BOOST_TEST(seen.find("Host: [::1]:" + s.port() + "\r\n") != std::string::npos, seen);
+  BOOST_TEST(seen.find("User-Agent: nixfleet-test\r\n") != std::string::npos, seen);
+  BOOST_TEST(seen.find("X-Extra: 1\r\n") != std::string::npos, seen);
+  BOOST_TEST(seen.find("Content-Length: 2\r\n") != std::string::npos, seen);
+}
+
+BOOST_AUTO_TEST_CASE(sni_carries_dns_names_only_and_an_address_is_verified_against_its_ip_san) {
+  certificate cert;
+  served s(std::pair{cert.cert, cert.key});
+  s.server.handler = [](const std::string&) { return reply(200, "ok"); };
+  s.start();
+  http_client::client by_name(*http_client::parse_url("https://localhost:" + s.port()), {cert.cert}, {.timeout = 5s});
+  auto r1 = by_name.exchange_blocking({.target = "/ok"});
+  BOOST_TEST((r1.answer && r1.answer->status == 200u), r1.error);
+  http_client::client by_address(*http_client::parse_url("https://127.0.0.1:" + s.port()), {cert.cert}, {.timeout = 5s});
+  auto r2 = by_address.exchange_blocking({.target = "/ok"});
+  BOOST_TEST((r2.answer && r2.answer->status == 200u), r2.error);
+  // Not trusted: the system store does not know this certificate.
+  http_client::client untrusted(*http_client::parse_url("https://localhost:" + s.port()), {}, {.timeout = 5s});
+  auto r3 = untrusted.exchange_blocking({.target = "/ok"});
+  s.stop();
+  BOOST_REQUIRE(s.server.server_names.size() == 2u);
+  BOOST_TEST(s.server.server_names[0] == "localhost");
+  BOOST_TEST(s.server.server_names[1] == "", "no server name is sent for an IP literal");
+  BOOST_TEST(!r3.answer);
+  BOOST_TEST((r3.why == http_client::failure::tls));
+  BOOST_TEST(r3.error.find("TLS handshake with localhost:") == 0, r3.error);
+}
+
+BOOST_AUTO_TEST_CASE(a_kept_session_is_resumed_on_the_next_connection) {
+  certificate cert;
+  served s(std::pair{cert.cert, cert.key});
+  s.server.handler = [](const std::string&) { return reply(200, "ok"); };
+  s.start();
+  http_client::client c(*http_client::parse_url("https://localhost:" + s.port()), {cert.cert},
+                        {.timeout = 5s, .resume_sessions = true});
+  for (int i = 0; i < 3; ++i) {
+    auto r = c.exchange_blocking({.target = "/ok"});
+    BOOST_TEST((r.answer && r.answer->status == 200u), r.error);
+  }
+  s.stop();
+  BOOST_TEST(s.server.resumed == 2, "the second and third connections resumed the session");
+}
+
+BOOST_AUTO_TEST_CASE(the_deadline_the_body_bound_and_a_refused_connection_are_failures_naming_the_peer) {
+  served s;  // /hang holds the connection without answering; /big is 2 MiB
+  s.start();
+  http_client::client c(*http_client::parse_url("http://127.0.0.1:" + s.port()), {}, {.timeout = 300ms, .body_limit = 1 << 20});
+  const auto start = std::chrono::steady_clock::now();
+  auto hung = c.exchange_blocking({.target = "/hang"});
+  BOOST_TEST((hung.why == http_client::failure::timeout));
+  BOOST_TEST(hung.error == "no answer from 127.0.0.1:" + s.port() + " within 300 ms");
+  BOOST_TEST((std::chrono::steady_clock::now() - start < 2s));
+  auto big = c.exchange_blocking({.target = "/big"});
+  BOOST_TEST((big.why == http_client::failure::too_large), big.error);
+  s.stop();
+
+  http_client::client refused(*http_client::parse_url("http://127.0.0.1:1"), {}, {.timeout = 2s});
+  auto r = refused.exchange_blocking({.target = "/"});
+  BOOST_TEST((r.why == http_client::failure::connect));
+  BOOST_TEST(r.error.find("cannot connect to 127.0.0.1:1: ") == 0, r.error);
+}
+
+BOOST_AUTO_TEST_CASE(a_missing_ca_file_is_named_when_the_client_is_made) {
+  try {
+    http_client::client c(*http_client::parse_url("https://localhost:1"), {"/nonexistent/ca.pem"}, {});
+    BOOST_FAIL("no exception");
+  } catch (const std::runtime_error& e) {
+    BOOST_TEST(std::string(e.what()).find("/nonexistent/ca.pem") != std::string::npos, e.what());
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
