@@ -1,4 +1,5 @@
 // nixfleet-coordinator: command-line parsing and one call per subcommand.
+#include "nixfleet/common/listen.hpp"
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/common/version.hpp"
 #include "nixfleet/coordinator/io/service.hpp"
@@ -19,23 +20,6 @@ namespace {
 namespace cio = nixfleet::coordinator::io;
 constexpr int exit_usage = 64;
 constexpr int exit_config = 78;
-
-// "127.0.0.1:8443", "[::1]:8443" or ":8443" (every address).
-std::optional<boost::asio::ip::tcp::endpoint> parse_endpoint(const std::string& text) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos) return std::nullopt;
-  std::string host = text.substr(0, colon);
-  std::string port_text = text.substr(colon + 1);
-  unsigned port = 0;
-  auto [p, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || p != port_text.data() + port_text.size() || port > 65535) return std::nullopt;
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  if (host.empty()) host = "::";
-  boost::system::error_code bad;
-  auto addr = boost::asio::ip::make_address(host, bad);
-  if (bad) return std::nullopt;
-  return boost::asio::ip::tcp::endpoint(addr, static_cast<unsigned short>(port));
-}
 
 std::optional<nixfleet::protocol::role> parse_role(const std::string& s) {
   using nixfleet::protocol::role;
@@ -93,11 +77,11 @@ int bad(const std::string& message, int code = exit_config) {
 // Checks the flags together and fills `o`; 0, or the exit code after one line on stderr.
 int to_options(const serve_flags& f, cio::service_options& o) {
   o.db_path = f.db;
-  auto ep = parse_endpoint(f.listen);
+  auto ep = nixfleet::parse_listen(f.listen);
   if (!ep) return bad("--listen: expected HOST:PORT, got " + f.listen, exit_usage);
   o.api.listen = *ep;
   if (f.metrics_listen) {
-    auto m = parse_endpoint(*f.metrics_listen);
+    auto m = nixfleet::parse_listen(*f.metrics_listen);
     if (!m) return bad("--metrics-listen: expected HOST:PORT", exit_usage);
     o.metrics_listen = *m;
   }

@@ -1,5 +1,6 @@
 // Agent configuration: field list, validation, file loading.
 #include "nixfleet/agent/config.hpp"
+#include "nixfleet/common/listen.hpp"
 
 #include "nixfleet/protocol/json_fields.hpp"
 
@@ -19,15 +20,9 @@ boost::system::error_code check_absolute_path(std::string_view s) {
   return protocol::check_text(s, 4096);
 }
 
+// An IP address and a port other than 0, as nixfleet::parse_listen takes it.
 boost::system::error_code check_listen(std::string_view s) {
-  const auto colon = s.rfind(':');
-  if (colon == std::string_view::npos || colon == 0 || colon + 1 == s.size() || s.size() > 128)
-    return errc::invalid_characters;
-  const auto port = s.substr(colon + 1);
-  if (port.size() > 5) return errc::out_of_range;
-  for (char c : port)
-    if (c < '0' || c > '9') return errc::invalid_characters;
-  if (std::stoul(std::string(port)) > 65535 || std::stoul(std::string(port)) == 0) return errc::out_of_range;
+  if (auto ep = nixfleet::parse_listen(s); !ep || ep->port() == 0) return errc::invalid_characters;
   return protocol::check_text(s, 128);
 }
 

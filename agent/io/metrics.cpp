@@ -2,7 +2,9 @@
 #include "nixfleet/agent/io/metrics.hpp"
 
 #include "nixfleet/agent/io/runtime.hpp"
+#include "nixfleet/common/listen.hpp"
 #include "nixfleet/common/log.hpp"
+#include "nixfleet/common/prometheus.hpp"
 #include "nixfleet/common/version.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -14,7 +16,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
 
 namespace nixfleet::agent::io {
 namespace asio = boost::asio;
@@ -24,43 +25,33 @@ namespace http = beast::http;
 std::string render_metrics(agent_runtime& rt) {
   auto& d = rt.driver();
   const auto& m = d.metrics();
-  std::string out;
-  auto metric = [&](std::string_view name, std::string_view type, std::string_view help) {
-    fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
-  };
-  metric("nixfleet_agent_info", "gauge", "Agent identity.");
-  fmt::format_to(std::back_inserter(out), "nixfleet_agent_info{{machine_id=\"{}\",version=\"{}\"}} 1\n", d.machine_id(),
-                 nixfleet::version());
-  metric("nixfleet_agent_stage", "gauge", "Deployment stage (1 for the current one).");
+  prometheus::text t;
+  t.family("nixfleet_agent_info", "gauge", "Agent identity.");
+  t.sample("nixfleet_agent_info", {{"machine_id", d.machine_id()}, {"version", nixfleet::version()}}, 1);
+  t.family("nixfleet_agent_stage", "gauge", "Deployment stage (1 for the current one).");
   for (auto s : {core::deployer::stage::idle, core::deployer::stage::fetching, core::deployer::stage::recording,
                  core::deployer::stage::activating, core::deployer::stage::gating, core::deployer::stage::rolling_back,
                  core::deployer::stage::rollback_pending})
-    fmt::format_to(std::back_inserter(out), "nixfleet_agent_stage{{stage=\"{}\"}} {}\n", core::to_string(s),
-                   rt.deployer().current() == s ? 1 : 0);
-  metric("nixfleet_agent_polls_total", "counter", "Polls of the desired state by result.");
-  fmt::format_to(std::back_inserter(out), "nixfleet_agent_polls_total{{result=\"ok\"}} {}\n", m.polls_ok);
-  fmt::format_to(std::back_inserter(out), "nixfleet_agent_polls_total{{result=\"failed\"}} {}\n", m.polls_failed);
-  auto scalar = [&](std::string_view name, std::string_view type, std::string_view help, auto value) {
-    metric(name, type, help);
-    fmt::format_to(std::back_inserter(out), "{} {}\n", name, value);
-  };
-  scalar("nixfleet_agent_last_poll_timestamp_seconds", "gauge", "Time of the last successful poll.", m.last_poll_unix);
-  scalar("nixfleet_agent_last_report_timestamp_seconds", "gauge", "Time reports were last acknowledged.", m.last_report_unix);
-  scalar("nixfleet_agent_reports_delivered_total", "counter", "Reports acknowledged by the coordinator.", m.reports_delivered);
-  scalar("nixfleet_agent_reports_dropped_total", "counter", "Reports the coordinator refused and were dropped.", m.reports_dropped);
-  scalar("nixfleet_agent_outbox_depth", "gauge", "Reports waiting for the coordinator.", rt.outbox().size());
-  scalar("nixfleet_agent_activations_total", "counter", "Activations that completed.", m.activations);
-  scalar("nixfleet_agent_activation_failures_total", "counter", "Activations refused or failed.", m.activation_failures);
-  scalar("nixfleet_agent_rollbacks_total", "counter", "Rollbacks completed.", m.rollbacks);
-  scalar("nixfleet_agent_confirmations_total", "counter", "Targets confirmed by the health gate.", m.confirmations);
-  scalar("nixfleet_agent_last_activation_duration_seconds", "gauge", "Duration of the last switch.", m.last_activation_seconds);
-  scalar("nixfleet_agent_last_rollback_duration_seconds", "gauge", "Duration of the last rollback switch.", m.last_rollback_seconds);
-  scalar("nixfleet_agent_hold", "gauge", "1 while deployments are held locally.", d.state().hold ? 1 : 0);
-  scalar("nixfleet_agent_quarantined_targets", "gauge", "Targets refused until retried.", d.state().quarantine.size());
-  metric("nixfleet_agent_probe_up", "gauge", "Latest result of each probe (1 pass, 0 fail).");
-  for (const auto& [name, up] : m.probe_up)
-    fmt::format_to(std::back_inserter(out), "nixfleet_agent_probe_up{{probe=\"{}\"}} {}\n", name, up);
-  return out;
+    t.sample("nixfleet_agent_stage", {{"stage", core::to_string(s)}}, rt.deployer().current() == s ? 1 : 0);
+  t.family("nixfleet_agent_polls_total", "counter", "Polls of the desired state by result.");
+  t.sample("nixfleet_agent_polls_total", {{"result", "ok"}}, m.polls_ok);
+  t.sample("nixfleet_agent_polls_total", {{"result", "failed"}}, m.polls_failed);
+  t.scalar("nixfleet_agent_last_poll_timestamp_seconds", "gauge", "Time of the last successful poll.", m.last_poll_unix);
+  t.scalar("nixfleet_agent_last_report_timestamp_seconds", "gauge", "Time reports were last acknowledged.", m.last_report_unix);
+  t.scalar("nixfleet_agent_reports_delivered_total", "counter", "Reports acknowledged by the coordinator.", m.reports_delivered);
+  t.scalar("nixfleet_agent_reports_dropped_total", "counter", "Reports the coordinator refused and were dropped.", m.reports_dropped);
+  t.scalar("nixfleet_agent_outbox_depth", "gauge", "Reports waiting for the coordinator.", rt.outbox().size());
+  t.scalar("nixfleet_agent_activations_total", "counter", "Activations that completed.", m.activations);
+  t.scalar("nixfleet_agent_activation_failures_total", "counter", "Activations refused or failed.", m.activation_failures);
+  t.scalar("nixfleet_agent_rollbacks_total", "counter", "Rollbacks completed.", m.rollbacks);
+  t.scalar("nixfleet_agent_confirmations_total", "counter", "Targets confirmed by the health gate.", m.confirmations);
+  t.scalar("nixfleet_agent_last_activation_duration_seconds", "gauge", "Duration of the last switch.", m.last_activation_seconds);
+  t.scalar("nixfleet_agent_last_rollback_duration_seconds", "gauge", "Duration of the last rollback switch.", m.last_rollback_seconds);
+  t.scalar("nixfleet_agent_hold", "gauge", "1 while deployments are held locally.", d.state().hold ? 1 : 0);
+  t.scalar("nixfleet_agent_quarantined_targets", "gauge", "Targets refused until retried.", d.state().quarantine.size());
+  t.family("nixfleet_agent_probe_up", "gauge", "Latest result of each probe (1 pass, 0 fail).");
+  for (const auto& [name, up] : m.probe_up) t.sample("nixfleet_agent_probe_up", {{"probe", name}}, up);
+  return t.take();
 }
 
 namespace {
@@ -94,17 +85,14 @@ asio::awaitable<void> serve_one(beast::tcp_stream stream, agent_runtime& rt) {
 
 asio::awaitable<void> serve_metrics(std::string listen, agent_runtime& rt) {
   auto ex = co_await asio::this_coro::executor;
-  const auto colon = listen.rfind(':');
-  auto host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  boost::system::error_code ec;
-  const auto addr = asio::ip::make_address(host, ec);
-  if (ec) {
+  const auto at = nixfleet::parse_listen(listen);
+  if (!at) {
     log::error("metrics_listen must be an IP address and port; metrics are off", {{"listen", listen}});
     co_return;
   }
+  const asio::ip::tcp::endpoint ep = *at;
+  boost::system::error_code ec;
   asio::ip::tcp::acceptor acceptor(ex);
-  const asio::ip::tcp::endpoint ep(addr, static_cast<unsigned short>(std::stoul(listen.substr(colon + 1))));
   acceptor.open(ep.protocol(), ec);
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(ep, ec);

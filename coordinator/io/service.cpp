@@ -4,6 +4,7 @@
 #include "nixfleet/coordinator/io/service.hpp"
 
 #include "nixfleet/common/log.hpp"
+#include "nixfleet/common/prometheus.hpp"
 #include "nixfleet/common/systemd.hpp"
 #include "nixfleet/common/version.hpp"
 #include "nixfleet/coordinator/core/rollout.hpp"
@@ -1237,12 +1238,9 @@ struct service::impl : std::enable_shared_from_this<impl> {
   // Metrics
 
   std::string render_metrics() const {
-    std::string out;
-    auto head = [&](std::string_view name, std::string_view type, std::string_view help) {
-      fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
-    };
-    head("nixfleet_coordinator_build_info", "gauge", "Build of this coordinator.");
-    fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_build_info{{version=\"{}\"}} 1\n", nixfleet::version());
+    prometheus::text t;
+    t.family("nixfleet_coordinator_build_info", "gauge", "Build of this coordinator.");
+    t.sample("nixfleet_coordinator_build_info", {{"version", nixfleet::version()}}, 1);
     std::map<std::string, std::uint64_t> by_state;
     std::uint64_t in_sync = 0, out_of_sync = 0, unassigned = 0;
     for (const auto& [id, m] : machines) {
@@ -1251,70 +1249,56 @@ struct service::impl : std::enable_shared_from_this<impl> {
       else if (m.rec.current_path == m.rec.desired->store_path) ++in_sync;
       else ++out_of_sync;
     }
-    head("nixfleet_coordinator_machines", "gauge", "Machines by lifecycle state.");
+    t.family("nixfleet_coordinator_machines", "gauge", "Machines by lifecycle state.");
     for (auto l : {protocol::lifecycle::active, protocol::lifecycle::maintenance, protocol::lifecycle::decommissioned}) {
       auto name = std::string(protocol::to_string(l));
-      fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_machines{{lifecycle=\"{}\"}} {}\n", name,
-                     by_state[name]);
+      t.sample("nixfleet_coordinator_machines", {{"lifecycle", name}}, by_state[name]);
     }
-    head("nixfleet_coordinator_machines_sync", "gauge", "Machines by whether they run their desired state.");
-    fmt::format_to(std::back_inserter(out),
-                   "nixfleet_coordinator_machines_sync{{sync=\"in_sync\"}} {}\n"
-                   "nixfleet_coordinator_machines_sync{{sync=\"out_of_sync\"}} {}\n"
-                   "nixfleet_coordinator_machines_sync{{sync=\"unassigned\"}} {}\n",
-                   in_sync, out_of_sync, unassigned);
-    head("nixfleet_coordinator_rollouts", "gauge", "Rollouts by status.");
+    t.family("nixfleet_coordinator_machines_sync", "gauge", "Machines by whether they run their desired state.");
+    t.sample("nixfleet_coordinator_machines_sync", {{"sync", "in_sync"}}, in_sync);
+    t.sample("nixfleet_coordinator_machines_sync", {{"sync", "out_of_sync"}}, out_of_sync);
+    t.sample("nixfleet_coordinator_machines_sync", {{"sync", "unassigned"}}, unassigned);
+    t.family("nixfleet_coordinator_rollouts", "gauge", "Rollouts by status.");
     std::map<std::string, std::uint64_t> by_status;
     for (const auto& [id, r] : rollouts) ++by_status[std::string(protocol::to_string(r.status))];
     for (auto s : {protocol::rollout_status::running, protocol::rollout_status::paused,
                    protocol::rollout_status::completed, protocol::rollout_status::cancelled,
                    protocol::rollout_status::halted, protocol::rollout_status::reverted}) {
       auto name = std::string(protocol::to_string(s));
-      fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_rollouts{{status=\"{}\"}} {}\n", name,
-                     by_status[name]);
+      t.sample("nixfleet_coordinator_rollouts", {{"status", name}}, by_status[name]);
     }
-    head("nixfleet_coordinator_http_requests_total", "counter", "HTTP requests by route and status.");
+    t.family("nixfleet_coordinator_http_requests_total", "counter", "HTTP requests by route and status.");
     for (const auto& [route, m] : route_stats)
       for (const auto& [status, n] : m.by_status)
-        fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_http_requests_total{{route=\"{}\",status=\"{}\"}} {}\n",
-                       route, status, n);
-    head("nixfleet_coordinator_http_request_duration_seconds", "histogram", "Time to answer, by route.");
+        t.sample("nixfleet_coordinator_http_requests_total", {{"route", route}, {"status", std::to_string(status)}}, n);
+    constexpr std::string_view latency = "nixfleet_coordinator_http_request_duration_seconds";
+    t.family(latency, "histogram", "Time to answer, by route.");
     for (const auto& [route, m] : route_stats) {
+      const std::string bucket = std::string(latency) + "_bucket";
       for (std::size_t i = 0; i < latency_buckets.size(); ++i)
-        fmt::format_to(std::back_inserter(out),
-                       "nixfleet_coordinator_http_request_duration_seconds_bucket{{route=\"{}\",le=\"{}\"}} {}\n", route,
-                       latency_buckets[i], m.buckets[i]);
-      fmt::format_to(std::back_inserter(out),
-                     "nixfleet_coordinator_http_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {}\n"
-                     "nixfleet_coordinator_http_request_duration_seconds_sum{{route=\"{}\"}} {}\n"
-                     "nixfleet_coordinator_http_request_duration_seconds_count{{route=\"{}\"}} {}\n",
-                     route, m.count, route, m.sum, route, m.count);
+        t.sample(bucket, {{"route", route}, {"le", fmt::format("{}", latency_buckets[i])}}, m.buckets[i]);
+      t.sample(bucket, {{"route", route}, {"le", "+Inf"}}, m.count);
+      t.sample(std::string(latency) + "_sum", {{"route", route}}, m.sum);
+      t.sample(std::string(latency) + "_count", {{"route", route}}, m.count);
     }
-    head("nixfleet_coordinator_reports_ingested_total", "counter", "Agent reports received.");
-    fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_reports_ingested_total {}\n", reports_ingested);
+    t.scalar("nixfleet_coordinator_reports_ingested_total", "counter", "Agent reports received.", reports_ingested);
     const auto ws = db->stats();
-    head("nixfleet_coordinator_store_transactions_total", "counter", "Write transactions committed.");
-    fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_store_transactions_total {}\n", ws.transactions);
-    head("nixfleet_coordinator_store_change_sets_total", "counter", "Change sets written (batched into transactions).");
-    fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_store_change_sets_total {}\n", ws.change_sets);
-    head("nixfleet_coordinator_store_write_seconds_total", "counter", "Time spent writing transactions.");
-    fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_store_write_seconds_total {}\n",
-                   std::chrono::duration<double>(ws.busy).count());
-    head("nixfleet_coordinator_store_backlog", "gauge", "Store operations queued or running.");
-    fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_store_backlog {}\n", db->backlog());
+    t.scalar("nixfleet_coordinator_store_transactions_total", "counter", "Write transactions committed.", ws.transactions);
+    t.scalar("nixfleet_coordinator_store_change_sets_total", "counter", "Change sets written (batched into transactions).",
+             ws.change_sets);
+    t.scalar("nixfleet_coordinator_store_write_seconds_total", "counter", "Time spent writing transactions.",
+             std::chrono::duration<double>(ws.busy).count());
+    t.scalar("nixfleet_coordinator_store_backlog", "gauge", "Store operations queued or running.", db->backlog());
     if (api) {
       auto s = api->stats();
-      head("nixfleet_coordinator_open_connections", "gauge", "Open API connections.");
-      fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_open_connections {}\n", s.open_connections);
-      head("nixfleet_coordinator_connections_timed_out_total", "counter", "Connections closed for being too slow.");
-      fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_connections_timed_out_total {}\n", s.timed_out);
-      head("nixfleet_coordinator_tls_handshakes_total", "counter", "Completed TLS handshakes, by session resumption.");
-      fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_tls_handshakes_total{{resumed=\"false\"}} {}\n",
-                     s.tls_handshakes - s.tls_resumed);
-      fmt::format_to(std::back_inserter(out), "nixfleet_coordinator_tls_handshakes_total{{resumed=\"true\"}} {}\n",
-                     s.tls_resumed);
+      t.scalar("nixfleet_coordinator_open_connections", "gauge", "Open API connections.", s.open_connections);
+      t.scalar("nixfleet_coordinator_connections_timed_out_total", "counter", "Connections closed for being too slow.",
+               s.timed_out);
+      t.family("nixfleet_coordinator_tls_handshakes_total", "counter", "Completed TLS handshakes, by session resumption.");
+      t.sample("nixfleet_coordinator_tls_handshakes_total", {{"resumed", "false"}}, s.tls_handshakes - s.tls_resumed);
+      t.sample("nixfleet_coordinator_tls_handshakes_total", {{"resumed", "true"}}, s.tls_resumed);
     }
-    return out;
+    return t.take();
   }
 };
 
