@@ -2,6 +2,7 @@
 option(NIXFLEET_WERROR "Treat compiler warnings as errors" OFF)
 option(NIXFLEET_BUILD_TESTS "Build the unit tests" ON)
 option(NIXFLEET_FUZZ "Build libFuzzer targets (needs clang)" OFF)
+option(NIXFLEET_BUILD_BENCH "Build the benchmark programs (integration/bench)" OFF)
 set(NIXFLEET_SANITIZE "" CACHE STRING "Sanitizers to enable, e.g. address;undefined")
 
 set(CMAKE_CXX_STANDARD 20)
@@ -13,9 +14,13 @@ if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
   set(CMAKE_BUILD_TYPE RelWithDebInfo CACHE STRING "Build type" FORCE)
 endif()
 
+option(NIXFLEET_PCH "Precompile the Standard Library and Boost headers most units include" ON)
+
 find_program(NIXFLEET_CCACHE ccache)
 if(NIXFLEET_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
-  set(CMAKE_CXX_COMPILER_LAUNCHER ${NIXFLEET_CCACHE})
+  # ccache caches units built with a precompiled header only when told to ignore its timestamps.
+  set(CMAKE_CXX_COMPILER_LAUNCHER ${CMAKE_COMMAND} -E env
+      CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime ${NIXFLEET_CCACHE})
   set(CMAKE_C_COMPILER_LAUNCHER ${NIXFLEET_CCACHE})
 endif()
 
@@ -30,6 +35,15 @@ target_compile_options(nixfleet_options INTERFACE
   # GCC 12 at -O3 reports impossible overlaps inside std::string (GCC bug 105329).
   $<$<CXX_COMPILER_ID:GNU>:-Wno-restrict>
   $<$<BOOL:${NIXFLEET_WERROR}>:-Werror>)
+if(NIXFLEET_PCH)
+  target_precompile_headers(nixfleet_options INTERFACE
+    $<$<COMPILE_LANGUAGE:CXX>:${CMAKE_CURRENT_LIST_DIR}/precompiled.hpp>)
+endif()
+# A target of one unit gains nothing from a precompiled header (it would be built for that unit
+# alone), and one that does not link nixfleet::boost must not see Asio's separate-compilation mode.
+function(nixfleet_no_pch)
+  set_target_properties(${ARGN} PROPERTIES DISABLE_PRECOMPILE_HEADERS ON)
+endfunction()
 
 add_library(nixfleet_sanitizers INTERFACE)
 add_library(nixfleet::sanitizers ALIAS nixfleet_sanitizers)

@@ -6,6 +6,10 @@ function(nixfleet_add_test name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE nixfleet::options nixfleet::test_main ${ARG_LIBS})
+  list(LENGTH ARG_SOURCES units)
+  if(units EQUAL 1)
+    nixfleet_no_pch(${name})
+  endif()
   add_test(NAME ${name} COMMAND ${name} --log_level=message --report_level=short)
   # A hang fails in minutes and names the test, instead of eating CI's whole budget.
   set_tests_properties(${name} PROPERTIES

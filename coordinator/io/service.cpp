@@ -1271,15 +1271,14 @@ struct service::impl : std::enable_shared_from_this<impl> {
     for (const auto& [route, m] : route_stats)
       for (const auto& [status, n] : m.by_status)
         t.sample("nixfleet_coordinator_http_requests_total", {{"route", route}, {"status", std::to_string(status)}}, n);
-    constexpr std::string_view latency = "nixfleet_coordinator_http_request_duration_seconds";
-    t.family(latency, "histogram", "Time to answer, by route.");
+    t.family("nixfleet_coordinator_http_request_duration_seconds", "histogram", "Time to answer, by route.");
     for (const auto& [route, m] : route_stats) {
-      const std::string bucket = std::string(latency) + "_bucket";
       for (std::size_t i = 0; i < latency_buckets.size(); ++i)
-        t.sample(bucket, {{"route", route}, {"le", fmt::format("{}", latency_buckets[i])}}, m.buckets[i]);
-      t.sample(bucket, {{"route", route}, {"le", "+Inf"}}, m.count);
-      t.sample(std::string(latency) + "_sum", {{"route", route}}, m.sum);
-      t.sample(std::string(latency) + "_count", {{"route", route}}, m.count);
+        t.sample("nixfleet_coordinator_http_request_duration_seconds_bucket",
+                 {{"route", route}, {"le", fmt::format("{}", latency_buckets[i])}}, m.buckets[i]);
+      t.sample("nixfleet_coordinator_http_request_duration_seconds_bucket", {{"route", route}, {"le", "+Inf"}}, m.count);
+      t.sample("nixfleet_coordinator_http_request_duration_seconds_sum", {{"route", route}}, m.sum);
+      t.sample("nixfleet_coordinator_http_request_duration_seconds_count", {{"route", route}}, m.count);
     }
     t.scalar("nixfleet_coordinator_reports_ingested_total", "counter", "Agent reports received.", reports_ingested);
     const auto ws = db->stats();
