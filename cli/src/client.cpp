@@ -109,6 +109,10 @@ client::client(settings s) : s_(std::move(s)) {
 
 client::~client() = default;
 
+void detail::invalid_answer(const std::string& target, const std::string& why) {
+  throw cli_error("the coordinator sent an invalid answer to " + target + ": " + why);
+}
+
 response client::request(const std::string& method, const std::string& target, const std::string& body,
                          bool authenticated) {
   http_client::request req{.method = method, .target = target, .body = body, .headers = {}};

@@ -71,10 +71,24 @@ void print_table(std::ostream& out, const std::vector<std::string>& head, const 
 
 void print_json(const json::value& v) { std::cout << json::serialize(v) << "\n"; }
 
-std::string ago(const std::string& rfc3339, protocol::timestamp now) {
-  auto t = protocol::parse_time(rfc3339);
-  if (!t) return "-";
-  auto s = std::chrono::duration_cast<std::chrono::seconds>(now - *t).count();
+template <class T>
+json::array to_json_array(const std::vector<T>& items) {
+  json::array a;
+  for (const auto& x : items) a.push_back(protocol::to_json(x));
+  return a;
+}
+
+std::string or_dash(const std::optional<std::string>& s) { return s ? *s : "-"; }
+
+// Tags as the JSON array they are: ["web","eu"].
+std::string join(const std::vector<std::string>& items) {
+  json::array a;
+  for (const auto& x : items) a.push_back(json::value(x));
+  return json::serialize(a);
+}
+
+std::string ago(protocol::timestamp t, protocol::timestamp now) {
+  auto s = std::chrono::duration_cast<std::chrono::seconds>(now - t).count();
   if (s < 0) s = 0;
   if (s < 120) return std::to_string(s) + "s ago";
   if (s < 7200) return std::to_string(s / 60) + "m ago";
@@ -287,25 +301,24 @@ int release_revoke(context& ctx, const release_revoke_opts& o) {
 }
 
 int release_list(context& ctx) {
-  auto r = ctx.api().call("GET", "/api/v1/releases");
-  if (ctx.s.json) return print_json(r), exit_ok;
+  auto list = ctx.api().get<std::vector<protocol::release>>("/api/v1/releases");
+  if (ctx.s.json) return print_json(to_json_array(list)), exit_ok;
   std::vector<std::vector<std::string>> rows;
-  for (const auto& x : r.as_array())
-    rows.push_back({str(x, "id"), str(x, "created_at"), str(x, "created_by"),
-                    std::to_string(x.at("entries").as_array().size()), str(x, "flake_rev")});
+  for (const auto& x : list)
+    rows.push_back({x.id, protocol::format_time(x.created_at), x.created_by, std::to_string(x.entries.size()),
+                    or_dash(x.flake_rev)});
   print_table(std::cout, {"ID", "CREATED", "BY", "HOSTS", "REVISION"}, rows);
   return exit_ok;
 }
 
 int release_show(context& ctx, const std::string& id) {
   require_id(id, "release");
-  auto r = ctx.api().call("GET", "/api/v1/releases/" + id);
-  if (ctx.s.json) return print_json(r), exit_ok;
-  std::cout << "release " << str(r, "id") << "  created " << str(r, "created_at") << " by " << str(r, "created_by")
-            << "\nflake " << str(r, "flake_ref") << "  revision " << str(r, "flake_rev") << "\n";
+  auto r = ctx.api().get<protocol::release>("/api/v1/releases/" + id);
+  if (ctx.s.json) return print_json(protocol::to_json(r)), exit_ok;
+  std::cout << "release " << r.id << "  created " << protocol::format_time(r.created_at) << " by " << r.created_by
+            << "\nflake " << or_dash(r.flake_ref) << "  revision " << or_dash(r.flake_rev) << "\n";
   std::vector<std::vector<std::string>> rows;
-  for (const auto& e : r.at("entries").as_array())
-    rows.push_back({str(e, "hostname"), str(e, "store_path"), e.as_object().contains("signature") ? "signed" : "unsigned"});
+  for (const auto& e : r.entries) rows.push_back({e.hostname, e.store_path, e.signature ? "signed" : "unsigned"});
   print_table(std::cout, {"HOST", "STORE PATH", "SIGNATURE"}, rows);
   return exit_ok;
 }
@@ -313,26 +326,25 @@ int release_show(context& ctx, const std::string& id) {
 int release_diff(context& ctx, const std::string& a, const std::string& b, bool closure) {
   require_id(a, "release");
   require_id(b, "release");
-  auto r = ctx.api().call("GET", "/api/v1/releases/" + a + "/diff/" + b);
-  if (ctx.s.json && !closure) return print_json(r), exit_ok;
-  json::object out = r.as_object();
+  auto r = ctx.api().get<protocol::release_diff>("/api/v1/releases/" + a + "/diff/" + b);
+  if (ctx.s.json && !closure) return print_json(protocol::to_json(r)), exit_ok;
+  json::object out = protocol::to_json(r).as_object();
   if (closure) {
     json::array closures;
-    for (const auto& c : r.at("changed").as_array()) {
-      std::string from = str(c, "old"), to = str(c, "new");
-      json::object d{{"hostname", str(c, "hostname")}};
-      if (path_present(from) && path_present(to)) d["diff"] = diff_closures(from, to);
+    for (const auto& c : r.changed) {
+      json::object d{{"hostname", c.hostname}};
+      if (path_present(c.old_path) && path_present(c.new_path)) d["diff"] = diff_closures(c.old_path, c.new_path);
       else d["diff"] = nullptr;
       closures.push_back(std::move(d));
     }
     out["closures"] = std::move(closures);
   }
   if (ctx.s.json) return print_json(out), exit_ok;
-  for (const auto& h : r.at("added").as_array()) std::cout << "+ " << std::string(h.as_string()) << "\n";
-  for (const auto& h : r.at("removed").as_array()) std::cout << "- " << std::string(h.as_string()) << "\n";
-  for (const auto& c : r.at("changed").as_array())
-    std::cout << "~ " << str(c, "hostname") << ": " << short_path(str(c, "old")) << " → " << short_path(str(c, "new")) << "\n";
-  std::cout << r.at("unchanged").as_array().size() << " unchanged\n";
+  for (const auto& h : r.added) std::cout << "+ " << h << "\n";
+  for (const auto& h : r.removed) std::cout << "- " << h << "\n";
+  for (const auto& c : r.changed)
+    std::cout << "~ " << c.hostname << ": " << short_path(c.old_path) << " → " << short_path(c.new_path) << "\n";
+  std::cout << r.unchanged.size() << " unchanged\n";
   if (closure)
     for (const auto& d : out["closures"].as_array()) {
       std::cout << "\n" << str(d, "hostname") << ":\n";
@@ -349,38 +361,43 @@ int release_delete(context& ctx, const std::string& id) {
   return exit_ok;
 }
 
+// One timeline line: time, kind, host and wave when set, message.
+void print_event(const protocol::rollout_event& e) {
+  std::cout << protocol::format_time(e.at) << "  " << e.kind;
+  if (e.hostname) std::cout << "  " << *e.hostname;
+  if (e.wave) std::cout << "  wave " << *e.wave;
+  std::cout << "  " << e.message << "\n";
+}
+
+std::string wave_of(const protocol::rollout_detail& r) {
+  return std::to_string(r.current_wave) + "/" + std::to_string(r.waves.size());
+}
+
 // Rollout progress: new timeline lines, and on a terminal one summary line redrawn in place.
 int watch_rollout(context& ctx, client& api, const std::string& id) {
   const bool tty = ::isatty(STDOUT_FILENO) == 1 && !ctx.s.json;
   std::uint64_t last_seq = 0;
   for (;;) {
-    auto r = api.call("GET", "/api/v1/rollouts/" + id);
+    auto r = api.get<protocol::rollout_detail>("/api/v1/rollouts/" + id);
     if (tty) std::cout << "\r\033[K";
-    for (const auto& e : r.at("events").as_array()) {
-      auto seq = e.at("seq").to_number<std::uint64_t>();
-      if (seq <= last_seq) continue;
-      last_seq = seq;
-      if (ctx.s.json) {
-        print_json(e);
-        continue;
-      }
-      std::cout << str(e, "at") << "  " << str(e, "kind");
-      if (auto h = str(e, "hostname", ""); !h.empty()) std::cout << "  " << h;
-      if (auto w = str(e, "wave", ""); !w.empty()) std::cout << "  wave " << w;
-      std::cout << "  " << str(e, "message", "") << "\n";
+    for (const auto& e : r.events) {
+      if (e.seq <= last_seq) continue;
+      last_seq = e.seq;
+      if (ctx.s.json) print_json(protocol::to_json(e));
+      else print_event(e);
     }
     std::map<std::string, int> counts;
-    for (const auto& h : r.at("hosts").as_array()) ++counts[str(h, "state")];
-    const std::string status = str(r, "status");
+    for (const auto& h : r.hosts) ++counts[std::string(protocol::to_string(h.state))];
+    const std::string status(protocol::to_string(r.status));
     if (tty) {
-      std::cout << "wave " << r.at("current_wave").to_number<int>() + 1 << "/" << r.at("waves").as_array().size();
+      std::cout << "wave " << wave_of(r);
       for (const auto& [k, n] : counts) std::cout << " · " << n << " " << k;
       std::cout << " · " << status << std::flush;
     }
-    if (status != "running") {
+    if (r.status != protocol::rollout_status::running) {
       if (tty) std::cout << "\n";
       if (!ctx.s.json) std::cout << "rollout " << id << " " << status << "\n";
-      return status == "completed" ? exit_ok : exit_incomplete;
+      return r.status == protocol::rollout_status::completed ? exit_ok : exit_incomplete;
     }
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
@@ -407,9 +424,9 @@ int deploy(context& ctx, const deploy_opts& o) {
       if (protocol::check_tag(t)) throw cli_error("--tags: not a valid tag: " + t, exit_usage);
     target["tags"] = strings(o.tags);
   } else {
-    auto rel = api.call("GET", "/api/v1/releases/" + o.release);
+    auto rel = api.get<protocol::release>("/api/v1/releases/" + o.release);
     std::vector<std::string> names;
-    for (const auto& e : rel.at("entries").as_array()) names.push_back(str(e, "hostname"));
+    for (const auto& e : rel.entries) names.push_back(e.hostname);
     auto picked = glob_match(names, o.hosts);
     if (picked.empty()) throw cli_error("no host of release " + o.release + " matches --hosts");
     target["hosts"] = strings(picked);
@@ -430,13 +447,10 @@ int deploy(context& ctx, const deploy_opts& o) {
                     {"waves", wave_spec},              {"soak_s", o.soak},
                     {"failure_threshold", o.threshold}, {"health_timeout_s", o.health_timeout},
                     {"on_failure", o.on_failure}};
-  auto r = api.call("POST", "/api/v1/rollouts", json::serialize(body));
-  const std::string id = str(r, "id");
-  if (ctx.s.json && !o.wait) return print_json(r), exit_ok;
-  if (!ctx.s.json) {
-    std::cout << "rollout " << id << " started: " << r.at("hosts").as_array().size() << " hosts in "
-              << r.at("waves").as_array().size() << " waves\n";
-  }
+  auto r = api.send<protocol::rollout_detail>("POST", "/api/v1/rollouts", json::serialize(body));
+  const std::string id = r.id;
+  if (ctx.s.json && !o.wait) return print_json(protocol::to_json(r)), exit_ok;
+  if (!ctx.s.json) std::cout << "rollout " << id << " started: " << r.hosts.size() << " hosts in " << r.waves.size() << " waves\n";
   if (!o.wait) return exit_ok;
   return watch_rollout(ctx, api, id);
 }
@@ -444,28 +458,25 @@ int deploy(context& ctx, const deploy_opts& o) {
 int rollout_list(context& ctx, const std::optional<std::string>& status) {
   std::string target = "/api/v1/rollouts";
   if (status) target += "?status=" + enc(*status);
-  auto r = ctx.api().call("GET", target);
-  if (ctx.s.json) return print_json(r), exit_ok;
+  auto list = ctx.api().get<std::vector<protocol::rollout_detail>>(target);
+  if (ctx.s.json) return print_json(to_json_array(list)), exit_ok;
   std::vector<std::vector<std::string>> rows;
-  for (const auto& x : r.as_array())
-    rows.push_back({str(x, "id"), str(x.at("spec"), "release_id"), str(x, "status"),
-                    std::to_string(x.at("current_wave").to_number<int>() + 1) + "/" +
-                        std::to_string(x.at("waves").as_array().size()),
-                    str(x, "created_at"), str(x, "created_by")});
+  for (const auto& x : list)
+    rows.push_back({x.id, x.spec.release_id, std::string(protocol::to_string(x.status)), wave_of(x),
+                    protocol::format_time(x.created_at), x.created_by});
   print_table(std::cout, {"ID", "RELEASE", "STATUS", "WAVE", "CREATED", "BY"}, rows);
   return exit_ok;
 }
 
 int rollout_status(context& ctx, const std::string& id) {
   require_id(id, "rollout");
-  auto r = ctx.api().call("GET", "/api/v1/rollouts/" + id);
-  if (ctx.s.json) return print_json(r), exit_ok;
-  std::cout << "rollout " << id << "  " << str(r, "status") << "  release " << str(r.at("spec"), "release_id")
-            << "  wave " << r.at("current_wave").to_number<int>() + 1 << "/" << r.at("waves").as_array().size() << "\n";
+  auto r = ctx.api().get<protocol::rollout_detail>("/api/v1/rollouts/" + id);
+  if (ctx.s.json) return print_json(protocol::to_json(r)), exit_ok;
+  std::cout << "rollout " << id << "  " << protocol::to_string(r.status) << "  release " << r.spec.release_id
+            << "  wave " << wave_of(r) << "\n";
   std::vector<std::vector<std::string>> rows;
-  for (const auto& h : r.at("hosts").as_array())
-    rows.push_back({str(h, "hostname"), std::to_string(h.at("wave").to_number<int>() + 1), str(h, "state"),
-                    str(h, "message", "")});
+  for (const auto& h : r.hosts)
+    rows.push_back({h.hostname, std::to_string(h.wave), std::string(protocol::to_string(h.state)), h.message.value_or("")});
   print_table(std::cout, {"HOST", "WAVE", "STATE", "DETAIL"}, rows);
   return exit_ok;
 }
@@ -474,9 +485,9 @@ int rollout_command(context& ctx, const std::string& id, const std::string& acti
   require_id(id, "rollout");
   std::string body;
   if (action == "resume") body = retry_failed ? R"({"retry_failed":true})" : R"({"retry_failed":false})";
-  auto r = ctx.api().call("POST", "/api/v1/rollouts/" + id + "/" + action, body);
-  if (ctx.s.json) return print_json(r), exit_ok;
-  std::cout << "rollout " << id << " " << str(r, "status") << "\n";
+  auto r = ctx.api().send<protocol::rollout_detail>("POST", "/api/v1/rollouts/" + id + "/" + action, body);
+  if (ctx.s.json) return print_json(protocol::to_json(r)), exit_ok;
+  std::cout << "rollout " << id << " " << protocol::to_string(r.status) << "\n";
   return exit_ok;
 }
 
@@ -490,22 +501,17 @@ int fleet_status(context& ctx, const status_opts& o) {
   std::string sep = "?";
   if (o.tag) target += sep + "tag=" + enc(*o.tag), sep = "&";
   if (o.state) target += sep + "state=" + enc(*o.state);
-  auto r = ctx.api().call("GET", target);
-  if (ctx.s.json) return print_json(r), exit_ok;
+  auto list = ctx.api().get<std::vector<protocol::machine_status>>(target);
+  if (ctx.s.json) return print_json(to_json_array(list)), exit_ok;
   const auto t = now();
   std::vector<std::vector<std::string>> rows;
-  for (const auto& m : r.as_array()) {
-    std::string health = "-";
-    if (const auto* h = m.as_object().if_contains("health"); h && h->is_object())
-      health = h->at("passed").as_bool() ? "ok" : "FAILING";
-    std::string seen = str(m, "last_seen");
-    bool stale = seen == "-";
-    if (!stale)
-      if (auto ts = protocol::parse_time(seen)) stale = t - *ts > std::chrono::seconds(o.stale_after);
-    std::string current = str(m, "current_path"), desired = str(m, "desired_path");
-    std::string sync = desired == "-" || current == "-" || current == desired ? "" : " *";
-    rows.push_back({str(m, "id"), str(m, "lifecycle"), short_path(current) + sync, short_path(desired), health,
-                    seen == "-" ? "never" : ago(seen, t), stale ? "STALE" : "", str(m, "rollout_id", "")});
+  for (const auto& m : list) {
+    const std::string health = !m.health ? "-" : m.health->passed ? "ok" : "FAILING";
+    const bool stale = !m.last_seen || t - *m.last_seen > std::chrono::seconds(o.stale_after);
+    const std::string current = or_dash(m.current_path), desired = or_dash(m.desired_path);
+    const std::string sync = !m.desired_path || !m.current_path || current == desired ? "" : " *";
+    rows.push_back({m.id, std::string(protocol::to_string(m.state)), short_path(current) + sync, short_path(desired), health,
+                    m.last_seen ? ago(*m.last_seen, t) : "never", stale ? "STALE" : "", m.rollout_id.value_or("")});
   }
   print_table(std::cout, {"HOST", "STATE", "CURRENT", "DESIRED", "HEALTH", "LAST SEEN", "", "ROLLOUT"}, rows);
   return exit_ok;
@@ -513,31 +519,31 @@ int fleet_status(context& ctx, const status_opts& o) {
 
 int machine_show(context& ctx, const std::string& id) {
   require_id(id, "machine");
-  auto m = ctx.api().call("GET", "/api/v1/machines/" + id);
-  if (ctx.s.json) return print_json(m), exit_ok;
-  std::cout << "machine   " << str(m, "id") << " (" << str(m, "lifecycle") << ")\n"
-            << "tags      " << str(m, "tags") << "\n"
-            << "current   " << str(m, "current_path") << "\n"
-            << "desired   " << str(m, "desired_path") << "\n"
-            << "booted    " << str(m, "booted_path") << "\n"
-            << "rollout   " << str(m, "rollout_id") << "\n"
-            << "last seen " << str(m, "last_seen") << "\n";
-  if (const auto* h = m.as_object().if_contains("health"); h && h->is_object()) {
-    std::cout << "health    " << (h->at("passed").as_bool() ? "passing" : "FAILING") << "\n";
-    for (const auto& p : h->at("results").as_array())
-      std::cout << "  " << str(p, "probe") << " (" << str(p, "type") << "): " << str(p, "status") << " "
-                << str(p, "message", "") << "\n";
+  auto m = ctx.api().get<protocol::machine_status>("/api/v1/machines/" + id);
+  if (ctx.s.json) return print_json(protocol::to_json(m)), exit_ok;
+  std::cout << "machine   " << m.id << " (" << protocol::to_string(m.state) << ")\n"
+            << "tags      " << join(m.tags) << "\n"
+            << "current   " << or_dash(m.current_path) << "\n"
+            << "desired   " << or_dash(m.desired_path) << "\n"
+            << "booted    " << or_dash(m.booted_path) << "\n"
+            << "rollout   " << or_dash(m.rollout_id) << "\n"
+            << "last seen " << (m.last_seen ? protocol::format_time(*m.last_seen) : "-") << "\n";
+  if (m.health) {
+    std::cout << "health    " << (m.health->passed ? "passing" : "FAILING") << "\n";
+    for (const auto& p : m.health->results)
+      std::cout << "  " << p.probe << " (" << p.type << "): " << protocol::to_string(p.status) << " "
+                << p.message.value_or("") << "\n";
   }
   std::cout << "confirmed generations:\n";
-  for (const auto& g : m.at("history").as_array()) std::cout << "  " << str(g, "confirmed_at") << "  " << str(g, "store_path") << "\n";
+  for (const auto& g : m.history) std::cout << "  " << protocol::format_time(g.confirmed_at) << "  " << g.store_path << "\n";
   return exit_ok;
 }
 
 int machine_update(context& ctx, const std::string& id, const json::object& body) {
   require_id(id, "machine");
-  auto m = ctx.api().call("PUT", "/api/v1/machines/" + id, json::serialize(body));
-  if (ctx.s.json) return print_json(m), exit_ok;
-  std::cout << "machine " << id << ": tags " << str(m, "tags") << ", " << str(m, "lifecycle") << "\n";
+  auto m = ctx.api().send<protocol::machine_status>("PUT", "/api/v1/machines/" + id, json::serialize(body));
+  if (ctx.s.json) return print_json(protocol::to_json(m)), exit_ok;
+  std::cout << "machine " << id << ": tags " << join(m.tags) << ", " << protocol::to_string(m.state) << "\n";
   return exit_ok;
 }
 
@@ -627,15 +633,15 @@ int rollback(context& ctx, const rollback_opts& o) {
     body.statement = std::move(st);
   }
   auto api = ctx.api();
-  json::value m;
+  protocol::machine_status m;
   try {
-    m = api.call("POST", "/api/v1/machines/" + o.host + "/rollback", protocol::serialize(body));
+    m = api.send<protocol::machine_status>("POST", "/api/v1/machines/" + o.host + "/rollback", protocol::serialize(body));
   } catch (const cli_error& e) {
     if (!ran) throw;
     throw cli_error(std::string("the host was rolled back, but the coordinator was not told: ") + e.what());
   }
-  if (ctx.s.json) return print_json(m), exit_ok;
-  std::cout << o.host << ": desired state is now " << str(m, "desired_path") << "\n";
+  if (ctx.s.json) return print_json(protocol::to_json(m)), exit_ok;
+  std::cout << o.host << ": desired state is now " << or_dash(m.desired_path) << "\n";
   return exit_ok;
 }
 
@@ -666,30 +672,31 @@ int audit(context& ctx, const audit_opts& o) {
   if (o.action) target += "&action=" + enc(*o.action);
   if (o.target) target += "&target=" + enc(*o.target);
   if (o.since) target += "&since=" + enc(*o.since);
-  auto r = api.call("GET", target);
-  if (ctx.s.json) return print_json(r), exit_ok;
+  auto list = api.get<std::vector<protocol::audit_event>>(target);
+  if (ctx.s.json) return print_json(to_json_array(list)), exit_ok;
   std::vector<std::vector<std::string>> rows;
-  for (const auto& e : r.as_array())
-    rows.push_back({str(e, "seq"), str(e, "at"), str(e, "actor"), str(e, "action"), str(e, "target"),
-                    json::serialize(e.at("detail"))});
+  for (const auto& e : list)
+    rows.push_back({std::to_string(e.seq), protocol::format_time(e.at), e.actor, e.action, e.target, json::serialize(e.detail)});
   print_table(std::cout, {"SEQ", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"}, rows);
   return exit_ok;
 }
 
 int keys_create(context& ctx, const std::string& name, const std::string& role) {
-  auto r = ctx.api().call("POST", "/api/v1/keys", json::serialize(json::object{{"name", name}, {"role", role}}));
-  if (ctx.s.json) return print_json(r), exit_ok;
-  std::cout << str(r, "key") << "\n";
-  std::cerr << "key " << str(r, "id") << " (" << role << ") for " << name << ": shown once, store it now\n";
+  auto r = ctx.api().send<protocol::created_key>("POST", "/api/v1/keys",
+                                                 json::serialize(json::object{{"name", name}, {"role", role}}));
+  if (ctx.s.json) return print_json(protocol::to_json(r)), exit_ok;
+  std::cout << r.key << "\n";
+  std::cerr << "key " << r.info.id << " (" << role << ") for " << name << ": shown once, store it now\n";
   return exit_ok;
 }
 
 int keys_list(context& ctx) {
-  auto r = ctx.api().call("GET", "/api/v1/keys");
-  if (ctx.s.json) return print_json(r), exit_ok;
+  auto list = ctx.api().get<std::vector<protocol::api_key_info>>("/api/v1/keys");
+  if (ctx.s.json) return print_json(to_json_array(list)), exit_ok;
   std::vector<std::vector<std::string>> rows;
-  for (const auto& k : r.as_array())
-    rows.push_back({str(k, "id"), str(k, "name"), str(k, "role"), str(k, "created_at"), str(k, "last_used_at")});
+  for (const auto& k : list)
+    rows.push_back({k.id, k.name, std::string(protocol::to_string(k.role)), protocol::format_time(k.created_at),
+                    k.last_used_at ? protocol::format_time(*k.last_used_at) : "-"});
   print_table(std::cout, {"ID", "NAME", "ROLE", "CREATED", "LAST USED"}, rows);
   return exit_ok;
 }

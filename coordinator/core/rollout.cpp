@@ -138,8 +138,8 @@ void dispatch(stepper& s, protocol::rollout_host& h, const observation& o) {
 void apply_failure_policy(stepper& s, const std::unordered_map<std::string_view, const observation*>& by_host,
                           std::uint32_t wave, std::uint64_t failures, std::uint64_t allowed) {
   auto& r = s.rollout();
-  r.waves[wave].status = wave_status::failed;
-  r.waves[wave].finished_at = s.now();
+  r.waves[wave - 1].status = wave_status::failed;
+  r.waves[wave - 1].finished_at = s.now();
   s.event("threshold_exceeded",
           std::to_string(failures) + " failed, " + std::to_string(allowed) + " allowed (failure_threshold " +
               r.spec.failure_threshold.to_string() + ")",
@@ -201,7 +201,7 @@ protocol::rollout_detail plan(std::string id, protocol::rollout_request spec, st
     std::uint64_t reach = last ? total : std::min(total, r.spec.waves[i].resolve(total));
     if (reach <= placed) continue;
     protocol::rollout_wave w;
-    w.index = static_cast<std::uint32_t>(r.waves.size());
+    w.index = static_cast<std::uint32_t>(r.waves.size() + 1);
     for (; placed < reach; ++placed) {
       auto& c = candidates[placed];
       w.hosts.push_back(c.hostname);
@@ -237,8 +237,8 @@ step reconcile(const protocol::rollout_detail& rollout, const std::vector<observ
   }
 
   // Waves: start, dispatch, judge, soak, promote; several in one step when nothing holds them.
-  while (r.current_wave < r.waves.size()) {
-    auto& w = r.waves[r.current_wave];
+  while (r.current_wave >= 1 && r.current_wave <= r.waves.size()) {
+    auto& w = r.waves[r.current_wave - 1];
     const std::uint32_t wi = r.current_wave;
     if (r.status == rollout_status::running && w.status == wave_status::pending) {
       w.status = wave_status::active;
@@ -284,7 +284,7 @@ step reconcile(const protocol::rollout_detail& rollout, const std::vector<observ
     w.status = wave_status::done;
     w.finished_at = now;
     s.event("wave_done", std::to_string(failures) + " of " + std::to_string(members) + " failed", std::nullopt, wi);
-    if (wi + 1 == r.waves.size()) {
+    if (wi == r.waves.size()) {
       r.status = rollout_status::completed;
       s.event("rollout_completed", "every wave done");
       break;
@@ -311,8 +311,8 @@ command_result resume(const protocol::rollout_detail& rollout, bool retry_failed
   stepper s(rollout, now);
   auto& r = s.rollout();
   r.status = rollout_status::running;
-  if (r.current_wave < r.waves.size()) {
-    auto& w = r.waves[r.current_wave];
+  if (r.current_wave >= 1 && r.current_wave <= r.waves.size()) {
+    auto& w = r.waves[r.current_wave - 1];
     std::uint32_t failures = 0;
     for (auto& h : r.hosts) {
       if (h.state != host_state::failed || h.wave > r.current_wave) continue;

@@ -95,6 +95,16 @@ CREATE TABLE revocations (
   body TEXT NOT NULL
 );
 )sql",
+    // 3: waves are numbered from 1 (they were stored from 0). The audit log keeps what it said.
+    R"sql(
+UPDATE rollouts SET body = json_set(body,
+  '$.current_wave', json_extract(body, '$.current_wave') + 1,
+  '$.waves', (SELECT json_group_array(json_set(value, '$.index', json_extract(value, '$.index') + 1))
+              FROM json_each(rollouts.body, '$.waves')));
+UPDATE rollout_hosts SET body = json_set(body, '$.wave', json_extract(body, '$.wave') + 1);
+UPDATE rollout_events SET body = json_set(body, '$.wave', json_extract(body, '$.wave') + 1)
+  WHERE json_type(body, '$.wave') = 'integer';
+)sql",
 };
 
 class statement {

@@ -68,7 +68,7 @@ print(f"coordinator CPU during the rollout: {(c1 - c0) / tick:.2f} s = {100 * (c
 print(f"fleet process CPU (all {agents} agents, whole run): {fleet['cpu_s']:.1f} s")
 for w in sorted(by_wave):
     v = sorted(by_wave[w])
-    print(f"propagation wave {w + 1}: {len(v)} hosts, median {statistics.median(v):.2f} s, p99 {v[min(len(v) - 1, int(len(v) * 0.99))]:.2f} s, max {v[-1]:.2f} s")
+    print(f"propagation wave {w}: {len(v)} hosts, median {statistics.median(v):.2f} s, p99 {v[min(len(v) - 1, int(len(v) * 0.99))]:.2f} s, max {v[-1]:.2f} s")
 print(f"fetches of the new release: {len(fetch)} of {agents}")
 print(f"reports generated {fleet['reports_generated']}, superseded before sending {fleet['reports_superseded']}, "
       f"pending {fleet['reports_pending']}, stored {stored} ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); "

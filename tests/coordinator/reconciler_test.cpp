@@ -181,7 +181,9 @@ BOOST_AUTO_TEST_CASE(plan_is_deterministic_cumulative_and_complete) {
   auto c = plan("ro-3", spec, cands, "alice", now);
   BOOST_TEST_REQUIRE(c.waves.size() == 2u, "a wave that reaches no new host is dropped");
   BOOST_TEST(c.waves[1].hosts.size() == 99u, "the last wave takes every remaining host");
-  BOOST_TEST(c.waves[1].index == 1u);
+  BOOST_TEST(c.waves[0].index == 1u, "waves are numbered from 1");
+  BOOST_TEST(c.waves[1].index == 2u);
+  BOOST_TEST(c.hosts.back().wave == 2u);
 }
 
 BOOST_AUTO_TEST_CASE(allowed_failures_round_percentages_down) {

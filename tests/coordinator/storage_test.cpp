@@ -58,11 +58,58 @@ BOOST_AUTO_TEST_CASE(migrations_run_once_and_a_newer_schema_is_refused) {
   sqlite3_stmt* st = nullptr;
   sqlite3_prepare_v2(raw, "SELECT count(*) FROM schema_version", -1, &st, nullptr);
   sqlite3_step(st);
-  BOOST_TEST(sqlite3_column_int(st, 0) == 2, "each of the two migrations once");
+  BOOST_TEST(sqlite3_column_int(st, 0) == 3, "each of the three migrations once");
   sqlite3_finalize(st);
   sqlite3_exec(raw, "INSERT INTO schema_version (version) VALUES (999)", nullptr, nullptr, nullptr);
   sqlite3_close(raw);
   BOOST_CHECK_THROW(open_sqlite(path), storage_error);
+}
+
+BOOST_AUTO_TEST_CASE(migration_3_numbers_the_waves_of_a_stored_rollout_from_1) {
+  {
+    auto s = open_sqlite(path);
+    rollout_write w;
+    w.head = rollout_head();
+    w.head.spec.target.hosts = {"web-1"};
+    w.head.current_wave = 2;
+    w.head.waves.resize(2);
+    w.head.waves[0].index = 1;
+    w.head.waves[1].index = 2;
+    protocol::rollout_host h;
+    h.hostname = "web-1";
+    h.wave = 2;
+    w.hosts.emplace_back(0, h);
+    w.events.push_back({1, at(2000), "wave_started", std::nullopt, 2u, "1 hosts"});
+    w.events.push_back({2, at(2000), "rollout_paused", std::nullopt, std::nullopt, "paused"});
+    change_set c;
+    c.releases.push_back(release("r1"));
+    c.rollouts.push_back(w);
+    const auto err = s->commit({&c}).at(0);
+    BOOST_TEST_REQUIRE(err.empty(), err);
+  }
+  // As a coordinator before migration 3 stored it: waves from 0.
+  sqlite3* raw = nullptr;
+  BOOST_REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+  for (const char* sql : {
+           "UPDATE rollouts SET body = json_set(body, '$.current_wave', 1, '$.waves[0].index', 0, '$.waves[1].index', 1)",
+           "UPDATE rollout_hosts SET body = json_set(body, '$.wave', 1)",
+           "UPDATE rollout_events SET body = json_set(body, '$.wave', 1) WHERE json_type(body, '$.wave') = 'integer'",
+           "DELETE FROM schema_version WHERE version = 3"})
+    BOOST_TEST_REQUIRE(sqlite3_exec(raw, sql, nullptr, nullptr, nullptr) == SQLITE_OK, sql);
+  sqlite3_close(raw);
+
+  auto loaded = open_sqlite(path)->load();
+  BOOST_REQUIRE(loaded.rollouts.size() == 1u);
+  const auto& r = loaded.rollouts[0];
+  BOOST_TEST(r.current_wave == 2u);
+  BOOST_REQUIRE(r.waves.size() == 2u);
+  BOOST_TEST(r.waves[0].index == 1u);
+  BOOST_TEST(r.waves[1].index == 2u);
+  BOOST_REQUIRE(r.hosts.size() == 1u);
+  BOOST_TEST(r.hosts[0].wave == 2u);
+  BOOST_REQUIRE(r.events.size() == 2u);
+  BOOST_TEST(r.events[0].wave.value_or(0) == 2u);
+  BOOST_TEST(!r.events[1].wave.has_value(), "an event without a wave keeps none");
 }
 
 BOOST_AUTO_TEST_CASE(a_failing_change_set_does_not_take_the_others_down_nor_break_the_chain) {

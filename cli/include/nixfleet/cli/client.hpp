@@ -3,6 +3,7 @@
 #pragma once
 
 #include "nixfleet/common/http_client.hpp"
+#include "nixfleet/protocol/codec.hpp"
 
 #include <boost/json/value.hpp>
 
@@ -11,6 +12,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 namespace nixfleet::cli {
 
@@ -49,6 +52,35 @@ std::string read_secret_file(const std::string& path, const std::string& what);
 
 using response = http_client::response;
 
+namespace detail {
+template <class T>
+struct is_vector : std::false_type {};
+template <class T>
+struct is_vector<std::vector<T>> : std::true_type {};
+[[noreturn]] void invalid_answer(const std::string& target, const std::string& why);
+}  // namespace detail
+
+// `v` as the protocol type T, or a cli_error naming `target` and the offending field.
+template <class T>
+T decode(const boost::json::value& v, const std::string& target) {
+  if constexpr (detail::is_vector<T>::value) {
+    if (!v.is_array()) detail::invalid_answer(target, "not a JSON array");
+    T out;
+    std::size_t i = 0;
+    for (const auto& x : v.as_array()) {
+      auto d = protocol::from_json<typename T::value_type>(x);
+      if (!d) detail::invalid_answer(target, "[" + std::to_string(i) + "]." + d.error().what());
+      out.push_back(std::move(*d));
+      ++i;
+    }
+    return out;
+  } else {
+    auto d = protocol::from_json<T>(v);
+    if (!d) detail::invalid_answer(target, d.error().what());
+    return std::move(*d);
+  }
+}
+
 class client {
  public:
   explicit client(settings s);
@@ -60,6 +92,17 @@ class client {
   // Like request, but a status other than 2xx throws cli_error with the coordinator's message;
   // returns the parsed JSON body (null for 204).
   boost::json::value call(const std::string& method, const std::string& target, const std::string& body = {});
+
+  // Like call, decoded as the protocol type T (std::vector<T> for a JSON array of them): what the
+  // coordinator answers is checked like any peer's input, and a malformed answer names its field.
+  template <class T>
+  T get(const std::string& target) {
+    return decode<T>(call("GET", target), target);
+  }
+  template <class T>
+  T send(const std::string& method, const std::string& target, const std::string& body = {}) {
+    return decode<T>(call(method, target, body), target);
+  }
 
   const settings& config() const noexcept { return s_; }
 

@@ -263,9 +263,10 @@ struct rollout_request {
   friend bool operator==(const rollout_request&, const rollout_request&) = default;
 };
 
+// Waves are numbered from 1, everywhere: here, in the API, the CLI, the timeline and the docs.
 struct rollout_host {
   std::string hostname;
-  std::uint32_t wave = 0;
+  std::uint32_t wave = 1;
   host_state state = host_state::pending;
   std::optional<std::string> target_path;     // what this rollout puts on it
   std::optional<std::string> previous_path;   // what it ran when dispatched: the revert target
@@ -279,7 +280,7 @@ struct rollout_host {
 };
 
 struct rollout_wave {
-  std::uint32_t index = 0;
+  std::uint32_t index = 1;  // its number, from 1
   wave_status status = wave_status::pending;
   std::vector<std::string> hosts;
   std::optional<timestamp> started_at;
@@ -296,7 +297,7 @@ struct rollout_event {
   timestamp at{};
   std::string kind;
   std::optional<std::string> hostname;
-  std::optional<std::uint32_t> wave;
+  std::optional<std::uint32_t> wave;  // the wave's number, from 1
   std::string message;
 
   friend bool operator==(const rollout_event&, const rollout_event&) = default;
@@ -308,7 +309,7 @@ struct rollout_detail {
   rollout_status status = rollout_status::running;
   timestamp created_at{};
   std::string created_by;
-  std::uint32_t current_wave = 0;
+  std::uint32_t current_wave = 1;  // the number of the wave in progress (the last one once ended)
   std::vector<rollout_wave> waves;
   std::vector<rollout_host> hosts;
   std::vector<rollout_event> events;
