@@ -317,9 +317,15 @@ def desired_as_served(fleet, release_id, host, attempt=0):
 
 
 def rejected_with(fleet, host, path, text):
+    """The host reported refusing `path` for a reason containing `text`. Read from the audit log,
+    not the last report: once the rollout sets a failed host back, its next report is up_to_date
+    within a second, and a poll of last_report can miss the refusal."""
     def check():
-        r = fleet.machine(host).get("last_report") or {}
-        return r.get("kind") == "rejected" and r.get("store_path") == path and text in (r.get("message") or "")
+        for e in fleet.api(f"/api/v1/audit?target={host}&action=machine.rejected&limit=1000"):
+            d = e.get("detail") or {}
+            if d.get("store_path") == path and text in (d.get("message") or ""):
+                return True
+        return False
     return check
 
 
