@@ -654,11 +654,13 @@ struct audit_opts {
 int audit(context& ctx, const audit_opts& o) {
   auto api = ctx.api();
   if (o.verify) {
-    auto v = api.call("GET", "/api/v1/audit/verify");
-    if (ctx.s.json) print_json(v);
-    else if (v.at("ok").as_bool()) std::cout << "audit log intact: " << str(v, "rows") << " rows\n";
-    else std::cout << "audit log BROKEN at row " << str(v, "bad_seq") << ": " << str(v, "reason") << "\n";
-    return v.at("ok").as_bool() ? exit_ok : exit_failure;
+    auto v = api.get<protocol::audit_verification>("/api/v1/audit/verify");
+    if (ctx.s.json) print_json(protocol::to_json(v));
+    else if (v.ok) std::cout << "audit log intact: " << v.rows << " rows\n";
+    else
+      std::cout << "audit log BROKEN at row " << (v.bad_seq ? std::to_string(*v.bad_seq) : "-") << ": "
+                << or_dash(v.reason) << "\n";
+    return v.ok ? exit_ok : exit_failure;
   }
   if (o.format) {
     if (*o.format != "csv" && *o.format != "jsonl") throw cli_error("--export: csv or jsonl", exit_usage);

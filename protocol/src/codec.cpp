@@ -358,6 +358,15 @@ void describe(V& v, X& x) {
 }
 
 template <class V, class X>
+  requires is<X, audit_verification>
+void describe(V& v, X& x) {
+  v.req("ok", x.ok);
+  v.req("rows", x.rows);
+  v.opt("bad_seq", x.bad_seq);
+  v.opt("reason", x.reason);
+}
+
+template <class V, class X>
   requires is<X, created_key>
 void describe(V& v, X& x) {
   describe(v, x.info);
@@ -476,6 +485,7 @@ NIXFLEET_INSTANTIATE(audit_event)
 NIXFLEET_INSTANTIATE(key_request)
 NIXFLEET_INSTANTIATE(api_key_info)
 NIXFLEET_INSTANTIATE(created_key)
+NIXFLEET_INSTANTIATE(audit_verification)
 NIXFLEET_INSTANTIATE(error_body)
 NIXFLEET_INSTANTIATE(rollback_statement)
 NIXFLEET_INSTANTIATE(revocation_list)

@@ -80,6 +80,7 @@ const std::map<std::string, round_trip>& wire_types() {
       {"key_request", via<key_request>()},
       {"api_key_info", via<api_key_info>()},
       {"created_key", via<created_key>()},
+      {"audit_verification", via<audit_verification>()},
       {"error_body", via<error_body>()},
   };
   return table;

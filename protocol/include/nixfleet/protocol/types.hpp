@@ -391,6 +391,15 @@ struct api_key_info {
   friend bool operator==(const api_key_info&, const api_key_info&) = default;
 };
 
+// The answer to `GET /api/v1/audit/verify`: whether the hash chain holds, and where it breaks.
+struct audit_verification {
+  bool ok = true;
+  std::uint64_t rows = 0;
+  std::optional<std::uint64_t> bad_seq;  // the first row whose hash does not match
+  std::optional<std::string> reason;
+  friend bool operator==(const audit_verification&, const audit_verification&) = default;
+};
+
 // The answer to key creation: the only time the secret is shown.
 struct created_key {
   api_key_info info;  // flattened on the wire

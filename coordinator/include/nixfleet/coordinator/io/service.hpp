@@ -26,6 +26,8 @@ struct service_options {
   std::chrono::milliseconds reconcile_interval{1000};
   std::chrono::milliseconds prune_interval{std::chrono::hours(1)};
   std::uint32_t poll_hint_s = 5;
+  // The store; empty opens the SQLite database at db_path. Tests pass a fake.
+  std::function<std::unique_ptr<storage>()> open_store;
   // Time source; tests move it.
   std::function<protocol::timestamp()> clock;
   // Called when a write the coordinator already acted on in memory cannot be made durable: the

@@ -3,6 +3,7 @@
 // through, in transactions of change sets, and read back only for the audit log and at start.
 #pragma once
 
+#include "nixfleet/coordinator/core/records.hpp"
 #include "nixfleet/protocol/types.hpp"
 
 #include <boost/json/object.hpp>
@@ -18,87 +19,15 @@ namespace nixfleet::coordinator::io {
 
 using protocol::timestamp;
 
-// The latest lifecycle report of a machine, as the reconciler reads it.
-struct lifecycle_event {
-  protocol::report_kind kind = protocol::report_kind::heartbeat;
-  std::optional<std::string> store_path;
-  std::optional<std::string> message;
-  timestamp received_at{};
-  friend bool operator==(const lifecycle_event&, const lifecycle_event&) = default;
-};
+using core::audit_entry;
+using core::change_set;
+using core::key_record;
+using core::lifecycle_event;
+using core::machine_record;
+using core::rollout_write;
+using core::stored_report;
 
-// Everything the coordinator knows about one machine.
-struct machine_record {
-  std::string id;
-  std::vector<std::string> tags;
-  protocol::lifecycle state = protocol::lifecycle::active;
-  std::optional<protocol::desired_state> desired;  // poll_hint is added when served
-  std::uint32_t attempt = 0;                        // last attempt handed out; never goes down
-  std::optional<std::string> current_path;
-  std::optional<std::string> booted_path;
-  std::optional<timestamp> last_seen;
-  std::optional<protocol::report> last_report;
-  std::optional<protocol::health_report> health;
-  std::optional<std::string> health_path;  // the store path `health` was measured on
-  std::optional<lifecycle_event> last_event;
-  std::vector<protocol::confirmed_generation> history;  // newest first, capped
-  std::uint64_t acked_seq = 0;
-
-  friend bool operator==(const machine_record&, const machine_record&) = default;
-};
-
-struct stored_report {
-  std::string machine_id;
-  timestamp received_at{};
-  protocol::report body;
-};
-
-struct audit_entry {
-  timestamp at{};
-  std::string actor;
-  std::string action;
-  std::string target;
-  boost::json::object detail;
-};
-
-struct key_record {
-  protocol::api_key_info info;
-  std::string hash;  // sha256 hex of the whole key
-};
-
-// A rollout write: the rollout without hosts and events, the hosts that changed (by index),
-// and the new timeline events.
-struct rollout_write {
-  protocol::rollout_detail head;  // hosts and events empty
-  std::vector<std::pair<std::size_t, protocol::rollout_host>> hosts;
-  std::vector<protocol::rollout_event> events;
-};
-
-// One transaction: all of it lands, or none.
-struct change_set {
-  std::vector<machine_record> machines;  // upserts
-  std::vector<stored_report> reports;  // a (machine, seq) already stored is kept, not doubled
-  std::vector<protocol::release> releases;
-  std::vector<std::string> deleted_releases;
-  std::vector<rollout_write> rollouts;
-  std::vector<key_record> keys;
-  std::vector<std::string> deleted_keys;
-  std::vector<audit_entry> audit;  // appended in order and chained
-  std::optional<protocol::revocation_list> revocations;  // replaces the stored list
-
-  bool empty() const noexcept {
-    return machines.empty() && reports.empty() && releases.empty() && !revocations &&
-           deleted_releases.empty() && rollouts.empty() && keys.empty() && deleted_keys.empty() && audit.empty();
-  }
-};
-
-struct loaded_state {
-  std::vector<machine_record> machines;
-  std::vector<protocol::release> releases;
-  std::vector<protocol::rollout_detail> rollouts;
-  std::vector<key_record> keys;
-  std::optional<protocol::revocation_list> revocations;
-};
+using core::loaded_state;
 
 struct audit_query {
   std::optional<std::string> actor;

@@ -1,0 +1,124 @@
+// The fleet core's rules for what arrives from agents (which reports apply, what is kept and what
+// is audited) and for which hosts a rollout takes.
+#include "fleet_detail.hpp"
+
+#include "nixfleet/protocol/codec.hpp"
+
+#include <algorithm>
+#include <set>
+
+namespace nixfleet::coordinator::core {
+
+namespace json = boost::json;
+using k = protocol::report_kind;
+
+namespace {
+
+constexpr std::size_t max_history = 20;
+
+// Heartbeats and periodic health are not steps of a deployment.
+bool lifecycle_kind(k kind) noexcept { return kind != k::heartbeat && kind != k::health; }
+
+// Outcomes an operator would want in the record.
+bool audited(k kind) noexcept {
+  return kind == k::confirmed || kind == k::rolled_back || kind == k::rollback_failed || kind == k::activation_failed ||
+         kind == k::rejected || kind == k::fetch_failed;
+}
+
+}  // namespace
+
+effects ingest(fleet& f, const std::string& actor, const ingest_reports& e, timestamp now) {
+  effects fx;
+  if (e.batch.reports.empty()) {
+    fx.reply = protocol::report_ack{0};
+    return fx;
+  }
+  const auto& id = e.machine_id;
+  auto [it, created] = f.machines.try_emplace(id);
+  auto& m = it->second;
+  if (created) {
+    m.id = id;
+    fx.changes.audit.push_back({now, actor, "machine.registered", id, json::object{}});
+  }
+  auto reports = e.batch.reports;
+  std::sort(reports.begin(), reports.end(),
+            [](const protocol::report& a, const protocol::report& b) { return a.seq < b.seq; });
+  std::uint64_t max_seq = 0;
+  bool changed = created;
+  for (const auto& r : reports) {
+    max_seq = std::max(max_seq, r.seq);
+    // Every report is kept (a (machine, seq) already stored is not doubled).
+    fx.changes.reports.push_back({id, now, r});
+    // A report older than what was applied is a replay; one with a lower sequence but a later
+    // time means the agent started its numbering again (its state was wiped).
+    const bool fresh = r.seq > m.acked_seq || (m.last_report && r.at > m.last_report->at && r.seq < m.acked_seq);
+    if (!fresh) continue;
+    m.acked_seq = r.seq;
+    m.last_seen = now;
+    if (r.current_path && r.current_path != m.current_path) {
+      json::object detail{{"from", m.current_path ? json::value(*m.current_path) : json::value(nullptr)},
+                          {"to", *r.current_path}};
+      fx.changes.audit.push_back({now, actor, "machine.current_changed", id, std::move(detail)});
+      m.current_path = r.current_path;
+    }
+    if (r.booted_path) m.booted_path = r.booted_path;
+    // The machine's health is that of what it runs: a failed gate's results are about the target
+    // it rolled back from, and stay in that report.
+    if (r.health && (!r.store_path || r.store_path == r.current_path)) {
+      m.health = r.health;
+      m.health_path = r.current_path;
+    }
+    if (lifecycle_kind(r.kind)) {
+      m.last_event = lifecycle_event{r.kind, r.store_path, r.message, now};
+      if (audited(r.kind)) {
+        json::object detail{{"kind", protocol::to_string(r.kind)}};
+        if (r.store_path) detail["store_path"] = *r.store_path;
+        if (r.message) detail["message"] = *r.message;
+        fx.changes.audit.push_back(
+            {now, actor, "machine." + std::string(protocol::to_string(r.kind)), id, std::move(detail)});
+      }
+      // `up_to_date`: the host runs, and has confirmed, the path it was asked for.
+      if ((r.kind == k::confirmed || r.kind == k::up_to_date) && r.store_path &&
+          (m.history.empty() || m.history.front().store_path != *r.store_path)) {
+        m.history.insert(m.history.begin(), protocol::confirmed_generation{*r.store_path, now});
+        if (m.history.size() > max_history) m.history.resize(max_history);
+      }
+    }
+    m.last_report = r;
+    changed = true;
+  }
+  fx.changes.machines.push_back(m);
+  if (changed) fx.republish.push_back(id);
+  fx.reply = protocol::report_ack{max_seq};
+  return fx;
+}
+
+std::variant<std::vector<candidate>, refusal> resolve_targets(const fleet& f, const protocol::release& release,
+                                                              const protocol::rollout_target& target) {
+  const std::set<std::string> wanted(target.hosts.begin(), target.hosts.end());
+  for (const auto& h : wanted) {
+    const bool found = std::any_of(release.entries.begin(), release.entries.end(),
+                                   [&](const protocol::release_entry& e) { return e.hostname == h; });
+    if (!found) return refusal{400, "invalid_field", "target.hosts: " + h + " has no entry in the release"};
+  }
+  auto has = [](const std::vector<std::string>& tags, const std::string& t) {
+    return std::find(tags.begin(), tags.end(), t) != tags.end();
+  };
+  // A host is taken when named, or when it carries a wanted tag in the release or in the fleet;
+  // decommissioned machines never are.
+  std::vector<candidate> out;
+  for (const auto& e : release.entries) {
+    auto m = f.machines.find(e.hostname);
+    if (m != f.machines.end() && m->second.state == protocol::lifecycle::decommissioned) continue;
+    bool in = wanted.contains(e.hostname);
+    for (const auto& t : target.tags) in = in || has(e.tags, t) || (m != f.machines.end() && has(m->second.tags, t));
+    if (in) out.push_back({e.hostname, e.store_path});
+  }
+  if (out.empty()) return refusal{400, "no_hosts", "no machine of the release matches the target"};
+  for (const auto& c : out)
+    if (auto a = f.active_rollout_of.find(c.hostname); a != f.active_rollout_of.end())
+      return refusal{409, "in_rollout", c.hostname + " is already in active rollout " + a->second.rollout};
+  return out;
+}
+
+}  // namespace nixfleet::coordinator::core

@@ -1,0 +1,165 @@
+// The fleet as a value, and every change to it as `apply(fleet, event, now) → effects`: report
+// ingestion, operator commands and the reconcile tick. Pure: no I/O, no clock, no randomness (ids
+// and secrets arrive in the event). What must be written, republished to pollers and answered is
+// in the effects; the io layer makes it durable and only then publishes and answers.
+#pragma once
+
+#include "nixfleet/coordinator/core/records.hpp"
+#include "nixfleet/coordinator/core/rollout.hpp"
+#include "nixfleet/protocol/types.hpp"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace nixfleet::coordinator::core {
+
+// Which active rollout a machine is in, and its index among that rollout's hosts.
+struct membership {
+  std::string rollout;
+  std::size_t host = 0;
+  friend bool operator==(const membership&, const membership&) = default;
+};
+
+struct fleet {
+  std::unordered_map<std::string, machine_record> machines;
+  std::map<std::string, protocol::release> releases;
+  std::uint64_t max_release_sequence = 0;  // a new release must be numbered above it
+  std::optional<protocol::revocation_list> revocations;  // stored as signed; agents verify it
+  std::map<std::string, protocol::rollout_detail> rollouts;
+  std::unordered_map<std::string, membership> active_rollout_of;
+  std::unordered_map<std::string, key_record> keys;  // by hash of the secret
+  // (hostname, store path) → the newest release holding that entry, for its signature.
+  std::map<std::pair<std::string, std::string>, std::string> newest_entry;
+
+  friend bool operator==(const fleet&, const fleet&) = default;
+};
+
+fleet make_fleet(loaded_state state);
+
+// ---------------------------------------------------------------------------------------------
+// Authorisation policy: who may do what.
+
+enum class operation {
+  read,                 // machines, releases, rollouts, diffs, audit, revocations
+  create_release,
+  create_rollout,
+  steer_rollout,        // pause, resume, cancel
+  rollback_machine,
+  publish_revocations,
+  update_machine,       // tags, lifecycle
+  clear_desired,
+  delete_release,
+  manage_keys,
+};
+
+struct principal {
+  std::string actor;
+  protocol::role level = protocol::role::readonly;
+};
+
+struct refusal {
+  unsigned status = 400;
+  std::string code;
+  std::string message;
+  friend bool operator==(const refusal&, const refusal&) = default;
+};
+
+protocol::role required_role(operation op) noexcept;
+// Empty when allowed.
+std::optional<refusal> authorize(const principal& who, operation op);
+// Agent routes: the client certificate's CN is the machine's id (or plain HTTP was chosen).
+std::optional<refusal> authorize_agent(const std::optional<std::string>& client_cn, std::string_view machine_id,
+                                       bool insecure_http);
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+struct ingest_reports {
+  std::string machine_id;
+  protocol::report_batch batch;
+};
+struct update_machine {
+  std::string id;
+  protocol::machine_update update;
+};
+struct clear_desired {
+  std::string id;
+};
+struct rollback_machine {
+  std::string id;
+  protocol::rollback_request body;
+};
+struct publish_revocations {
+  protocol::revocation_list list;
+};
+struct create_release {
+  protocol::release_request body;
+};
+struct delete_release {
+  std::string id;
+};
+struct create_rollout {
+  std::string id;  // chosen by the caller (unique, random)
+  protocol::rollout_request spec;
+};
+struct steer_rollout {
+  enum class verb { pause, resume, cancel };
+  std::string id;
+  verb what = verb::pause;
+  bool retry_failed = false;
+};
+struct create_key {
+  std::string key_id;  // chosen by the caller
+  std::string secret;  // nfk_…, chosen by the caller; only its hash is kept
+  protocol::key_request body;
+};
+struct delete_key {
+  std::string id;
+};
+// Time passed: every active rollout is reconciled.
+struct tick {};
+
+using event_body = std::variant<ingest_reports, update_machine, clear_desired, rollback_machine, publish_revocations,
+                                create_release, delete_release, create_rollout, steer_rollout, create_key, delete_key,
+                                tick>;
+
+struct event {
+  std::string actor;  // "agent:ID", an API key's name, or "coordinator"
+  event_body what;
+};
+
+// What to answer once the change set is durable.
+using answer = std::variant<std::monostate, protocol::report_ack, protocol::machine_status, protocol::revocation_list,
+                            protocol::release, protocol::rollout_detail, protocol::created_key>;
+
+struct effects {
+  change_set changes;
+  std::vector<std::string> republish;  // machines whose served desired state changed
+  bool republish_all = false;          // every machine's (a new revocation sequence)
+  std::optional<refusal> refused;      // nothing changed, nothing to write
+  unsigned status = 200;               // of the answer when not refused
+  answer reply;
+
+  friend bool operator==(const effects&, const effects&) = default;
+};
+
+// Applies `e` to `f`. A refused event leaves `f` as it was.
+effects apply(fleet& f, const event& e, timestamp now);
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+// The desired state a machine is served, with the poll hint of an active rollout and the
+// revocation list's sequence; empty when nothing is assigned.
+std::optional<protocol::desired_state> served(const fleet& f, const machine_record& m, std::uint32_t poll_hint_s);
+protocol::machine_status status_of(const fleet& f, const machine_record& m);
+protocol::release_diff diff(const protocol::release& a, const protocol::release& b);
+
+}  // namespace nixfleet::coordinator::core

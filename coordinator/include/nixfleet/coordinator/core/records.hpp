@@ -1,0 +1,107 @@
+// What the coordinator knows, as plain values: machines, keys, and the change sets that carry a
+// step of the fleet to the store. Shared by the pure fleet core and the storage drivers.
+#pragma once
+
+#include "nixfleet/protocol/types.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace nixfleet::coordinator::core {
+
+using protocol::timestamp;
+
+// The latest lifecycle report of a machine, as the reconciler reads it.
+struct lifecycle_event {
+  protocol::report_kind kind = protocol::report_kind::heartbeat;
+  std::optional<std::string> store_path;
+  std::optional<std::string> message;
+  timestamp received_at{};
+  friend bool operator==(const lifecycle_event&, const lifecycle_event&) = default;
+};
+
+// Everything the coordinator knows about one machine.
+struct machine_record {
+  std::string id;
+  std::vector<std::string> tags;
+  protocol::lifecycle state = protocol::lifecycle::active;
+  std::optional<protocol::desired_state> desired;  // poll_hint is added when served
+  std::uint32_t attempt = 0;                        // last attempt handed out; never goes down
+  std::optional<std::string> current_path;
+  std::optional<std::string> booted_path;
+  std::optional<timestamp> last_seen;
+  std::optional<protocol::report> last_report;
+  std::optional<protocol::health_report> health;
+  std::optional<std::string> health_path;  // the store path `health` was measured on
+  std::optional<lifecycle_event> last_event;
+  std::vector<protocol::confirmed_generation> history;  // newest first, capped
+  std::uint64_t acked_seq = 0;
+
+  friend bool operator==(const machine_record&, const machine_record&) = default;
+};
+
+struct stored_report {
+  std::string machine_id;
+  timestamp received_at{};
+  protocol::report body;
+  friend bool operator==(const stored_report&, const stored_report&) = default;
+};
+
+struct audit_entry {
+  timestamp at{};
+  std::string actor;
+  std::string action;
+  std::string target;
+  boost::json::object detail;
+  friend bool operator==(const audit_entry&, const audit_entry&) = default;
+};
+
+struct key_record {
+  protocol::api_key_info info;
+  std::string hash;  // sha256 hex of the whole key
+  friend bool operator==(const key_record&, const key_record&) = default;
+};
+
+// A rollout write: the rollout without hosts and events, the hosts that changed (by index),
+// and the new timeline events.
+struct rollout_write {
+  protocol::rollout_detail head;  // hosts and events empty
+  std::vector<std::pair<std::size_t, protocol::rollout_host>> hosts;
+  std::vector<protocol::rollout_event> events;
+  friend bool operator==(const rollout_write&, const rollout_write&) = default;
+};
+
+// One transaction: all of it lands, or none.
+struct change_set {
+  std::vector<machine_record> machines;  // upserts
+  std::vector<stored_report> reports;  // a (machine, seq) already stored is kept, not doubled
+  std::vector<protocol::release> releases;
+  std::vector<std::string> deleted_releases;
+  std::vector<rollout_write> rollouts;
+  std::vector<key_record> keys;
+  std::vector<std::string> deleted_keys;
+  std::vector<audit_entry> audit;  // appended in order and chained
+  std::optional<protocol::revocation_list> revocations;  // replaces the stored list
+
+  bool empty() const noexcept {
+    return machines.empty() && reports.empty() && releases.empty() && !revocations &&
+           deleted_releases.empty() && rollouts.empty() && keys.empty() && deleted_keys.empty() && audit.empty();
+  }
+  friend bool operator==(const change_set&, const change_set&) = default;
+};
+
+// What a store holds, as loaded at start.
+struct loaded_state {
+  std::vector<machine_record> machines;
+  std::vector<protocol::release> releases;
+  std::vector<protocol::rollout_detail> rollouts;
+  std::vector<key_record> keys;
+  std::optional<protocol::revocation_list> revocations;
+};
+
+}  // namespace nixfleet::coordinator::core

@@ -1,0 +1,75 @@
+// The coordinator's /metrics in Prometheus text: the fleet by state, HTTP routes, the store's
+// writer and the listener.
+#include "service_impl.hpp"
+
+#include "nixfleet/common/prometheus.hpp"
+#include "nixfleet/common/version.hpp"
+
+#include <fmt/format.h>
+
+namespace nixfleet::coordinator::io {
+
+std::string service::impl::render_metrics() const {
+  prometheus::text t;
+  t.family("nixfleet_coordinator_build_info", "gauge", "Build of this coordinator.");
+  t.sample("nixfleet_coordinator_build_info", {{"version", nixfleet::version()}}, 1);
+  std::map<std::string, std::uint64_t> by_state;
+  std::uint64_t in_sync = 0, out_of_sync = 0, unassigned = 0;
+  for (const auto& [id, m] : fleet.machines) {
+    ++by_state[std::string(protocol::to_string(m.state))];
+    if (!m.desired) ++unassigned;
+    else if (m.current_path == m.desired->store_path) ++in_sync;
+    else ++out_of_sync;
+  }
+  t.family("nixfleet_coordinator_machines", "gauge", "Machines by lifecycle state.");
+  for (auto l : {protocol::lifecycle::active, protocol::lifecycle::maintenance, protocol::lifecycle::decommissioned}) {
+    auto name = std::string(protocol::to_string(l));
+    t.sample("nixfleet_coordinator_machines", {{"lifecycle", name}}, by_state[name]);
+  }
+  t.family("nixfleet_coordinator_machines_sync", "gauge", "Machines by whether they run their desired state.");
+  t.sample("nixfleet_coordinator_machines_sync", {{"sync", "in_sync"}}, in_sync);
+  t.sample("nixfleet_coordinator_machines_sync", {{"sync", "out_of_sync"}}, out_of_sync);
+  t.sample("nixfleet_coordinator_machines_sync", {{"sync", "unassigned"}}, unassigned);
+  t.family("nixfleet_coordinator_rollouts", "gauge", "Rollouts by status.");
+  std::map<std::string, std::uint64_t> by_status;
+  for (const auto& [id, r] : fleet.rollouts) ++by_status[std::string(protocol::to_string(r.status))];
+  for (auto s : {protocol::rollout_status::running, protocol::rollout_status::paused,
+                 protocol::rollout_status::completed, protocol::rollout_status::cancelled,
+                 protocol::rollout_status::halted, protocol::rollout_status::reverted}) {
+    auto name = std::string(protocol::to_string(s));
+    t.sample("nixfleet_coordinator_rollouts", {{"status", name}}, by_status[name]);
+  }
+  t.family("nixfleet_coordinator_http_requests_total", "counter", "HTTP requests by route and status.");
+  for (const auto& [route, m] : route_stats)
+    for (const auto& [status, n] : m.by_status)
+      t.sample("nixfleet_coordinator_http_requests_total", {{"route", route}, {"status", std::to_string(status)}}, n);
+  t.family("nixfleet_coordinator_http_request_duration_seconds", "histogram", "Time to answer, by route.");
+  for (const auto& [route, m] : route_stats) {
+    for (std::size_t i = 0; i < latency_buckets.size(); ++i)
+      t.sample("nixfleet_coordinator_http_request_duration_seconds_bucket",
+               {{"route", route}, {"le", fmt::format("{}", latency_buckets[i])}}, m.buckets[i]);
+    t.sample("nixfleet_coordinator_http_request_duration_seconds_bucket", {{"route", route}, {"le", "+Inf"}}, m.count);
+    t.sample("nixfleet_coordinator_http_request_duration_seconds_sum", {{"route", route}}, m.sum);
+    t.sample("nixfleet_coordinator_http_request_duration_seconds_count", {{"route", route}}, m.count);
+  }
+  t.scalar("nixfleet_coordinator_reports_ingested_total", "counter", "Agent reports received.", reports_ingested);
+  const auto ws = db->stats();
+  t.scalar("nixfleet_coordinator_store_transactions_total", "counter", "Write transactions committed.", ws.transactions);
+  t.scalar("nixfleet_coordinator_store_change_sets_total", "counter", "Change sets written (batched into transactions).",
+           ws.change_sets);
+  t.scalar("nixfleet_coordinator_store_write_seconds_total", "counter", "Time spent writing transactions.",
+           std::chrono::duration<double>(ws.busy).count());
+  t.scalar("nixfleet_coordinator_store_backlog", "gauge", "Store operations queued or running.", db->backlog());
+  if (api) {
+    auto s = api->stats();
+    t.scalar("nixfleet_coordinator_open_connections", "gauge", "Open API connections.", s.open_connections);
+    t.scalar("nixfleet_coordinator_connections_timed_out_total", "counter", "Connections closed for being too slow.",
+             s.timed_out);
+    t.family("nixfleet_coordinator_tls_handshakes_total", "counter", "Completed TLS handshakes, by session resumption.");
+    t.sample("nixfleet_coordinator_tls_handshakes_total", {{"resumed", "false"}}, s.tls_handshakes - s.tls_resumed);
+    t.sample("nixfleet_coordinator_tls_handshakes_total", {{"resumed", "true"}}, s.tls_resumed);
+  }
+  return t.take();
+}
+
+}  // namespace nixfleet::coordinator::io

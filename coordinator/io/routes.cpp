@@ -1,0 +1,497 @@
+// The HTTP routes of architecture §3 as one table: method, pattern, who may call it, handler.
+// A handler decodes the request, hands an event to the fleet core (or reads the fleet) and
+// encodes the answer; the rules themselves live in coordinator/core.
+#include "service_impl.hpp"
+
+#include "nixfleet/protocol/codec.hpp"
+#include "nixfleet/protocol/signing.hpp"
+#include "nixfleet/protocol/validate.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <boost/url/parse.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <limits>
+#include <variant>
+
+namespace nixfleet::coordinator::io {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+using impl = service::impl;
+using core::operation;
+using protocol::role;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+bool is_key_text(std::string_view k) {
+  if (!k.starts_with("nfk_") || k.size() != 4 + 64) return false;
+  return std::all_of(k.begin() + 4, k.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// A CSV cell safe to open in a spreadsheet: quoted, and never starting a formula.
+std::string csv_cell(std::string_view s) {
+  std::string out = "\"";
+  if (!s.empty() && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' || s[0] == '\t' || s[0] == '\r'))
+    out.push_back('\'');
+  for (char c : s) {
+    if (c == '"') out.push_back('"');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+template <class T>
+std::string array_of(const std::vector<T>& items) {
+  json::array a;
+  a.reserve(items.size());
+  for (const auto& i : items) a.push_back(protocol::to_json(i));
+  return json::serialize(a);
+}
+
+// The body as T, or the 400 to answer. An empty body is T's defaults when `optional`.
+template <class T>
+std::variant<T, http_response> body_of(const http_request& req, bool optional = false) {
+  if (optional && req.msg.body().empty()) return T{};
+  auto d = protocol::parse<T>(req.msg.body());
+  if (!d) {
+    const auto& e = d.error();
+    return error_response(400, e.code == protocol::errc::invalid_json ? "invalid_json" : "invalid_field", e.what());
+  }
+  return std::move(*d);
+}
+
+// Decodes the body and performs the event made of it.
+template <class T, class Make>
+asio::awaitable<http_response> perform_with(impl& s, route_call& c, Make make, bool optional = false) {
+  auto body = body_of<T>(c.req, optional);
+  if (auto* r = std::get_if<http_response>(&body)) co_return std::move(*r);
+  core::event e{c.who.actor, make(std::get<T>(std::move(body)))};
+  co_return co_await s.perform(std::move(e));
+}
+
+asio::awaitable<http_response> perform_now(impl& s, route_call& c, core::event_body what) {
+  core::event e{c.who.actor, std::move(what)};
+  co_return co_await s.perform(std::move(e));
+}
+
+asio::awaitable<std::variant<core::principal, http_response>> authenticate(impl& s, const http_request& req) {
+  auto it = req.msg.find(http::field::authorization);
+  if (it == req.msg.end())
+    co_return error_response(401, "unauthenticated", "an API key is required (Authorization: Bearer nfk_...)");
+  std::string_view v = it->value();
+  if (!v.starts_with("Bearer ") || !is_key_text(v.substr(7)))
+    co_return error_response(401, "unauthenticated", "the Authorization header does not hold an API key");
+  const std::string hash = protocol::sha256_hex(v.substr(7));
+  auto k = s.fleet.keys.find(hash);
+  if (k == s.fleet.keys.end()) {
+    // Made by `nixfleet-coordinator keys create` after this process loaded the store.
+    auto job = [hash](storage& st) { return st.find_key(hash); };
+    auto found = co_await s.db->run<std::optional<core::key_record>>(std::move(job));
+    if (!found) co_return error_response(401, "unauthenticated", "unknown API key");
+    k = s.fleet.keys.emplace(hash, std::move(*found)).first;
+  }
+  k->second.info.last_used_at = s.opts.clock();
+  co_return core::principal{k->second.info.name, k->second.info.role};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent routes
+
+// The poll path: memory only.
+asio::awaitable<http_response> get_desired(impl& s, route_call& c) {
+  auto it = s.served.find(c.params[0]);
+  if (it == s.served.end() || it->second.body.empty()) co_return json_response(204, {});
+  const auto& m = it->second;
+  http_response r;
+  if (auto inm = c.req.msg.find(http::field::if_none_match); inm != c.req.msg.end() && inm->value() == m.etag) {
+    r.status = 304;
+  } else {
+    r = json_response(200, m.body);
+  }
+  r.headers.emplace_back("ETag", m.etag);
+  co_return r;
+}
+
+asio::awaitable<http_response> post_reports(impl& s, route_call& c) {
+  auto body = body_of<protocol::report_batch>(c.req);
+  if (auto* r = std::get_if<http_response>(&body)) co_return std::move(*r);
+  auto batch = std::get<protocol::report_batch>(std::move(body));
+  s.reports_ingested += batch.reports.size();
+  core::event e{"agent:" + c.params[0], core::ingest_reports{c.params[0], std::move(batch)}};
+  co_return co_await s.perform(std::move(e));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machines
+
+asio::awaitable<http_response> list_machines(impl& s, route_call& c) {
+  std::optional<protocol::lifecycle> state;
+  if (auto it = c.query.find("state"); it != c.query.end()) {
+    for (auto l : {protocol::lifecycle::active, protocol::lifecycle::maintenance, protocol::lifecycle::decommissioned})
+      if (protocol::to_string(l) == it->second) state = l;
+    if (!state) co_return error_response(400, "invalid_query", "state must be active, maintenance or decommissioned");
+  }
+  std::optional<std::string> tag;
+  if (auto it = c.query.find("tag"); it != c.query.end()) tag = it->second;
+  std::vector<const core::machine_record*> picked;
+  for (const auto& [id, m] : s.fleet.machines) {
+    if (state && m.state != *state) continue;
+    if (tag && std::find(m.tags.begin(), m.tags.end(), *tag) == m.tags.end()) continue;
+    picked.push_back(&m);
+  }
+  std::sort(picked.begin(), picked.end(), [](auto* a, auto* b) { return a->id < b->id; });
+  std::vector<protocol::machine_status> items;
+  items.reserve(picked.size());
+  for (auto* m : picked) items.push_back(core::status_of(s.fleet, *m));
+  co_return json_response(200, array_of(items));
+}
+
+asio::awaitable<http_response> get_machine(impl& s, route_call& c) {
+  auto it = s.fleet.machines.find(c.params[0]);
+  if (it == s.fleet.machines.end()) co_return error_response(404, "not_found", "no such machine");
+  co_return json_response(200, protocol::serialize(core::status_of(s.fleet, it->second)));
+}
+
+asio::awaitable<http_response> put_machine(impl& s, route_call& c) {
+  auto id = c.params[0];
+  co_return co_await perform_with<protocol::machine_update>(
+      s, c, [&](protocol::machine_update u) { return core::update_machine{id, std::move(u)}; });
+}
+
+asio::awaitable<http_response> clear_desired(impl& s, route_call& c) {
+  core::event_body what = core::clear_desired{c.params[0]};  // named: GCC 12 mishandles temporaries in co_await calls
+  co_return co_await perform_now(s, c, std::move(what));
+}
+
+asio::awaitable<http_response> rollback_machine(impl& s, route_call& c) {
+  auto id = c.params[0];
+  co_return co_await perform_with<protocol::rollback_request>(
+      s, c, [&](protocol::rollback_request b) { return core::rollback_machine{id, std::move(b)}; }, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revocations: signed by an operator, kept and served as they are. The coordinator cannot forge
+// or shorten one (agents verify it and refuse a lower sequence); it can only withhold it.
+
+asio::awaitable<http_response> get_revocations(impl& s, route_call&) {
+  if (!s.fleet.revocations) co_return error_response(404, "not_found", "no revocation list has been published");
+  co_return json_response(200, protocol::serialize(*s.fleet.revocations));
+}
+
+asio::awaitable<http_response> put_revocations(impl& s, route_call& c) {
+  co_return co_await perform_with<protocol::revocation_list>(
+      s, c, [](protocol::revocation_list l) { return core::publish_revocations{std::move(l)}; });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Releases
+
+asio::awaitable<http_response> list_releases(impl& s, route_call&) {
+  std::vector<protocol::release> all;
+  for (const auto& [id, r] : s.fleet.releases) all.push_back(r);
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.created_at > b.created_at; });
+  co_return json_response(200, array_of(all));
+}
+
+asio::awaitable<http_response> get_release(impl& s, route_call& c) {
+  auto it = s.fleet.releases.find(c.params[0]);
+  if (it == s.fleet.releases.end()) co_return error_response(404, "not_found", "no such release");
+  co_return json_response(200, protocol::serialize(it->second));
+}
+
+asio::awaitable<http_response> create_release(impl& s, route_call& c) {
+  co_return co_await perform_with<protocol::release_request>(
+      s, c, [](protocol::release_request r) { return core::create_release{std::move(r)}; });
+}
+
+asio::awaitable<http_response> delete_release(impl& s, route_call& c) {
+  core::event_body what = core::delete_release{c.params[0]};  // named: GCC 12 mishandles temporaries in co_await calls
+  co_return co_await perform_now(s, c, std::move(what));
+}
+
+asio::awaitable<http_response> diff_releases(impl& s, route_call& c) {
+  auto a = s.fleet.releases.find(c.params[0]), b = s.fleet.releases.find(c.params[1]);
+  if (a == s.fleet.releases.end() || b == s.fleet.releases.end())
+    co_return error_response(404, "not_found", "no such release");
+  co_return json_response(200, protocol::serialize(core::diff(a->second, b->second)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollouts
+
+asio::awaitable<http_response> list_rollouts(impl& s, route_call& c) {
+  std::optional<std::string> status;
+  if (auto it = c.query.find("status"); it != c.query.end()) status = it->second;
+  std::vector<protocol::rollout_detail> items;
+  for (const auto& [id, r] : s.fleet.rollouts) {
+    if (status && protocol::to_string(r.status) != *status) continue;
+    auto summary = r;
+    summary.hosts.clear();
+    summary.events.clear();
+    items.push_back(std::move(summary));
+  }
+  co_return json_response(200, array_of(items));
+}
+
+asio::awaitable<http_response> get_rollout(impl& s, route_call& c) {
+  auto it = s.fleet.rollouts.find(c.params[0]);
+  if (it == s.fleet.rollouts.end()) co_return error_response(404, "not_found", "no such rollout");
+  co_return json_response(200, protocol::serialize(it->second));
+}
+
+asio::awaitable<http_response> create_rollout(impl& s, route_call& c) {
+  const auto now = s.opts.clock();
+  std::string id = "ro-" + protocol::format_time(now).substr(0, 10) + "-" + protocol::random_hex(4);
+  co_return co_await perform_with<protocol::rollout_request>(
+      s, c, [&](protocol::rollout_request spec) { return core::create_rollout{id, std::move(spec)}; });
+}
+
+template <core::steer_rollout::verb V>
+asio::awaitable<http_response> steer(impl& s, route_call& c) {
+  auto id = c.params[0];
+  co_return co_await perform_with<protocol::resume_request>(
+      s, c, [&](protocol::resume_request b) { return core::steer_rollout{id, V, b.retry_failed}; }, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit (read from the store)
+
+asio::awaitable<http_response> list_audit(impl& s, route_call& c) {
+  const auto& q = c.query;
+  audit_query aq;
+  if (auto it = q.find("actor"); it != q.end()) aq.actor = it->second;
+  if (auto it = q.find("action"); it != q.end()) aq.action = it->second;
+  if (auto it = q.find("target"); it != q.end()) aq.target = it->second;
+  if (auto it = q.find("since"); it != q.end()) {
+    auto t = protocol::parse_time(it->second);
+    if (!t) co_return error_response(400, "invalid_query", "since: expected an RFC 3339 UTC time");
+    aq.since = *t;
+  }
+  auto number = [&](const char* key, std::uint64_t max, std::uint64_t& out) {
+    auto it = q.find(key);
+    if (it == q.end()) return true;
+    std::uint64_t v = 0;
+    auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
+    if (ec != std::errc() || p != it->second.data() + it->second.size() || v > max) return false;
+    out = v;
+    return true;
+  };
+  std::uint64_t limit = 100, after = 0;
+  if (!number("limit", 1000, limit)) co_return error_response(400, "invalid_query", "limit: 0 to 1000");
+  if (!number("after", std::numeric_limits<std::int64_t>::max(), after))
+    co_return error_response(400, "invalid_query", "after: a sequence number");
+  aq.limit = static_cast<std::uint32_t>(limit);
+  aq.after_seq = after;
+  auto job = [aq](storage& st) { return st.audit(aq); };
+  auto rows = co_await s.db->run<std::vector<protocol::audit_event>>(std::move(job));
+  co_return json_response(200, array_of(rows));
+}
+
+asio::awaitable<http_response> export_audit(impl& s, route_call& c) {
+  std::string format = "jsonl";
+  if (auto it = c.query.find("format"); it != c.query.end()) format = it->second;
+  if (format != "csv" && format != "jsonl") co_return error_response(400, "invalid_query", "format must be csv or jsonl");
+  std::string out;
+  if (format == "csv") out = "seq,at,actor,action,target,detail,prev_hash,hash\n";
+  std::uint64_t after = 0;
+  for (;;) {
+    audit_query aq;
+    aq.after_seq = after;
+    aq.limit = 1000;
+    auto job = [aq](storage& st) { return st.audit(aq); };
+    auto rows = co_await s.db->run<std::vector<protocol::audit_event>>(std::move(job));
+    for (const auto& e : rows) {
+      if (format == "jsonl") {
+        out += protocol::serialize(e);
+        out += '\n';
+      } else {
+        out += fmt::format("{},{},{},{},{},{},{},{}\n", e.seq, csv_cell(protocol::format_time(e.at)), csv_cell(e.actor),
+                           csv_cell(e.action), csv_cell(e.target), csv_cell(json::serialize(e.detail)),
+                           csv_cell(e.prev_hash), csv_cell(e.hash));
+      }
+      after = e.seq;
+    }
+    if (rows.size() < 1000) break;
+  }
+  http_response r = json_response(200, std::move(out));
+  r.content_type = format == "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson";
+  co_return r;
+}
+
+asio::awaitable<http_response> verify_audit(impl& s, route_call&) {
+  auto job = [](storage& st) { return st.verify_audit(); };
+  auto v = co_await s.db->run<audit_verdict>(std::move(job));
+  protocol::audit_verification out{v.ok, v.rows, v.bad_seq, v.bad_seq ? std::optional<std::string>(v.reason) : std::nullopt};
+  co_return json_response(200, protocol::serialize(out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+asio::awaitable<http_response> list_keys(impl& s, route_call&) {
+  std::vector<protocol::api_key_info> all;
+  for (const auto& [h, k] : s.fleet.keys) all.push_back(k.info);
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.created_at < b.created_at; });
+  co_return json_response(200, array_of(all));
+}
+
+asio::awaitable<http_response> create_key(impl& s, route_call& c) {
+  auto key_id = "key-" + protocol::random_hex(6);
+  auto secret = "nfk_" + protocol::random_hex(32);
+  co_return co_await perform_with<protocol::key_request>(
+      s, c, [&](protocol::key_request b) { return core::create_key{key_id, secret, std::move(b)}; });
+}
+
+asio::awaitable<http_response> delete_key(impl& s, route_call& c) {
+  core::event_body what = core::delete_key{c.params[0]};  // named: GCC 12 mishandles temporaries in co_await calls
+  co_return co_await perform_now(s, c, std::move(what));
+}
+
+asio::awaitable<http_response> healthz(impl&, route_call&) { co_return json_response(200, R"({"status":"ok"})"); }
+
+// ---------------------------------------------------------------------------------------------
+// The table
+
+enum class access {
+  anyone,
+  agent,              // a client certificate for the machine in the path
+  operator_key,       // an API key with the operation's role
+  agent_or_operator,  // any machine's certificate, or an API key
+};
+
+using handler = asio::awaitable<http_response> (*)(impl&, route_call&);
+
+struct route {
+  http::verb method;
+  std::string_view pattern;  // segments; {name} matches an identifier
+  access who;
+  operation op;
+  handler fn;
+};
+
+using v = http::verb;
+constexpr auto read = operation::read;
+
+const route routes[] = {
+    {v::get, "/healthz", access::anyone, read, healthz},
+    {v::get, "/api/v1/machines/{id}/desired", access::agent, read, get_desired},
+    {v::delete_, "/api/v1/machines/{id}/desired", access::operator_key, operation::clear_desired, clear_desired},
+    {v::post, "/api/v1/machines/{id}/reports", access::agent, read, post_reports},
+    {v::post, "/api/v1/machines/{id}/rollback", access::operator_key, operation::rollback_machine, rollback_machine},
+    {v::get, "/api/v1/machines", access::operator_key, read, list_machines},
+    {v::get, "/api/v1/machines/{id}", access::operator_key, read, get_machine},
+    {v::put, "/api/v1/machines/{id}", access::operator_key, operation::update_machine, put_machine},
+    {v::get, "/api/v1/revocations", access::agent_or_operator, read, get_revocations},
+    {v::put, "/api/v1/revocations", access::operator_key, operation::publish_revocations, put_revocations},
+    {v::get, "/api/v1/releases", access::operator_key, read, list_releases},
+    {v::post, "/api/v1/releases", access::operator_key, operation::create_release, create_release},
+    {v::get, "/api/v1/releases/{id}", access::operator_key, read, get_release},
+    {v::delete_, "/api/v1/releases/{id}", access::operator_key, operation::delete_release, delete_release},
+    {v::get, "/api/v1/releases/{a}/diff/{b}", access::operator_key, read, diff_releases},
+    {v::get, "/api/v1/rollouts", access::operator_key, read, list_rollouts},
+    {v::post, "/api/v1/rollouts", access::operator_key, operation::create_rollout, create_rollout},
+    {v::get, "/api/v1/rollouts/{id}", access::operator_key, read, get_rollout},
+    {v::post, "/api/v1/rollouts/{id}/pause", access::operator_key, operation::steer_rollout,
+     steer<core::steer_rollout::verb::pause>},
+    {v::post, "/api/v1/rollouts/{id}/resume", access::operator_key, operation::steer_rollout,
+     steer<core::steer_rollout::verb::resume>},
+    {v::post, "/api/v1/rollouts/{id}/cancel", access::operator_key, operation::steer_rollout,
+     steer<core::steer_rollout::verb::cancel>},
+    {v::get, "/api/v1/audit", access::operator_key, read, list_audit},
+    {v::get, "/api/v1/audit/export", access::operator_key, read, export_audit},
+    {v::get, "/api/v1/audit/verify", access::operator_key, read, verify_audit},
+    {v::get, "/api/v1/keys", access::operator_key, operation::manage_keys, list_keys},
+    {v::post, "/api/v1/keys", access::operator_key, operation::manage_keys, create_key},
+    {v::delete_, "/api/v1/keys/{id}", access::operator_key, operation::manage_keys, delete_key},
+};
+
+// Matches `seg` against `pattern`, collecting parameters.
+bool match(std::string_view pattern, const std::vector<std::string>& seg, std::vector<std::string>& params) {
+  params.clear();
+  std::size_t i = 0;
+  pattern.remove_prefix(1);
+  while (!pattern.empty()) {
+    const auto end = pattern.find('/');
+    const auto part = pattern.substr(0, end);
+    if (i >= seg.size()) return false;
+    if (part.starts_with('{')) params.push_back(seg[i]);
+    else if (seg[i] != part) return false;
+    ++i;
+    pattern = end == std::string_view::npos ? std::string_view() : pattern.substr(end + 1);
+  }
+  return i == seg.size();
+}
+
+}  // namespace
+
+asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& route_name) {
+  if (auto h = req.msg.find(protocol::protocol_header); h != req.msg.end()) {
+    std::string_view ver = h->value();
+    if (ver.substr(0, ver.find('.')) != std::to_string(protocol::protocol_version))
+      co_return error_response(426, "unsupported_protocol", "this coordinator speaks protocol version 1");
+  }
+  auto parsed = boost::urls::parse_origin_form(req.msg.target());
+  if (!parsed) co_return error_response(400, "bad_request", "the request target is not a valid path");
+  std::vector<std::string> seg;
+  for (auto s : parsed->segments()) seg.push_back(s);
+  route_call call{req, {}, {}, {}};
+  for (auto p : parsed->params()) call.query[p.key] = p.value;
+
+  const route* found = nullptr;
+  bool path_known = false;
+  for (const auto& r : routes) {
+    if (!match(r.pattern, seg, call.params)) continue;
+    path_known = true;
+    route_name = std::string(r.pattern);
+    for (const auto& p : call.params)
+      if (protocol::check_identifier(p))
+        co_return error_response(400, "invalid_identifier", "not a valid identifier: [A-Za-z0-9][A-Za-z0-9._-]{0,127}");
+    if (r.method == req.msg.method()) {
+      found = &r;
+      break;
+    }
+  }
+  if (!path_known) {
+    route_name = "unmatched";
+    co_return error_response(404, "not_found", "no such route");
+  }
+  if (!found) co_return error_response(405, "method_not_allowed", "this path does not take that method");
+
+  const bool from_agent = req.msg.find(http::field::authorization) == req.msg.end() &&
+                          (req.client_cn || opts.insecure_http);
+  if (found->who == access::agent) {
+    if (auto no = core::authorize_agent(req.client_cn, call.params[0], opts.insecure_http)) co_return refused(*no);
+  } else if (found->who == access::operator_key || (found->who == access::agent_or_operator && !from_agent)) {
+    auto auth = co_await authenticate(*this, req);
+    if (auto* r = std::get_if<http_response>(&auth)) co_return std::move(*r);
+    call.who = std::get<core::principal>(std::move(auth));
+    if (auto no = core::authorize(call.who, found->op)) co_return refused(*no);
+  }
+  if (req.msg.method() == http::verb::get && found->fn != get_desired) co_await settled();
+  co_return co_await found->fn(*this, call);
+}
+
+asio::awaitable<http_response> impl::handle(http_request& req) {
+  const auto start = std::chrono::steady_clock::now();
+  std::string route = "unmatched";
+  http_response r = co_await dispatch(req, route);
+  r.headers.emplace_back(std::string(protocol::protocol_header), std::to_string(protocol::protocol_version));
+  auto& m = route_stats[route];
+  ++m.by_status[r.status];
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ++m.count;
+  m.sum += secs;
+  for (std::size_t i = 0; i < latency_buckets.size(); ++i)
+    if (secs <= latency_buckets[i]) ++m.buckets[i];
+  co_return r;
+}
+
+}  // namespace nixfleet::coordinator::io

@@ -1,0 +1,88 @@
+// Internal to the coordinator's io layer: the service's state and the pieces its source files
+// share (service.cpp drives, routes.cpp decodes and encodes, metrics_text.cpp renders).
+#pragma once
+
+#include "nixfleet/coordinator/core/fleet.hpp"
+#include "nixfleet/coordinator/io/db_worker.hpp"
+#include "nixfleet/coordinator/io/service.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/http/verb.hpp>
+
+#include <array>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace nixfleet::coordinator::io {
+
+http_response json_response(unsigned status, std::string body);
+http_response error_response(unsigned status, std::string code, std::string message);
+http_response refused(const core::refusal& r);
+
+inline constexpr std::array<double, 12> latency_buckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                           0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+
+struct route_metrics {
+  std::map<unsigned, std::uint64_t> by_status;
+  std::array<std::uint64_t, latency_buckets.size()> buckets{};
+  std::uint64_t count = 0;
+  double sum = 0;
+};
+
+// One request matched to a route: its path parameters, query and (for operator routes) who asks.
+struct route_call {
+  http_request& req;
+  std::vector<std::string> params;
+  std::map<std::string, std::string> query;
+  core::principal who;
+};
+
+struct service::impl : std::enable_shared_from_this<impl> {
+  // A machine's desired state as served to its poller: built once it is durable.
+  struct served_state {
+    std::string body;  // empty when nothing is assigned
+    std::string etag;
+  };
+
+  impl(boost::asio::io_context& c, service_options o);
+
+  boost::asio::io_context& ctx;
+  service_options opts;
+  std::unique_ptr<storage> store;
+  std::optional<db_worker> db;
+  std::optional<http_server> api;
+  std::optional<http_server> metrics_server;
+  bool stopping = false;
+  bool fatal = false;
+
+  core::fleet fleet;
+  std::unordered_map<std::string, served_state> served;
+  std::map<std::string, route_metrics> route_stats;
+  std::uint64_t reports_ingested = 0;
+  std::uint64_t writes_in_flight = 0;
+
+  void publish(const std::string& id);
+  void publish_all();
+  // Writes the change set; once durable, publishes what changed. A failed write of state already
+  // applied in memory is fatal: false, and opts.on_fatal is called.
+  boost::asio::awaitable<bool> commit(core::change_set cs, std::vector<std::string> republish, bool all = false);
+  // Applies an event to the fleet, commits its effects and encodes the answer.
+  boost::asio::awaitable<http_response> perform(core::event e);
+  // Memory runs ahead of the disk while a commit is in flight. An operator read waits until
+  // everything already queued is durable, so nothing it is shown can be lost to a crash.
+  boost::asio::awaitable<void> settled();
+  boost::asio::awaitable<void> reconcile_all();
+
+  // routes.cpp
+  boost::asio::awaitable<http_response> handle(http_request& req);
+  boost::asio::awaitable<http_response> dispatch(http_request& req, std::string& route);
+
+  // metrics_text.cpp
+  std::string render_metrics() const;
+};
+
+}  // namespace nixfleet::coordinator::io
