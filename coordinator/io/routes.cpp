@@ -433,6 +433,8 @@ bool match(std::string_view pattern, const std::vector<std::string>& seg, std::v
 }  // namespace
 
 asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& route_name) {
+  // Memory may hold a change the store refused: nothing more is served from it.
+  if (fatal) co_return error_response(503, "unavailable", "the coordinator lost its store and is stopping");
   if (auto h = req.msg.find(protocol::protocol_header); h != req.msg.end()) {
     std::string_view ver = h->value();
     if (ver.substr(0, ver.find('.')) != std::to_string(protocol::protocol_version))

@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <future>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -111,7 +112,11 @@ class running_coordinator {
   explicit running_coordinator(coordinator::io::service_options opts) {
     if (opts.api.listen.port() == 0 && opts.api.listen.address().is_unspecified())
       opts.api.listen = {asio::ip::make_address("127.0.0.1"), 0};
-    opts.on_fatal = [this](const std::string& why) { fatal_ = why; };
+    opts.on_fatal = [this](const std::string& why) {
+      std::lock_guard lock(fatal_mutex_);
+      fatal_ = why;
+      ++fatal_calls_;
+    };
     svc_.emplace(ctx_, std::move(opts));
     svc_->start();
     endpoint_ = svc_->api_endpoint();
@@ -144,14 +149,23 @@ class running_coordinator {
 
   coordinator::io::service& service() { return *svc_; }
   const asio::ip::tcp::endpoint& endpoint() const { return endpoint_; }
-  const std::string& fatal() const { return fatal_; }
+  std::string fatal() const {
+    std::lock_guard lock(fatal_mutex_);
+    return fatal_;
+  }
+  int fatal_calls() const {
+    std::lock_guard lock(fatal_mutex_);
+    return fatal_calls_;
+  }
 
  private:
   asio::io_context ctx_;
   std::optional<coordinator::io::service> svc_;
   asio::ip::tcp::endpoint endpoint_;
   std::thread thread_;
+  mutable std::mutex fatal_mutex_;
   std::string fatal_;
+  int fatal_calls_ = 0;
 };
 
 inline std::filesystem::path temp_dir(const std::string& tag) {

@@ -1,0 +1,59 @@
+// An in-memory store for the coordinator's service: it keeps every committed change set, and can
+// be told to fail commits (a full disk, a lost database) to show what the service does then.
+#pragma once
+
+#include "nixfleet/coordinator/io/storage.hpp"
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace nixfleet::test {
+
+struct fake_store_state {
+  std::mutex mutex;
+  coordinator::io::loaded_state initial;
+  std::vector<coordinator::io::change_set> committed;
+  std::atomic<bool> fail_commits{false};
+  std::atomic<std::uint64_t> operations{0};
+
+  std::vector<coordinator::io::change_set> commits() {
+    std::lock_guard lock(mutex);
+    return committed;
+  }
+};
+
+class fake_storage final : public coordinator::io::storage {
+ public:
+  explicit fake_storage(std::shared_ptr<fake_store_state> s) : s_(std::move(s)) {}
+
+  coordinator::io::loaded_state load() override {
+    ++s_->operations;
+    std::lock_guard lock(s_->mutex);
+    return s_->initial;
+  }
+  std::vector<std::string> commit(const std::vector<const coordinator::io::change_set*>& sets) override {
+    ++s_->operations;
+    std::lock_guard lock(s_->mutex);
+    if (s_->fail_commits) return std::vector<std::string>(sets.size(), "disk I/O error (injected)");
+    for (const auto* cs : sets) s_->committed.push_back(*cs);
+    return std::vector<std::string>(sets.size());
+  }
+  std::vector<protocol::audit_event> audit(const coordinator::io::audit_query&) override { return {}; }
+  coordinator::io::audit_verdict verify_audit() override { return {}; }
+  std::uint64_t prune_reports(protocol::timestamp) override { return 0; }
+  std::vector<coordinator::io::stored_report> reports(const std::string&, std::uint32_t) override { return {}; }
+  std::uint64_t report_count() override { return 0; }
+  std::optional<coordinator::io::key_record> find_key(const std::string&) override {
+    ++s_->operations;
+    return std::nullopt;
+  }
+  std::uint64_t operations() const noexcept override { return s_->operations; }
+
+ private:
+  std::shared_ptr<fake_store_state> s_;
+};
+
+}  // namespace nixfleet::test

@@ -1,0 +1,105 @@
+// The service over a fake store: what it writes for a request, that the poll path publishes only
+// what is durable, and that a commit that fails is fatal — answered 503, on_fatal called once,
+// nothing further accepted, the failed state never served.
+#include "fake_storage.hpp"
+#include "test_client.hpp"
+
+#include "nixfleet/protocol/signing.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <boost/test/unit_test.hpp>
+
+using namespace nixfleet;
+using namespace nixfleet::test;
+namespace json = boost::json;
+using http::verb;
+
+namespace {
+
+const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
+const std::string KEY = "nfk_" + std::string(64, 'b');
+
+struct fake_fixture {
+  std::shared_ptr<fake_store_state> state = std::make_shared<fake_store_state>();
+  std::optional<running_coordinator> c;
+
+  fake_fixture() {
+    coordinator::io::key_record k{{"key-1", "alice", protocol::role::admin, {}, std::nullopt}, protocol::sha256_hex(KEY)};
+    state->initial.keys.push_back(k);
+    coordinator::io::service_options o;
+    o.open_store = [s = state] { return std::make_unique<fake_storage>(s); };
+    o.insecure_http = true;
+    o.reconcile_interval = std::chrono::hours(1);
+    c.emplace(std::move(o));
+  }
+
+  reply op(verb m, const std::string& target, const std::string& body = {}) {
+    return send(c->endpoint(), {m, target, body, {{"Authorization", "Bearer " + KEY}}});
+  }
+  reply agent(verb m, const std::string& target, const std::string& body = {}) {
+    return send(c->endpoint(), {m, target, body, {}});
+  }
+};
+
+std::string release_body(const std::string& id, std::uint64_t seq) {
+  json::array entries{json::object{{"hostname", "web-1"}, {"store_path", P1}}};
+  return json::serialize(json::object{
+      {"id", id}, {"created_at", "2026-11-25T10:00:00.000Z"}, {"sequence", seq}, {"entries", entries}});
+}
+
+std::string heartbeat(std::uint64_t seq) {
+  json::object r{{"seq", seq},          {"at", "2026-11-25T10:00:00.000Z"}, {"kind", "heartbeat"},
+                 {"current_path", P1}, {"agent_version", "test"},          {"uptime_s", 5}};
+  return json::serialize(json::object{{"reports", json::array{r}}});
+}
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(coordinator_fake_storage, fake_fixture)
+
+BOOST_AUTO_TEST_CASE(each_request_is_one_change_set_and_the_poll_path_reads_none) {
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", heartbeat(1)).status == 200u);
+  BOOST_TEST(op(verb::put, "/api/v1/machines/web-1", R"({"tags":["web"]})").status == 200u);
+  auto commits = state->commits();
+  BOOST_TEST_REQUIRE(commits.size() == 2u);
+  BOOST_TEST(commits[0].reports.size() == 1u);
+  BOOST_TEST(commits[0].audit.at(0).action == "machine.registered");
+  BOOST_TEST(commits[1].machines.at(0).tags == std::vector<std::string>{"web"});
+  BOOST_TEST(commits[1].audit.at(0).actor == "alice");
+  const auto before = state->operations.load();
+  for (int i = 0; i < 50; ++i) BOOST_TEST(agent(verb::get, "/api/v1/machines/web-1/desired").status == 204u);
+  BOOST_TEST(state->operations.load() == before);
+}
+
+BOOST_AUTO_TEST_CASE(a_commit_that_fails_is_fatal_and_nothing_after_it_is_accepted) {
+  BOOST_TEST(op(verb::post, "/api/v1/releases", release_body("r1", 1)).status == 201u);
+  state->fail_commits = true;
+  auto r = op(verb::post, "/api/v1/releases", release_body("r2", 2));
+  BOOST_TEST(r.status == 503u);
+  BOOST_TEST(r.json().at("error").as_string() == "unavailable");
+  BOOST_TEST(c->fatal_calls() == 1);
+  BOOST_TEST(c->fatal().find("disk I/O error") != std::string::npos);
+  // Even once the store works again the process must restart from it: it refuses every change.
+  state->fail_commits = false;
+  auto after = agent(verb::post, "/api/v1/machines/web-1/reports", heartbeat(1));
+  BOOST_TEST(after.status == 503u);
+  BOOST_TEST(after.body.find("stopping") != std::string::npos);
+  BOOST_TEST(state->commits().size() == 1u);
+  BOOST_TEST(c->fatal_calls() == 1);
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_commit_never_publishes_the_desired_state_it_carried) {
+  BOOST_TEST(op(verb::post, "/api/v1/releases", release_body("r1", 1)).status == 201u);
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", heartbeat(1)).status == 200u);
+  state->fail_commits = true;
+  auto r = op(verb::post, "/api/v1/rollouts", R"({"release_id":"r1","target":{"hosts":["web-1"]},"waves":["100%"]})");
+  BOOST_TEST(r.status == 503u);
+  BOOST_TEST(c->fatal_calls() == 1);
+  // The rollout's dispatch never became durable: neither the poller nor an operator is shown it,
+  // and the health check says the process is done.
+  BOOST_TEST(agent(verb::get, "/api/v1/machines/web-1/desired").status == 503u);
+  BOOST_TEST(op(verb::get, "/api/v1/machines/web-1").status == 503u);
+  BOOST_TEST(agent(verb::get, "/healthz").status == 503u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
