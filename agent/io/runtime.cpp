@@ -75,92 +75,69 @@ boost::asio::awaitable<void> agent_runtime::run() {
 }
 
 boost::asio::awaitable<void> agent_runtime::poll_loop() {
-  core::poll_schedule schedule({cfg_.poll_interval, std::chrono::seconds(1), cfg_.retry_interval, cfg_.startup_jitter});
-  std::string etag;
-  co_await sleep_for(schedule.first(rng_()));
-  std::optional<protocol::desired_state> last;  // what the coordinator last sent
+  core::poller machine({cfg_.poll_interval, std::chrono::seconds(1), cfg_.retry_interval, cfg_.startup_jitter});
+  auto next = machine.resume(core::poller::start{}, seams_.time.now(), rng_());
   for (;;) {
-    const auto started = seams_.time.now();
-    auto res = co_await seams_.coordinator.get_desired(etag);
-    auto& m = driver_.metrics();
-    (res.what == poll_result::outcome::failed ? m.polls_failed : m.polls_ok)++;
-    if (res.what != poll_result::outcome::failed)
-      m.last_poll_unix = std::chrono::duration_cast<std::chrono::seconds>(seams_.time.wall_now().time_since_epoch()).count();
-    std::chrono::milliseconds wait;
-    switch (res.what) {
-      case poll_result::outcome::failed:
-        wait = schedule.after_failure(rng_());
-        // Never a reason to touch the host: keep running what runs.
-        log::warn("poll failed", {{"error", res.error}, {"retry_in_ms", wait.count()}});
-        break;
-      case poll_result::outcome::desired:
-        etag = res.etag;
-        last = *res.desired;
-        co_await refresh_revocations(res.desired->revocations_sequence);
-        co_await driver_.deliver(*res.desired, trust_);
-        wait = schedule.after_success(res.desired->poll_hint);
-        break;
-      case poll_result::outcome::not_modified:
-        // The same desired state again: offer it once more, so that what was deferred (a hold
-        // since released) or failed on the way (a fetch) is tried again. Refusals are not repeated.
-        if (last) co_await driver_.deliver(*last, trust_);
-        wait = schedule.after_success(last ? last->poll_hint : std::nullopt);
-        break;
-      case poll_result::outcome::nothing_assigned:
-        etag = res.etag;
-        last.reset();
-        wait = schedule.after_success(std::nullopt);
-        break;
+    core::poller::event outcome;
+    if (auto* w = std::get_if<core::poller::wait_until>(&next)) {
+      co_await seams_.time.sleep_until(w->at);
+      outcome = core::poller::woke{};
+    } else if (auto* p = std::get_if<core::poller::poll>(&next)) {
+      auto res = co_await seams_.coordinator.get_desired(p->etag);
+      auto& m = driver_.metrics();
+      const bool failed = res.what == poll_result::outcome::failed;
+      (failed ? m.polls_failed : m.polls_ok)++;
+      if (failed) log::warn("poll failed", {{"error", res.error}, {"failures", machine.consecutive_failures() + 1}});
+      else
+        m.last_poll_unix =
+            std::chrono::duration_cast<std::chrono::seconds>(seams_.time.wall_now().time_since_epoch()).count();
+      const auto& held = driver_.state().revocations;
+      outcome = core::poller::answered{std::move(res), held ? held->sequence : 0};
+    } else if (auto* f = std::get_if<core::poller::fetch_revocations>(&next)) {
+      co_await refresh_revocations(f->announced);
+      outcome = core::poller::done{};
+    } else {
+      co_await driver_.deliver(std::get<core::poller::deliver>(next).desired, trust_);
+      outcome = core::poller::done{};
     }
-    // After an answer the next poll is due `wait` after this one started, so the request's own
-    // time does not stretch the period (a host in a rollout sees a change within poll_hint plus
-    // one round trip). After a failure the backoff counts from now: a request that timed out
-    // is not followed at once by the next.
-    if (res.what == poll_result::outcome::failed) co_await sleep_for(wait);
-    else co_await seams_.time.sleep_until(started + wait);
+    next = machine.resume(outcome, seams_.time.now(), rng_());
   }
 }
 
 boost::asio::awaitable<void> agent_runtime::report_loop() {
-  core::poll_schedule backoff({std::chrono::milliseconds(500), std::chrono::seconds(1), cfg_.retry_interval,
-                               std::chrono::milliseconds(0)});
-  bool isolate = false;
+  core::reporter machine({100, std::chrono::milliseconds(250),
+                          {std::chrono::milliseconds(500), std::chrono::seconds(1), cfg_.retry_interval,
+                           std::chrono::milliseconds(0)}});
+  auto next = machine.resume(core::reporter::ready{outbox_.size()}, seams_.time.now(), rng_());
   for (;;) {
-    if (outbox_.empty()) {
-      co_await sleep_for(std::chrono::milliseconds(250));
-      continue;
-    }
-    auto batch = outbox_.batch(isolate ? 1 : 100);
-    const auto sent = batch.size();
-    auto res = co_await seams_.coordinator.post_reports(std::move(batch));
-    if (!res.ok && res.refused) {
-      // A report the coordinator can never accept would block every later one. Find it by sending
-      // one report at a time, and drop only that one (logged).
-      if (sent > 1) {
-        isolate = true;
-        continue;
-      }
+    core::reporter::event outcome = core::reporter::ready{};
+    if (auto* w = std::get_if<core::reporter::wait_until>(&next)) {
+      co_await seams_.time.sleep_until(w->at);
+    } else if (auto* send = std::get_if<core::reporter::send>(&next)) {
+      auto batch = outbox_.batch(send->limit);
+      const auto count = batch.size();
+      auto res = co_await seams_.coordinator.post_reports(std::move(batch));
+      if (!res.ok && !res.refused)
+        log::warn("report delivery failed", {{"error", res.error}, {"pending", outbox_.size()}});
+      outcome = core::reporter::sent{count, std::move(res)};
+    } else if (auto* ack = std::get_if<core::reporter::acknowledge>(&next)) {
+      const auto before = outbox_.size();
+      outbox_.ack(ack->seq);
+      driver_.metrics().reports_delivered += before - outbox_.size();
+      driver_.metrics().last_report_unix =
+          std::chrono::duration_cast<std::chrono::seconds>(seams_.time.wall_now().time_since_epoch()).count();
+      if (auto ec = co_await store_.save_outbox(outbox_)) log::error("cannot persist the outbox", {{"error", ec.message()}});
+    } else {
       const auto& bad = outbox_.items().front();
       log::error("coordinator refused a report; dropping it",
-                 {{"seq", bad.seq}, {"kind", protocol::to_string(bad.kind)}, {"error", res.error}});
+                 {{"seq", bad.seq},
+                  {"kind", protocol::to_string(bad.kind)},
+                  {"error", std::get<core::reporter::drop_oldest>(next).why}});
       outbox_.ack(bad.seq);
       ++driver_.metrics().reports_dropped;
-      isolate = false;
-      continue;
     }
-    if (!res.ok) {
-      const auto wait = backoff.after_failure(rng_());
-      log::warn("report delivery failed", {{"error", res.error}, {"pending", outbox_.size()}, {"retry_in_ms", wait.count()}});
-      co_await sleep_for(wait);
-      continue;
-    }
-    backoff.after_success(std::nullopt);
-    const auto before = outbox_.size();
-    outbox_.ack(res.acked_seq);
-    driver_.metrics().reports_delivered += before - outbox_.size();
-    driver_.metrics().last_report_unix =
-        std::chrono::duration_cast<std::chrono::seconds>(seams_.time.wall_now().time_since_epoch()).count();
-    if (auto ec = co_await store_.save_outbox(outbox_)) log::error("cannot persist the outbox", {{"error", ec.message()}});
+    if (auto* r = std::get_if<core::reporter::ready>(&outcome)) r->pending = outbox_.size();
+    next = machine.resume(outcome, seams_.time.now(), rng_());
   }
 }
 

@@ -57,6 +57,8 @@ struct sim {
   int executed = 0;
   std::optional<int> crash_before;  // crash instead of executing action number N (0-based)
   std::optional<int> crash_after;   // crash right after executing action number N
+  std::optional<int> fail_at;       // action number N fails (when it can report failure)
+  bool failed_once = false;         // whether fail_at hit an action that can fail
 
   protocol::desired_state desired(const std::string& path, std::uint32_t attempt = 0,
                                    protocol::activation_mode mode = protocol::activation_mode::switch_) const {
@@ -105,23 +107,30 @@ struct sim {
     }
   }
 
+  bool inject() {
+    if (!fail_at || executed != *fail_at) return false;
+    failed_once = true;
+    return true;
+  }
+
   std::optional<actions> execute(const action& a) {
     if (auto* r = std::get_if<report_action>(&a)) {
       w.reports.push_back(*r);
       return std::nullopt;
     }
     if (auto* f = std::get_if<fetch_action>(&a)) {
-      const bool ok = !w.unfetchable.contains(f->store_path);
+      const bool ok = !w.unfetchable.contains(f->store_path) && !inject();
       return d.on_fetch_done(ok, ok ? "" : "nix copy: no cache has the path", now);
     }
     if (auto* wr = std::get_if<write_record_action>(&a)) {
-      if (w.record_write_fails) return wr->notify ? std::optional(d.on_record_written(false, "No space left", now)) : std::nullopt;
+      if (w.record_write_fails || (wr->notify && inject())) return wr->notify ? std::optional(d.on_record_written(false, "No space left", now)) : std::nullopt;
       w.record = wr->record;
       if (wr->notify) return d.on_record_written(true, "", now);
       return std::nullopt;
     }
     if (auto* act = std::get_if<activate_action>(&a)) {
       now += 3s;
+      if (inject()) return d.on_activation_done(false, "switch-to-configuration: killed (injected)", w.running, now);
       if (act->mode != protocol::activation_mode::test) {
         if (w.set_fails.contains(act->store_path)) return d.on_activation_done(false, "nix-env --set: disk full", w.running, now);
         w.profile = act->store_path;
@@ -133,15 +142,15 @@ struct sim {
     }
     if (auto* p = std::get_if<probe_round_action>(&a)) {
       now = std::max(now, p->at);
-      const bool healthy = !w.unhealthy.contains(w.running);
+      const bool healthy = !w.unhealthy.contains(w.running) && !inject();
       protocol::probe_result r{"web", "http", healthy ? protocol::probe_status::pass : protocol::probe_status::fail, 3,
                                healthy ? std::nullopt : std::optional<std::string>("status 502")};
       return d.on_probe_round(now, {r});
     }
     if (auto* rb = std::get_if<rollback_action>(&a)) {
       now += 3s;
-      if (w.rollback_failures > 0) {
-        --w.rollback_failures;
+      if (w.rollback_failures > 0 || inject()) {
+        if (w.rollback_failures > 0) --w.rollback_failures;
         return d.on_rollback_done(false, "switch-to-configuration exited with code 1", w.running, now);
       }
       if (rb->mode != protocol::activation_mode::test) w.profile = rb->store_path;
@@ -470,6 +479,46 @@ BOOST_AUTO_TEST_CASE(crash_at_every_step_ends_confirmed_or_rolled_back) {
         }
       }
     }
+  }
+}
+
+// An error (not a crash) at every step that reports an outcome — fetch, record write, activation,
+// a probe round, the rollback — once, then the poller keeps offering the target: the host ends
+// confirmed on it or back on the previous path with it quarantined; never stuck, never half-way.
+BOOST_AUTO_TEST_CASE(an_error_at_every_step_ends_confirmed_or_rolled_back) {
+  for (bool healthy : {true, false}) {
+    sim clean;
+    if (!healthy) clean.w.unhealthy = {path_b};
+    clean.poll(clean.desired(path_b));
+    const int total = clean.executed;
+    int injected = 0;
+    for (int point = 0; point < total; ++point) {
+      BOOST_TEST_CONTEXT((healthy ? "healthy" : "unhealthy") << " target, error at action " << point) {
+        sim s;
+        if (!healthy) s.w.unhealthy = {path_b};
+        s.fail_at = point;
+        s.poll(s.desired(path_b));
+        for (int i = 0; i < 3; ++i) {
+          s.poll(s.desired(path_b));
+          s.drive(s.d.on_timer(s.now += 60s));  // a pending rollback retry is due
+        }
+        if (!s.failed_once) continue;  // that action cannot fail (a report, a state write)
+        ++injected;
+        BOOST_TEST((s.d.current() == deployer::stage::idle));
+        BOOST_TEST(!s.w.record.has_value());
+        const bool confirmed = s.w.running == path_b && s.w.last_good == path_b && s.reported(report_kind::confirmed);
+        const bool rolled_back = s.w.running == path_a && s.w.profile == path_a && !s.w.quarantine.empty() &&
+                                 s.reported(report_kind::rolled_back);
+        BOOST_TEST((confirmed || rolled_back), "running " << s.w.running);
+        if (!healthy) BOOST_TEST(rolled_back);
+        // The failure itself is in the record, whatever it was.
+        const bool told = s.reported(report_kind::fetch_failed) || s.reported(report_kind::activation_failed) ||
+                          s.reported(report_kind::rollback_failed) || s.reported(report_kind::rolled_back) ||
+                          s.reported(report_kind::confirmed);
+        BOOST_TEST(told);
+      }
+    }
+    BOOST_TEST(injected >= 4, "fallible steps exercised: " << injected);
   }
 }
 

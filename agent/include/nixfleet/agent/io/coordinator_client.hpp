@@ -2,6 +2,7 @@
 #pragma once
 
 #include "nixfleet/agent/config.hpp"
+#include "nixfleet/agent/core/poller.hpp"
 #include "nixfleet/protocol/types.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -12,21 +13,8 @@
 
 namespace nixfleet::agent::io {
 
-struct poll_result {
-  enum class outcome { desired, nothing_assigned, not_modified, failed };
-  outcome what = outcome::failed;
-  std::optional<protocol::desired_state> desired;
-  std::string etag;
-  std::string error;
-};
-
-struct ack_result {
-  bool ok = false;
-  // The coordinator refused the batch as invalid (400/413/422): retrying it as is cannot succeed.
-  bool refused = false;
-  std::uint64_t acked_seq = 0;
-  std::string error;
-};
+using poll_result = core::poll_answer;
+using ack_result = core::send_answer;
 
 struct revocations_result {
   std::optional<protocol::revocation_list> list;  // decoded; its signature is the caller's to check

@@ -1,0 +1,102 @@
+// The poller and the reporter machines (see poller.hpp).
+#include "nixfleet/agent/core/poller.hpp"
+
+#include <stdexcept>
+
+namespace nixfleet::agent::core {
+
+namespace {
+[[noreturn]] void unexpected(const char* machine, const char* what) {
+  throw std::logic_error(std::string(machine) + ": " + what + " was not expected now");
+}
+}  // namespace
+
+poller::action poller::wait_for_next() {
+  stage_ = stage::waiting;
+  // The next poll is due `next_` after this one started, so the request's own time does not
+  // stretch the period (a host in a rollout sees a change within poll_hint plus one round trip).
+  return wait_until{started_ + next_};
+}
+
+poller::action poller::resume(const event& e, time_point now, std::uint64_t random) {
+  if (std::holds_alternative<start>(e)) {
+    if (stage_ != stage::fresh) unexpected("poller", "start");
+    stage_ = stage::waiting;
+    return wait_until{now + schedule_.first(random)};
+  }
+  if (std::holds_alternative<woke>(e)) {
+    if (stage_ != stage::waiting) unexpected("poller", "a timer");
+    stage_ = stage::polling;
+    started_ = now;
+    return poll{etag_};
+  }
+  if (const auto* a = std::get_if<answered>(&e)) {
+    if (stage_ != stage::polling) unexpected("poller", "an answer");
+    using o = poll_answer::outcome;
+    switch (a->answer.what) {
+      case o::failed:
+        // Never a reason to touch the host: keep running what runs. The backoff counts from now:
+        // a request that timed out is not followed at once by the next.
+        stage_ = stage::waiting;
+        return wait_until{now + schedule_.after_failure(random)};
+      case o::desired: {
+        if (!a->answer.desired) unexpected("poller", "a desired answer without a desired state");
+        etag_ = a->answer.etag;
+        last_ = *a->answer.desired;
+        next_ = schedule_.after_success(last_->poll_hint);
+        const auto announced = last_->revocations_sequence.value_or(0);
+        if (announced > a->held_revocations) {
+          stage_ = stage::refreshing;
+          return fetch_revocations{announced};
+        }
+        stage_ = stage::delivering;
+        return deliver{*last_};
+      }
+      case o::not_modified:
+        // The same desired state again: offer it once more, so that what was deferred (a hold
+        // since released) or failed on the way (a fetch) is tried again. Refusals are not repeated
+        // (the deployer deduplicates them).
+        next_ = schedule_.after_success(last_ ? last_->poll_hint : std::nullopt);
+        if (!last_) return wait_for_next();
+        stage_ = stage::delivering;
+        return deliver{*last_};
+      case o::nothing_assigned:
+        etag_ = a->answer.etag;
+        last_.reset();
+        next_ = schedule_.after_success(std::nullopt);
+        return wait_for_next();
+    }
+  }
+  // done
+  if (stage_ == stage::refreshing) {
+    stage_ = stage::delivering;
+    return deliver{*last_};
+  }
+  if (stage_ != stage::delivering) unexpected("poller", "done");
+  return wait_for_next();
+}
+
+reporter::action reporter::resume(const event& e, time_point now, std::uint64_t random) {
+  if (const auto* r = std::get_if<ready>(&e)) {
+    if (r->pending == 0) return wait_until{now + cfg_.idle_check};
+    return send{isolate_ ? 1 : cfg_.batch};
+  }
+  const auto& s = std::get<sent>(e);
+  if (s.answer.ok) {
+    backoff_.after_success(std::nullopt);
+    return acknowledge{s.answer.acked_seq};
+  }
+  if (s.answer.refused) {
+    // A report the coordinator can never accept would block every later one. Find it by sending
+    // one report at a time, and drop only that one.
+    if (s.count > 1) {
+      isolate_ = true;
+      return send{1};
+    }
+    isolate_ = false;
+    return drop_oldest{s.answer.error};
+  }
+  return wait_until{now + backoff_.after_failure(random)};
+}
+
+}  // namespace nixfleet::agent::core
