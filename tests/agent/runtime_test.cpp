@@ -1,20 +1,19 @@
-// The running agent over fake seams (coordinator, Nix, activation, probes): polls, deploys,
-// reports in order with acknowledgements, and keeps running through a coordinator outage.
+// The running agent over fake seams (coordinator, Nix, activation, probes) on test time: polls,
+// deploys, reports in order with acknowledgements, and keeps running through a coordinator outage.
+// Time moves only when every loop of the agent waits on the manual clock; nothing here sleeps.
+#include "manual_clock.hpp"
 #include "nixfleet/agent/io/control.hpp"
-#include "nixfleet/agent/io/nix.hpp"
 #include "nixfleet/agent/io/runtime.hpp"
-#include "run_sync.hpp"
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
-
-#include <algorithm>
 #include <boost/asio/write.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <future>
-#include <thread>
 #include <map>
 #include <set>
 
@@ -37,13 +36,13 @@ struct fake_coordinator final : io::coordinator_client {
   std::optional<protocol::desired_state> desired;
   std::map<std::uint64_t, protocol::report> received;
   int polls = 0;
-  std::chrono::milliseconds delay{0};  // how long each poll takes to be answered
+  io::clock* clock = nullptr;
+  std::vector<core::time_point> poll_starts;
+  std::chrono::milliseconds delay{0};  // how long each poll takes to be answered (test time)
   asio::awaitable<io::poll_result> get_desired(std::string etag) override {
     ++polls;
-    if (delay.count() > 0) {
-      asio::steady_timer t(co_await asio::this_coro::executor, delay);
-      co_await t.async_wait(asio::use_awaitable);
-    }
+    poll_starts.push_back(clock->now());
+    if (delay.count() > 0) co_await clock->sleep_until(clock->now() + delay);
     io::poll_result r;
     if (down) {
       r.error = "connection refused";
@@ -144,30 +143,65 @@ struct fixture {
     coordinator.desired->machine_id = "web-01";
     coordinator.desired->release_id = "r-1";
     coordinator.desired->store_path = path_b;
+    coordinator.clock = &time;
   }
-  ~fixture() {
+  void remove_state() {
     std::error_code ec;
     fs::remove_all(dir, ec);
   }
 
-  // Runs the agent until `done` holds (checked every 20 ms) or `limit` passes.
+  ~fixture() {
+    stop();
+    agents.clear();
+    remove_state();
+  }
+
+  // An agent over the fixture's seams, owned here so that it outlives its coroutines.
+  io::agent_runtime& agent(std::uint64_t seed) {
+    return *agents.emplace_back(
+        std::make_unique<io::agent_runtime>(cfg, io::runtime_seams{coordinator, host, host, host, time}, gate, seed));
+  }
+
+  // Starts `rt` (stopping whichever runtime ran before: a restart of the agent).
+  void start(io::agent_runtime& rt) {
+    if (running == &rt) return;
+    stop();
+    running = &rt;
+    finished = false;
+    asio::co_spawn(ctx, rt.run(), asio::bind_cancellation_slot(stop_signal.slot(), [this](std::exception_ptr) {
+                     finished = true;
+                   }));
+  }
+  // Stops the running agent as SIGTERM does (cancellation) and waits until it has.
+  void stop() {
+    if (!running) return;
+    stop_signal.emit(asio::cancellation_type::terminal);
+    while (!finished) {
+      if (ctx.stopped()) ctx.restart();
+      if (ctx.run_one_for(std::chrono::seconds(10)) == 0) BOOST_FAIL("the agent did not stop when cancelled");
+    }
+    running = nullptr;
+  }
+
+  // Runs `rt` until `done` holds or `limit` of test time passes. The agent's poll, report and
+  // health loops are the three coroutines that sleep on the clock when nothing else is left.
   template <class Pred>
   bool run_until(io::agent_runtime& rt, Pred done, std::chrono::milliseconds limit = 5s) {
-    using namespace asio::experimental::awaitable_operators;
-    auto watch = [&]() -> asio::awaitable<bool> {
-      const auto until = std::chrono::steady_clock::now() + limit;
-      while (std::chrono::steady_clock::now() < until) {
-        if (done()) co_return true;
-        asio::steady_timer t(co_await asio::this_coro::executor, 20ms);
-        co_await t.async_wait(asio::use_awaitable);
-      }
-      co_return false;
-    };
-    auto r = test::run_sync(ctx, [&]() -> asio::awaitable<bool> {
-      auto v = co_await (rt.run() || watch());
-      co_return v.index() == 1 && std::get<1>(v);
-    }());
-    return r;
+    start(rt);
+    return time.run_until(ctx, 3, done, limit);
+  }
+
+  // Runs the agent while another thread talks to it over a socket: real I/O is waited for, and
+  // test time moves only when nothing at all happened for a while.
+  template <class Pred>
+  bool serve_until(Pred done) {
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      if (ctx.stopped()) ctx.restart();
+      if (ctx.run_one_for(50ms) == 0 && time.sleeping() >= 3 && time.next_wake()) time.advance_to(*time.next_wake());
+    }
+    return true;
   }
 
   // A deployment of `path` has finished: idle, running it, and its in-flight record is gone (the
@@ -180,10 +214,14 @@ struct fixture {
   fs::path dir;
   agent_config cfg;
   health::gate_config gate;
+  test::manual_clock time;
   fake_coordinator coordinator;
   fake_host host;
-  io::steady_clock time;
   asio::io_context ctx;
+  asio::cancellation_signal stop_signal;
+  io::agent_runtime* running = nullptr;
+  bool finished = true;
+  std::vector<std::unique_ptr<io::agent_runtime>> agents;
   static inline int n = 0;
 };
 
@@ -192,7 +230,7 @@ struct fixture {
 BOOST_FIXTURE_TEST_SUITE(agent_runtime_tests, fixture)
 
 BOOST_AUTO_TEST_CASE(polls_deploys_and_reports_in_order) {
-  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 1);
+  auto& rt = agent(1);
   using k = protocol::report_kind;
   const std::vector<k> lifecycle = {k::fetching, k::fetched, k::activating, k::activated, k::confirmed};
   // The lifecycle in order; the same desired state offered again afterwards is only `up_to_date`.
@@ -209,29 +247,30 @@ BOOST_AUTO_TEST_CASE(polls_deploys_and_reports_in_order) {
 }
 
 BOOST_AUTO_TEST_CASE(the_poll_period_counts_from_the_start_of_each_poll) {
-  // Each poll takes 200 ms to be answered. With a 300 ms period counted from the start of a poll
-  // the 9th poll starts at about 2.5 s; counted from the end of the previous one it would start at
-  // 4.1 s (only 7 polls by 3.2 s). A late timer only makes the next poll start sooner.
+  // Each poll takes 200 ms (test time) to be answered. With a 300 ms period counted from the start
+  // of a poll, polls start exactly 300 ms apart; counted from the end they would be 500 ms apart.
   cfg.poll_interval = 300ms;
   cfg.startup_jitter = 0ms;
   coordinator.desired.reset();
   coordinator.delay = 200ms;
-  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 4);
-  BOOST_TEST(run_until(rt, [&] { return coordinator.polls >= 9; }, 3200ms), "polls by 3.2 s: " << coordinator.polls);
+  auto& rt = agent(4);
+  BOOST_TEST_REQUIRE(run_until(rt, [&] { return coordinator.polls >= 9; }, 3200ms), "polls by 3.2 s: " << coordinator.polls);
+  for (std::size_t i = 1; i < coordinator.poll_starts.size(); ++i)
+    BOOST_TEST((coordinator.poll_starts[i] - coordinator.poll_starts[i - 1] == 300ms), "poll " << i);
 }
 
 BOOST_AUTO_TEST_CASE(coordinator_outage_during_the_gate_changes_nothing_and_loses_nothing) {
-  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 2);
+  auto& rt = agent(2);
   // The coordinator vanishes as soon as the agent has the desired state.
   BOOST_TEST(run_until(rt, [&] {
     if (coordinator.polls >= 1 && rt.deployer().current() != core::deployer::stage::idle) coordinator.down = true;
-    return coordinator.down && rt.deployer().current() == core::deployer::stage::idle;
+    return coordinator.down && settled(rt, path_b);
   }));
   BOOST_TEST(host.current == path_b);  // confirmed, not rolled back
   BOOST_TEST(host.switches == 1);
   const auto polls_before = coordinator.polls;
   // Stays down for a while: the host keeps running its generation, reports wait.
-  io::agent_runtime rt2(cfg, {coordinator, host, host, host, time}, gate, 3);
+  auto& rt2 = agent(3);
   BOOST_TEST(!run_until(rt2, [&] { return false; }, 600ms));
   BOOST_TEST(coordinator.polls > polls_before);
   BOOST_TEST(host.current == path_b);
@@ -240,7 +279,7 @@ BOOST_AUTO_TEST_CASE(coordinator_outage_during_the_gate_changes_nothing_and_lose
   coordinator.down = false;
   using k = protocol::report_kind;
   const std::vector<k> lifecycle = {k::fetching, k::fetched, k::activating, k::activated, k::confirmed};
-  io::agent_runtime rt3(cfg, {coordinator, host, host, host, time}, gate, 4);
+  auto& rt3 = agent(4);
   BOOST_TEST(run_until(rt3, [&] {
     auto ks = coordinator.kinds();
     return std::find(ks.begin(), ks.end(), k::confirmed) != ks.end() && rt3.outbox().empty();
@@ -259,7 +298,7 @@ BOOST_AUTO_TEST_CASE(coordinator_outage_during_the_gate_changes_nothing_and_lose
 
 BOOST_AUTO_TEST_CASE(unhealthy_target_is_rolled_back_once_and_not_reapplied) {
   host.unhealthy = {path_b};
-  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 5);
+  auto& rt = agent(5);
   BOOST_TEST(run_until(rt, [&] {
     auto ks = coordinator.kinds();
     return std::find(ks.begin(), ks.end(), protocol::report_kind::rolled_back) != ks.end();
@@ -275,7 +314,7 @@ BOOST_AUTO_TEST_CASE(unhealthy_target_is_rolled_back_once_and_not_reapplied) {
 
 BOOST_AUTO_TEST_CASE(a_report_the_coordinator_refuses_does_not_block_the_rest) {
   coordinator.poison_seq = 2;
-  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 7);
+  auto& rt = agent(7);
   BOOST_TEST(run_until(rt, [&] { return coordinator.received.contains(5) && rt.outbox().empty(); }));
   BOOST_TEST(!coordinator.received.contains(2));
   BOOST_TEST(coordinator.received.contains(1));
@@ -290,41 +329,27 @@ BOOST_AUTO_TEST_CASE(metrics_endpoint_serves_the_agent_state) {
     port = a.local_endpoint().port();
   }
   cfg.metrics_listen = "127.0.0.1:" + std::to_string(port);
-  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 8);
+  auto& rt = agent(8);
   BOOST_REQUIRE(run_until(rt, [&] { return settled(rt, path_b); }));
 
-  std::future<std::string> page;
-  bool sent = false;
-  int ticks = 0;
-  run_until(rt, [&] {
-    if (!sent && ++ticks > 5) {
-      page = std::async(std::launch::async, [port] {
-        asio::io_context c;
-        asio::ip::tcp::socket s(c);
-        for (int attempt = 0;; ++attempt) {
-          boost::system::error_code cec;
-          s.connect({asio::ip::make_address("127.0.0.1"), port}, cec);
-          if (!cec) break;
-          s.close();
-          if (attempt > 100) throw boost::system::system_error(cec);
-          std::this_thread::sleep_for(20ms);
-        }
-        const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-        asio::write(s, asio::buffer(req));
-        std::string out;
-        boost::system::error_code ec;
-        char buf[4096];
-        for (;;) {
-          auto got_n = s.read_some(asio::buffer(buf), ec);
-          out.append(buf, got_n);
-          if (ec) break;
-        }
-        return out;
-      });
-      sent = true;
+  // The listener was bound when the agent started; fetch the page from another thread.
+  auto page = std::async(std::launch::async, [port] {
+    asio::io_context c;
+    asio::ip::tcp::socket sock(c);
+    sock.connect({asio::ip::make_address("127.0.0.1"), port});
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    asio::write(sock, asio::buffer(req));
+    std::string out;
+    boost::system::error_code ec;
+    char buf[4096];
+    for (;;) {
+      auto got_n = sock.read_some(asio::buffer(buf), ec);
+      out.append(buf, got_n);
+      if (ec) break;
     }
-    return sent && page.wait_for(0s) == std::future_status::ready;
+    return out;
   });
+  BOOST_REQUIRE(serve_until([&] { return page.wait_for(0s) == std::future_status::ready; }));
   const auto text = page.get();
   BOOST_TEST(text.starts_with("HTTP/1.1 200"), text);
   BOOST_TEST(text.find("nixfleet_agent_info{machine_id=\"web-01\"") != std::string::npos);
@@ -337,32 +362,13 @@ BOOST_AUTO_TEST_CASE(metrics_endpoint_serves_the_agent_state) {
 }
 
 BOOST_AUTO_TEST_CASE(control_socket_status_hold_and_rollback) {
-  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 6);
+  auto& rt = agent(6);
   BOOST_REQUIRE(run_until(rt, [&] { return settled(rt, path_b); }));
 
-  // Talk to the socket from another thread while the agent runs.
+  // Talk to the socket from another thread while the agent runs (it bound the socket at start).
   auto ask = [&](const std::string& command) {
-    std::future<boost::json::value> answer;
-    bool sent = false;
-    int ticks = 0;
-    run_until(rt, [&] {
-      // Each run_until starts the agent afresh: let it bind the socket before connecting.
-      if (!sent && ++ticks > 5) {
-        answer = std::async(std::launch::async, [&, command] {
-          // The agent (re)binds its socket as it starts: retry the connection for a while.
-          for (int attempt = 0;; ++attempt) {
-            try {
-              return io::control_request(cfg.control_socket, command);
-            } catch (const boost::system::system_error&) {
-              if (attempt > 100) throw;
-              std::this_thread::sleep_for(20ms);
-            }
-          }
-        });
-        sent = true;
-      }
-      return sent && answer.wait_for(0s) == std::future_status::ready;
-    });
+    auto answer = std::async(std::launch::async, [&, command] { return io::control_request(cfg.control_socket, command); });
+    BOOST_REQUIRE(serve_until([&] { return answer.wait_for(0s) == std::future_status::ready; }));
     return answer.get();
   };
 
@@ -401,7 +407,7 @@ BOOST_AUTO_TEST_CASE(after_a_confirmed_release_an_older_one_is_refused_and_the_s
   const std::string path_c = "/nix/store/2m9ggc7cy1rl4vxzx5zqn0dsj8dsyd2q-nixos-system-web-01-c";
   coordinator.desired->release_id = "r-5";
   coordinator.desired->release_sequence = 5;
-  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 11);
+  auto& rt = agent(11);
   BOOST_TEST_REQUIRE(run_until(rt, [&] { return settled(rt, path_b) && rt.driver().state().accepted.has_value(); }));
   BOOST_TEST(rt.driver().state().accepted->sequence == 5u);
   BOOST_TEST(*rt.driver().state().step_back == path_a);
@@ -441,7 +447,7 @@ BOOST_AUTO_TEST_CASE(an_announced_revocation_list_is_verified_kept_and_enforced)
   protocol::sign_revocations(protocol::generate_secret_key("ops-1"), forged);
   coordinator.revocations = forged;
   coordinator.desired->revocations_sequence = 1;
-  io::agent_runtime rt(cfg, {coordinator, host, host, host, time}, gate, 12);
+  auto& rt = agent(12);
   BOOST_TEST(run_until(rt, [&] { return settled(rt, path_b); }), "a forged list revokes nothing");
   BOOST_TEST(!rt.driver().state().revocations.has_value());
 
