@@ -1,4 +1,4 @@
-// /metrics in the Prometheus text format, served by a small Beast listener.
+// /metrics in the Prometheus text format, served by the common HTTP server.
 #include "nixfleet/agent/io/metrics.hpp"
 
 #include "nixfleet/agent/io/runtime.hpp"
@@ -7,20 +7,14 @@
 #include "nixfleet/common/prometheus.hpp"
 #include "nixfleet/common/version.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/ip/tcp.hpp>
+#include "nixfleet/common/http_server.hpp"
+
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http.hpp>
 
 namespace nixfleet::agent::io {
 namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 
 std::string render_metrics(agent_runtime& rt) {
   auto& d = rt.driver();
@@ -54,35 +48,6 @@ std::string render_metrics(agent_runtime& rt) {
   return t.take();
 }
 
-namespace {
-
-asio::awaitable<void> serve_one(beast::tcp_stream stream, agent_runtime& rt) {
-  stream.expires_after(std::chrono::seconds(5));
-  beast::flat_buffer buf;
-  http::request_parser<http::empty_body> parser;
-  parser.header_limit(8 * 1024);
-  auto [ec, n] = co_await http::async_read(stream, buf, parser, asio::as_tuple(asio::use_awaitable));
-  if (ec) co_return;
-  const auto& req = parser.get();
-  http::response<http::string_body> res;
-  res.version(11);
-  res.keep_alive(false);
-  if (req.method() == http::verb::get && req.target() == "/metrics") {
-    res.result(http::status::ok);
-    res.set(http::field::content_type, "text/plain; version=0.0.4");
-    res.body() = render_metrics(rt);
-  } else {
-    res.result(http::status::not_found);
-    res.body() = "not found\n";
-  }
-  res.prepare_payload();
-  co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
-  beast::error_code ignored;
-  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-}
-
-}  // namespace
-
 asio::awaitable<void> serve_metrics(std::string listen, agent_runtime& rt) {
   auto ex = co_await asio::this_coro::executor;
   const auto at = nixfleet::parse_listen(listen);
@@ -90,24 +55,39 @@ asio::awaitable<void> serve_metrics(std::string listen, agent_runtime& rt) {
     log::error("metrics_listen must be an IP address and port; metrics are off", {{"listen", listen}});
     co_return;
   }
-  const asio::ip::tcp::endpoint ep = *at;
-  boost::system::error_code ec;
-  asio::ip::tcp::acceptor acceptor(ex);
-  acceptor.open(ep.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(ep, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    log::error("cannot listen for metrics; metrics are off", {{"listen", listen}, {"error", ec.message()}});
+  server_options o;
+  o.listen = *at;
+  o.max_connections = 64;
+  o.idle_timeout = std::chrono::seconds(5);
+  o.request_timeout = std::chrono::seconds(5);
+  o.body_limit = 0;
+  o.server_name = "nixfleet-agent";
+  auto errors = [](unsigned status, std::string, std::string message) {
+    http_response r;
+    r.status = status;
+    r.body = std::move(message) + "\n";
+    r.content_type = "text/plain";
+    return r;
+  };
+  auto handler = [&rt, errors](http_request& req) -> asio::awaitable<http_response> {
+    if (req.msg.method() != boost::beast::http::verb::get || req.msg.target() != "/metrics")
+      co_return errors(404, "not_found", "not found");
+    http_response r;
+    r.body = render_metrics(rt);
+    r.content_type = "text/plain; version=0.0.4";
+    co_return r;
+  };
+  http_server server(ex, o, handler, errors);
+  try {
+    server.start();
+  } catch (const std::exception& e) {
+    log::error("cannot listen for metrics; metrics are off", {{"listen", listen}, {"error", e.what()}});
     co_return;
   }
   log::info("metrics listening", {{"listen", listen}});
-  for (;;) {
-    auto [aec, sock] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
-    if (aec == asio::error::operation_aborted) co_return;
-    if (aec) continue;
-    asio::co_spawn(ex, serve_one(beast::tcp_stream(std::move(sock)), rt), asio::detached);
-  }
+  // Serves until the agent stops (cancellation ends this wait; the server closes with it).
+  asio::steady_timer forever(ex, std::chrono::hours(24 * 365 * 10));
+  for (;;) co_await forever.async_wait(asio::use_awaitable);
 }
 
 }  // namespace nixfleet::agent::io

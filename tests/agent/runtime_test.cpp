@@ -337,7 +337,7 @@ BOOST_AUTO_TEST_CASE(metrics_endpoint_serves_the_agent_state) {
     asio::io_context c;
     asio::ip::tcp::socket sock(c);
     sock.connect({asio::ip::make_address("127.0.0.1"), port});
-    const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     asio::write(sock, asio::buffer(req));
     std::string out;
     boost::system::error_code ec;

@@ -2,7 +2,7 @@
 // reconcile loop driving rollouts, report retention and metrics, over a store.
 #pragma once
 
-#include "nixfleet/coordinator/io/http_server.hpp"
+#include "nixfleet/common/http_server.hpp"
 #include "nixfleet/coordinator/io/storage.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -15,6 +15,12 @@
 #include <string>
 
 namespace nixfleet::coordinator::io {
+
+using nixfleet::http_request;
+using nixfleet::http_response;
+using nixfleet::http_server;
+using nixfleet::server_options;
+using nixfleet::tls_options;
 
 struct service_options {
   std::string db_path;

@@ -1,8 +1,9 @@
-// An HTTP/1.1 server on Beast and coroutines, plain or TLS (optionally verifying client
+// The one HTTP/1.1 server (the coordinator's API and metrics, the agent's metrics), on Beast and coroutines, plain or TLS (optionally verifying client
 // certificates), with keep-alive, size limits, idle and request timeouts, a connection cap and a
 // graceful shutdown that lets requests in flight finish.
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -17,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-namespace nixfleet::coordinator::io {
+namespace nixfleet {
 
 struct tls_options {
   std::string cert_file;
@@ -35,6 +36,7 @@ struct server_options {
   std::chrono::milliseconds request_timeout{10'000};  // reading one request, first byte to last
   std::chrono::milliseconds write_timeout{30'000};
   std::size_t max_connections = 20'000;
+  std::string server_name = "nixfleet";  // the Server header
 };
 
 struct http_request {
@@ -67,7 +69,9 @@ struct server_stats {
 
 class http_server {
  public:
-  http_server(boost::asio::io_context& ctx, server_options opts, http_handler handler, error_renderer errors);
+  http_server(boost::asio::any_io_executor ex, server_options opts, http_handler handler, error_renderer errors);
+  http_server(boost::asio::io_context& ctx, server_options opts, http_handler handler, error_renderer errors)
+      : http_server(ctx.get_executor(), std::move(opts), std::move(handler), std::move(errors)) {}
   ~http_server();
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;
@@ -85,4 +89,4 @@ class http_server {
   std::shared_ptr<impl> impl_;
 };
 
-}  // namespace nixfleet::coordinator::io
+}  // namespace nixfleet

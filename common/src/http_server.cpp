@@ -1,6 +1,6 @@
-// The coordinator's HTTP(S) server. One coroutine per connection; a connection waiting for its
+// The HTTP(S) server. One coroutine per connection; a connection waiting for its
 // next request is idle (and closed at shutdown), one reading or answering is in flight.
-#include "nixfleet/coordinator/io/http_server.hpp"
+#include "nixfleet/common/http_server.hpp"
 
 #include "nixfleet/common/log.hpp"
 
@@ -21,7 +21,7 @@
 #include <array>
 #include <list>
 
-namespace nixfleet::coordinator::io {
+namespace nixfleet {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -35,10 +35,10 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     std::function<void()> close;
   };
 
-  impl(asio::io_context& c, server_options o, http_handler h, error_renderer e)
+  impl(asio::any_io_executor c, server_options o, http_handler h, error_renderer e)
       : ctx(c), opts(std::move(o)), handler(std::move(h)), errors(std::move(e)), acceptor(c) {}
 
-  asio::io_context& ctx;
+  asio::any_io_executor ctx;
   server_options opts;
   http_handler handler;
   error_renderer errors;
@@ -69,7 +69,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         // Sessions that carry a verified client certificate may be resumed only within this
         // context: without an id OpenSSL refuses every resumption and agents pay a full
         // handshake (certificate signing and verification) on every poll.
-        static constexpr unsigned char sid_ctx[] = "nixfleet-coordinator";
+        static constexpr unsigned char sid_ctx[] = "nixfleet";
         SSL_CTX_set_session_id_context(ssl->native_handle(), sid_ctx, sizeof sid_ctx - 1);
       }
     }
@@ -152,7 +152,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   template <class Stream>
   asio::awaitable<bool> send(Stream& stream, http_response r, unsigned version, bool keep_alive) {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
-    res.set(http::field::server, "nixfleet-coordinator");
+    res.set(http::field::server, opts.server_name);
     if (!r.body.empty() || r.status != 204) res.set(http::field::content_type, r.content_type);
     for (auto& [k, v] : r.headers) res.set(k, v);
     res.body() = std::move(r.body);
@@ -234,7 +234,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         r = co_await handler(req);
       } catch (const std::exception& e) {
         log::error("request_failed", {{"target", std::string(req.msg.target())}, {"error", e.what()}});
-        r = errors(500, "internal", "the coordinator could not complete the request");
+        r = errors(500, "internal", "the server could not complete the request");
       }
       if (!co_await send(stream, std::move(r), version, keep_alive && !stopping)) co_return;
       if (!keep_alive) co_return;
@@ -242,7 +242,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   }
 };
 
-http_server::http_server(asio::io_context& ctx, server_options opts, http_handler handler, error_renderer errors)
+http_server::http_server(asio::any_io_executor ctx, server_options opts, http_handler handler, error_renderer errors)
     : impl_(std::make_shared<impl>(ctx, std::move(opts), std::move(handler), std::move(errors))) {}
 
 http_server::~http_server() {
@@ -279,4 +279,4 @@ asio::awaitable<void> http_server::shutdown(std::chrono::milliseconds drain) {
     if (c.close) c.close();
 }
 
-}  // namespace nixfleet::coordinator::io
+}  // namespace nixfleet
