@@ -1,9 +1,9 @@
 // Subprocesses with real commands: exit codes, signals, timeouts (SIGTERM, then SIGKILL), caps.
 #include "nixfleet/common/process.hpp"
+#include "ready_fifo.hpp"
 #include "run_sync.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -95,14 +95,15 @@ BOOST_AUTO_TEST_CASE(cancelling_the_caller_still_ends_the_process) {
   using namespace asio::experimental::awaitable_operators;
   const auto pidfile = std::filesystem::temp_directory_path() / ("nixfleet-proc-" + std::to_string(::getpid()));
   asio::io_context ctx;
-  auto req = sh("echo $$ > " + pidfile.string() + "; exec sleep 30");
+  nixfleet::test::ready_fifo ready;
+  auto req = sh("echo $$ > " + pidfile.string() + "; " + ready.signal_command() + "; exec sleep 30");
   req.kill_grace = 200ms;
   auto task = [&]() -> asio::awaitable<int> {
-    asio::steady_timer t(co_await asio::this_coro::executor, 300ms);
-    auto r = co_await (nixfleet::process::run(req) || t.async_wait(asio::use_awaitable));
+    // Cancelled as soon as the child says it runs.
+    auto r = co_await (nixfleet::process::run(req) || ready.wait());
     co_return static_cast<int>(r.index());
   };
-  BOOST_TEST(run_sync(ctx, task()) == 1);  // the timer won; run() was cancelled
+  BOOST_TEST(run_sync(ctx, task()) == 1);  // the child started; run() was cancelled
   int pid = 0;
   std::ifstream(pidfile) >> pid;
   std::filesystem::remove(pidfile);
