@@ -564,9 +564,18 @@ BOOST_AUTO_TEST_CASE(an_operator_read_shows_nothing_that_is_not_yet_durable) {
   o.metrics_listen = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0);
   start(o);
   const auto metrics = c->on_thread([this] { return *c->service().metrics_endpoint(); });
-  auto backlog = [&] {
-    auto body = send(metrics, {verb::get, "/metrics", {}, {}}).body;
-    return body.find("\nnixfleet_coordinator_store_backlog 0\n") == std::string::npos;
+  // Store operations queued or running, from the coordinator's metrics.
+  auto backlog = [&]() -> std::uint64_t {
+    const auto body = send(metrics, {verb::get, "/metrics", {}, {}}).body;
+    const std::string key = "\nnixfleet_coordinator_store_backlog ";
+    const auto at = body.find(key);
+    return at == std::string::npos ? 0 : std::stoull(body.substr(at + key.size()));
+  };
+  // Waits (without sleeping: each check is a metrics request) until `n` operations are queued.
+  auto queued = [&](std::uint64_t n) {
+    for (int tries = 0; tries < 5000; ++tries)
+      if (backlog() >= n) return true;
+    return false;
   };
   BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", report_body(1, "heartbeat", std::nullopt, P1)).status == 200u);
   // Another writer holds the database's write lock: the coordinator's next commit waits for it.
@@ -576,12 +585,12 @@ BOOST_AUTO_TEST_CASE(an_operator_read_shows_nothing_that_is_not_yet_durable) {
   auto posted = std::async(std::launch::async, [&] {
     return agent(verb::post, "/api/v1/machines/web-1/reports", report_body(2, "heartbeat", std::nullopt, P2));
   });
-  // The report is in memory (the commit is queued) but not on disk; a read must wait for it.
-  // Each check is a metrics request to the coordinator: no sleep between them.
-  for (int tries = 0; tries < 5000 && !backlog(); ++tries) continue;
-  BOOST_TEST_REQUIRE(backlog(), "the report's commit is waiting for the lock");
+  // The report is in memory (the commit is queued) but not on disk; a read must wait for it:
+  // it queues a barrier behind the commit (a second store operation) and does not answer.
+  BOOST_TEST_REQUIRE(queued(1), "the report's commit is waiting for the lock");
   auto read = std::async(std::launch::async, [&] { return as(reader, verb::get, "/api/v1/machines/web-1"); });
-  BOOST_TEST((read.wait_for(400ms) == std::future_status::timeout), "the read answered while the report was not durable");
+  BOOST_TEST_REQUIRE(queued(2), "the read did not wait behind the commit");
+  BOOST_TEST((read.wait_for(0ms) == std::future_status::timeout), "the read answered while the report was not durable");
   BOOST_TEST((posted.wait_for(0ms) == std::future_status::timeout), "the report was acknowledged before it was durable");
   BOOST_TEST(sqlite3_exec(raw, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(raw);
