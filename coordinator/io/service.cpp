@@ -116,7 +116,8 @@ asio::awaitable<void> service::impl::reconcile_all() {
 namespace {
 
 asio::awaitable<void> reconcile_loop(std::shared_ptr<service::impl> self) {
-  asio::steady_timer t(self->ctx);
+  auto& t = self->reconcile_timer.emplace(self->ctx);
+  ++self->loops_running;
   while (!self->stopping && !self->fatal) {
     t.expires_after(self->opts.reconcile_interval);
     co_await t.async_wait(use_tuple);
@@ -127,10 +128,12 @@ asio::awaitable<void> reconcile_loop(std::shared_ptr<service::impl> self) {
       log::error("reconcile_failed", {{"error", e.what()}});
     }
   }
+  --self->loops_running;
 }
 
 asio::awaitable<void> prune_loop(std::shared_ptr<service::impl> self) {
-  asio::steady_timer t(self->ctx);
+  auto& t = self->prune_timer.emplace(self->ctx);
+  ++self->loops_running;
   while (!self->stopping && !self->fatal) {
     const auto before = self->opts.clock() - self->opts.report_retention;
     try {
@@ -140,9 +143,11 @@ asio::awaitable<void> prune_loop(std::shared_ptr<service::impl> self) {
     } catch (const std::exception& e) {
       log::error("prune_failed", {{"error", e.what()}});
     }
+    if (self->stopping || self->fatal) break;
     t.expires_after(self->opts.prune_interval);
     co_await t.async_wait(use_tuple);
   }
+  --self->loops_running;
 }
 
 }  // namespace
@@ -206,7 +211,9 @@ asio::awaitable<void> service::stop(std::chrono::milliseconds drain) {
   self->stopping = true;
   if (self->api) co_await self->api->shutdown(drain);
   if (self->metrics_server) co_await self->metrics_server->shutdown(std::chrono::milliseconds(100));
-  while (self->writes_in_flight > 0) {
+  if (self->reconcile_timer) self->reconcile_timer->cancel();
+  if (self->prune_timer) self->prune_timer->cancel();
+  while (self->writes_in_flight > 0 || self->loops_running > 0) {
     asio::steady_timer t(self->ctx, std::chrono::milliseconds(5));
     co_await t.async_wait(use_tuple);
   }

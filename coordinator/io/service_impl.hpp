@@ -7,6 +7,7 @@
 #include "nixfleet/coordinator/io/service.hpp"
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http/verb.hpp>
 
 #include <array>
@@ -64,6 +65,10 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::map<std::string, route_metrics> route_stats;
   std::uint64_t reports_ingested = 0;
   std::uint64_t writes_in_flight = 0;
+  // The background loops' timers (cancelled by stop) and how many loops still run: stop waits for
+  // them, so no loop outlives the service's store or touches a stopped context.
+  std::optional<boost::asio::steady_timer> reconcile_timer, prune_timer;
+  int loops_running = 0;
 
   void publish(const std::string& id);
   void publish_all();
