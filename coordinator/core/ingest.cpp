@@ -40,12 +40,15 @@ effects ingest(fleet& f, const std::string& actor, const ingest_reports& e, time
     m.id = id;
     fx.changes.audit.push_back({now, actor, "machine.registered", id, json::object{}});
   }
-  auto reports = e.batch.reports;
-  std::sort(reports.begin(), reports.end(),
-            [](const protocol::report& a, const protocol::report& b) { return a.seq < b.seq; });
+  // In sequence order, without copying the batch.
+  std::vector<const protocol::report*> in_order;
+  in_order.reserve(e.batch.reports.size());
+  for (const auto& r : e.batch.reports) in_order.push_back(&r);
+  std::stable_sort(in_order.begin(), in_order.end(), [](const auto* a, const auto* b) { return a->seq < b->seq; });
   std::uint64_t max_seq = 0;
   bool changed = created;
-  for (const auto& r : reports) {
+  for (const auto* each : in_order) {
+    const auto& r = *each;
     max_seq = std::max(max_seq, r.seq);
     // Every report is kept (a (machine, seq) already stored is not doubled).
     fx.changes.reports.push_back({id, now, r});

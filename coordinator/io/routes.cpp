@@ -344,10 +344,7 @@ asio::awaitable<http_response> list_keys(impl& s, route_call&) {
 }
 
 asio::awaitable<http_response> create_key(impl& s, route_call& c) {
-  auto key_id = "key-" + protocol::random_hex(6);
-  auto secret = "nfk_" + protocol::random_hex(32);
-  co_return co_await perform_with<protocol::key_request>(
-      s, c, [&](protocol::key_request b) { return core::create_key{key_id, secret, std::move(b)}; });
+  co_return co_await perform_with<protocol::key_request>(s, c, [](protocol::key_request b) { return new_key(std::move(b)); });
 }
 
 asio::awaitable<http_response> delete_key(impl& s, route_call& c) {

@@ -35,6 +35,10 @@ http_response error_response(unsigned status, std::string code, std::string mess
 
 http_response refused(const core::refusal& r) { return error_response(r.status, r.code, r.message); }
 
+core::create_key new_key(protocol::key_request request) {
+  return {"key-" + protocol::random_hex(6), "nfk_" + protocol::random_hex(32), std::move(request)};
+}
+
 service::impl::impl(asio::io_context& c, service_options o) : ctx(c), opts(std::move(o)) {
   if (!opts.clock)
     opts.clock = [] { return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now()); };
@@ -227,7 +231,7 @@ std::string create_key(const std::string& db_path, const std::string& name, role
   auto store = open_sqlite(db_path);
   core::fleet fleet;  // a key stands alone: nothing else of the fleet is needed to make one
   const auto now = std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
-  core::create_key make{"key-" + protocol::random_hex(6), "nfk_" + protocol::random_hex(32), {name, r}};
+  auto make = new_key({name, r});
   auto fx = core::apply(fleet, core::event{actor, make}, now);
   if (fx.refused) throw storage_error(fx.refused->message);
   auto results = store->commit({&fx.changes});

@@ -23,6 +23,8 @@ namespace nixfleet::coordinator::io {
 http_response json_response(unsigned status, std::string body);
 http_response error_response(unsigned status, std::string code, std::string message);
 http_response refused(const core::refusal& r);
+// A key-creation event with a fresh id and secret (the route and `keys create` both use it).
+core::create_key new_key(protocol::key_request request);
 
 inline constexpr std::array<double, 12> latency_buckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                            0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
