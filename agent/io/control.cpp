@@ -8,9 +8,11 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -65,18 +67,28 @@ boost::json::value status_of(agent_runtime& rt) {
   return o;
 }
 
-asio::awaitable<void> session(stream::socket sock, agent_runtime& rt) {
+// Bounded by a deadline on both the read and the write, so a client that connects and says nothing
+// (or never reads) does not hold a session and a socket for ever.
+asio::awaitable<void> session(stream::socket sock, agent_runtime& rt, std::chrono::milliseconds deadline) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer timer(sock.get_executor());
   asio::streambuf buf(64 * 1024);
-  auto [ec, n] = co_await asio::async_read_until(sock, buf, '\n', asio::as_tuple(asio::use_awaitable));
+  timer.expires_after(deadline);
+  auto read = co_await (asio::async_read_until(sock, buf, '\n', asio::as_tuple(asio::use_awaitable)) ||
+                        timer.async_wait(asio::as_tuple(asio::use_awaitable)));
   boost::json::value answer;
-  if (ec) {
+  if (read.index() == 1) {
+    answer = error_answer("no request within " + std::to_string(deadline.count()) + " ms");
+  } else if (auto [ec, n] = std::get<0>(read); ec) {
     answer = error_answer(ec == asio::error::not_found ? "request too long" : "no request");
   } else {
     std::string line(asio::buffers_begin(buf.data()), asio::buffers_begin(buf.data()) + n);
     answer = co_await handle_control(line, rt);
   }
   auto text = boost::json::serialize(answer) + "\n";
-  co_await asio::async_write(sock, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+  timer.expires_after(deadline);
+  co_await (asio::async_write(sock, asio::buffer(text), asio::as_tuple(asio::use_awaitable)) ||
+            timer.async_wait(asio::as_tuple(asio::use_awaitable)));
 }
 
 }  // namespace
@@ -104,7 +116,7 @@ asio::awaitable<boost::json::value> handle_control(const std::string& line, agen
   co_return error_answer("unknown command");
 }
 
-asio::awaitable<void> serve_control(std::string socket_path, agent_runtime& rt) {
+asio::awaitable<void> serve_control(std::string socket_path, agent_runtime& rt, std::chrono::milliseconds deadline) {
   auto ex = co_await asio::this_coro::executor;
   // A directory we create is private to root; an existing one is left as the operator made it.
   const auto parent = std::filesystem::path(socket_path).parent_path();
@@ -117,7 +129,7 @@ asio::awaitable<void> serve_control(std::string socket_path, agent_runtime& rt) 
     auto [ec, sock] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
     if (ec == asio::error::operation_aborted) co_return;
     if (ec) continue;
-    asio::co_spawn(ex, session(std::move(sock), rt), [](std::exception_ptr e) {
+    asio::co_spawn(ex, session(std::move(sock), rt, deadline), [](std::exception_ptr e) {
       if (!e) return;
       try {
         std::rethrow_exception(e);

@@ -66,7 +66,7 @@ boost::asio::awaitable<void> agent_runtime::run() {
   co_await driver_.start();
   // Optional listeners: a control socket path and a metrics address.
   auto control = [this]() -> boost::asio::awaitable<void> {
-    if (!cfg_.control_socket.empty()) co_await serve_control(cfg_.control_socket, *this);
+    if (!cfg_.control_socket.empty()) co_await serve_control(cfg_.control_socket, *this, cfg_.control_deadline);
   };
   auto metrics = [this]() -> boost::asio::awaitable<void> {
     if (cfg_.metrics_listen) co_await serve_metrics(*cfg_.metrics_listen, *this);

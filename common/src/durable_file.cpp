@@ -34,14 +34,19 @@ boost::system::error_code sync_directory(const std::filesystem::path& dir) {
 boost::asio::awaitable<boost::system::error_code> replace_file(std::filesystem::path path, std::string content) {
   auto tmp = path;
   tmp += ".tmp." + std::to_string(::getpid());
+  // Opened here rather than by stream_file::open, whose mode would be 0777 less the umask: state
+  // files hold what this host trusts and are private to its owner.
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) co_return last_error();
 #if defined(BOOST_ASIO_HAS_FILE)
   {
     boost::asio::stream_file file(co_await boost::asio::this_coro::executor);
     boost::system::error_code ec;
-    file.open(tmp.string(),
-              boost::asio::stream_file::write_only | boost::asio::stream_file::create | boost::asio::stream_file::truncate,
-              ec);
-    if (ec) co_return ec;
+    file.assign(fd, ec);
+    if (ec) {
+      ::close(fd);
+      co_return ec;
+    }
     auto [wec, n] = co_await boost::asio::async_write(file, boost::asio::buffer(content),
                                                       boost::asio::as_tuple(boost::asio::use_awaitable));
     if (!wec) file.sync_all(wec);
@@ -53,8 +58,6 @@ boost::asio::awaitable<boost::system::error_code> replace_file(std::filesystem::
   }
 #else
   {
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) co_return last_error();
     std::size_t off = 0;
     while (off < content.size()) {
       const auto n = ::write(fd, content.data() + off, content.size() - off);

@@ -10,6 +10,10 @@
 
 #include <sqlite3.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <map>
 #include <optional>
@@ -176,9 +180,25 @@ void statement::run() {
   }
 }
 
+// The database holds API key hashes and the whole record: private to the coordinator's user. SQLite
+// gives its -wal and -shm files the database file's mode, so creating that one 0600 is enough; an
+// existing database (or one left behind with looser bits) is tightened.
+void make_private(const std::string& path) {
+  if (path.empty() || path == ":memory:" || path.starts_with("file:")) return;
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return;  // sqlite3_open_v2 below says why, in its words
+  ::close(fd);
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const auto file = path + suffix;
+    struct stat st {};
+    if (::stat(file.c_str(), &st) == 0 && (st.st_mode & 077) != 0) ::chmod(file.c_str(), st.st_mode & 0700);
+  }
+}
+
 class sqlite_storage final : public storage {
  public:
   explicit sqlite_storage(const std::string& path) {
+    make_private(path);
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         nullptr) != SQLITE_OK) {
       std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";

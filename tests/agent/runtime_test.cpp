@@ -9,6 +9,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -401,6 +402,30 @@ BOOST_AUTO_TEST_CASE(control_socket_status_hold_and_rollback) {
 
   auto bad = ask("format-disk");
   BOOST_TEST(!bad.at("ok").as_bool());
+}
+
+BOOST_AUTO_TEST_CASE(a_control_client_that_says_nothing_is_answered_and_closed_at_the_deadline) {
+  cfg.control_deadline = 200ms;
+  auto& rt = agent(7);
+  BOOST_REQUIRE(run_until(rt, [&] { return settled(rt, path_b); }));
+  auto silent = std::async(std::launch::async, [&] {
+    asio::io_context client;
+    asio::local::stream_protocol::socket sock(client);
+    sock.connect(asio::local::stream_protocol::endpoint(cfg.control_socket));
+    std::string out;
+    boost::system::error_code ec;
+    char buf[512];
+    while (!ec) out.append(buf, sock.read_some(asio::buffer(buf), ec));
+    return std::pair(out, ec);
+  });
+  BOOST_REQUIRE(serve_until([&] { return silent.wait_for(0s) == std::future_status::ready; }));
+  const auto [text, ec] = silent.get();
+  BOOST_TEST(ec == asio::error::eof, ec.message());
+  BOOST_TEST(text.find("no request within 200 ms") != std::string::npos, text);
+  // And the socket still serves the next client.
+  auto status = std::async(std::launch::async, [&] { return io::control_request(cfg.control_socket, "status"); });
+  BOOST_REQUIRE(serve_until([&] { return status.wait_for(0s) == std::future_status::ready; }));
+  BOOST_TEST(status.get().at("ok").as_bool());
 }
 
 BOOST_AUTO_TEST_CASE(after_a_confirmed_release_an_older_one_is_refused_and_the_step_back_accepted) {

@@ -6,6 +6,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <fstream>
+#include <sys/stat.h>
 
 using namespace nixfleet;
 using namespace nixfleet::agent;
@@ -54,6 +55,20 @@ BOOST_AUTO_TEST_CASE(record_round_trips_and_clears) {
   BOOST_TEST(!store.clear_record());  // clearing twice is fine
   // No temporary files are left behind.
   for (const auto& e : fs::directory_iterator(store.dir())) BOOST_TEST(e.path().filename().string().find(".tmp") == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(state_files_are_private_whatever_the_umask) {
+  const auto old = ::umask(022);
+  BOOST_TEST(!test::run_sync(store.save_record(record())));
+  BOOST_TEST(!test::run_sync(store.save_state(io::persistent_state{})));
+  ::umask(old);
+  struct stat st {};
+  for (const char* name : {"in-flight.json", "state.json"}) {
+    BOOST_REQUIRE(::stat((store.dir() / name).c_str(), &st) == 0);
+    BOOST_TEST((st.st_mode & 0777) == 0600u, name);
+  }
+  BOOST_REQUIRE(::stat(store.dir().c_str(), &st) == 0);
+  BOOST_TEST((st.st_mode & 0777) == 0700u);
 }
 
 BOOST_AUTO_TEST_CASE(state_round_trips_and_caps_the_quarantine) {

@@ -6,6 +6,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <sys/stat.h>
+
 #include <sqlite3.h>
 
 using namespace nixfleet;
@@ -244,6 +246,28 @@ BOOST_AUTO_TEST_CASE(machines_rollouts_and_keys_load_back_as_written) {
   BOOST_TEST(loaded.keys[0].hash == k.hash);
   BOOST_TEST(open_sqlite(path)->find_key(k.hash).has_value());
   BOOST_TEST(!open_sqlite(path)->find_key(std::string(64, 'e')).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(the_database_and_its_wal_are_private_to_the_coordinator) {
+  const auto old = ::umask(022);
+  {
+    auto s = open_sqlite(path);
+    change_set c;
+    c.audit.push_back(event("key.created"));
+    BOOST_TEST(s->commit({&c})[0].empty());
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      struct stat st {};
+      BOOST_REQUIRE(::stat((path + suffix).c_str(), &st) == 0);
+      BOOST_TEST((st.st_mode & 0777) == 0600u, suffix);
+    }
+  }
+  // A database left readable by others is tightened when it is opened again.
+  ::chmod(path.c_str(), 0644);
+  { auto s = open_sqlite(path); }
+  struct stat st {};
+  BOOST_REQUIRE(::stat(path.c_str(), &st) == 0);
+  BOOST_TEST((st.st_mode & 0777) == 0600u);
+  ::umask(old);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -64,6 +64,8 @@ struct agent_config {
   bool dry_run = false;
 
   std::string control_socket = "/run/nixfleet-agent/control.sock";
+  // How long a control client may take to send its line and read the answer (not in the file).
+  std::chrono::milliseconds control_deadline{std::chrono::seconds(5)};
   std::optional<std::string> metrics_listen;  // "127.0.0.1:9101"
   std::uint32_t outbox_limit = 10000;
   std::string log_level = "info";

@@ -5,6 +5,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/value.hpp>
 
+#include <chrono>
 #include <functional>
 #include <string>
 
@@ -12,8 +13,9 @@ namespace nixfleet::agent::io {
 
 class agent_runtime;
 
-// Serves until cancelled. Bad requests get {"ok": false, "error": …}; the socket keeps serving.
-boost::asio::awaitable<void> serve_control(std::string socket_path, agent_runtime& rt);
+// Serves until cancelled. Bad requests get {"ok": false, "error": …}; the socket keeps serving. A
+// client gets `deadline` to send its line and again to read the answer, then is closed.
+boost::asio::awaitable<void> serve_control(std::string socket_path, agent_runtime& rt, std::chrono::milliseconds deadline);
 
 // The answer to one command (exposed for tests).
 boost::asio::awaitable<boost::json::value> handle_control(const std::string& line, agent_runtime& rt);
