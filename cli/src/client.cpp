@@ -3,6 +3,7 @@
 
 #include "nixfleet/protocol/types.hpp"
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/json/parse.hpp>
 
 #include <cstdlib>
@@ -89,12 +90,31 @@ std::string read_secret_file(const std::string& path, const std::string& what) {
   return text;
 }
 
+namespace {
+
+// 127.0.0.0/8, ::1 and the name localhost (which the resolver is required to keep on loopback).
+bool is_loopback(const std::string& host) {
+  if (host == "localhost" || host.ends_with(".localhost")) return true;
+  boost::system::error_code ec;
+  const auto addr = boost::asio::ip::make_address(host, ec);
+  if (ec) return false;
+  if (addr.is_v6() && addr.to_v6().is_v4_mapped()) return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, addr.to_v6()).is_loopback();
+  return addr.is_loopback();
+}
+
+}  // namespace
+
 client::client(settings s) : s_(std::move(s)) {
   if (s_.coordinator.empty())
     throw cli_error("no coordinator: give --coordinator URL or set NIXFLEET_COORDINATOR", exit_usage);
   std::string why;
   auto u = http_client::parse_url(s_.coordinator, &why);
   if (!u) throw cli_error("--coordinator: expected an http:// or https:// URL (" + why + "), got " + s_.coordinator, exit_usage);
+  if (!u->tls && !s_.insecure_http && !is_loopback(u->host))
+    throw cli_error("--coordinator " + s_.coordinator +
+                        " is plain http:// to a host that is not loopback: the API key would cross the network in the "
+                        "clear; use https://, or --insecure-http if that is really meant",
+                    exit_usage);
   try {
     http_ = std::make_unique<http_client::client>(
         *u, http_client::tls_files{s_.ca_file, s_.cert_file, s_.key_file},

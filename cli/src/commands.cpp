@@ -27,6 +27,8 @@ int run(int argc, char** argv) {
   app.add_option("--cert-file", ctx.s.cert_file, "client certificate, when the coordinator requires one");
   app.add_option("--key-file", ctx.s.key_file, "client certificate key");
   app.add_flag("--json", ctx.s.json, "print JSON instead of tables");
+  app.add_flag("--insecure-http", ctx.s.insecure_http,
+               "allow a plain http:// coordinator that is not on loopback (the API key travels in the clear)");
   app.fallthrough();
 
   int rc = exit_ok;

@@ -17,6 +17,7 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <array>
 #include <list>
@@ -108,17 +109,65 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     }
   }
 
-  static std::optional<std::string> peer_common_name(SSL* ssl) {
+  // Who a verified client certificate names: its one CN, or the id of its one `nixfleet://machine/`
+  // SAN URI (which, when both are present, must agree with the CN). A subject with two CNs is
+  // ambiguous (`/CN=hostB/CN=hostA` must not be taken as either), and so is anything with an
+  // embedded NUL; such a certificate names no one, and the request says why.
+  static client_identity peer_identity(SSL* ssl) {
+    client_identity who;
     X509* cert = SSL_get1_peer_certificate(ssl);
-    if (cert == nullptr) return std::nullopt;
-    std::optional<std::string> cn;
-    if (SSL_get_verify_result(ssl) == X509_V_OK) {
-      char buf[256];
-      int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, sizeof buf);
-      if (n > 0 && static_cast<std::size_t>(n) < sizeof buf) cn = std::string(buf, static_cast<std::size_t>(n));
+    if (cert == nullptr) return who;
+    struct release {
+      X509* c;
+      ~release() { X509_free(c); }
+    } guard{cert};
+    if (SSL_get_verify_result(ssl) != X509_V_OK) return who;
+    auto text = [](const ASN1_STRING* str) -> std::optional<std::string> {
+      unsigned char* utf8 = nullptr;
+      const int n = ASN1_STRING_to_UTF8(&utf8, str);
+      if (n < 0) return std::nullopt;
+      std::string out(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(n));
+      OPENSSL_free(utf8);
+      if (out.find('\0') != std::string::npos) return std::nullopt;
+      return out;
+    };
+    std::vector<std::string> cns;
+    const X509_NAME* subject = X509_get_subject_name(cert);
+    for (int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1); i >= 0;
+         i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) {
+      auto cn = text(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i)));
+      if (!cn) {
+        who.problem = "the client certificate's CN is not text";
+        return who;
+      }
+      cns.push_back(std::move(*cn));
     }
-    X509_free(cert);
-    return cn;
+    std::vector<std::string> uris;
+    constexpr std::string_view prefix = "nixfleet://machine/";
+    if (auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr))) {
+      for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+        const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
+        if (name->type != GEN_URI) continue;
+        auto uri = text(name->d.uniformResourceIdentifier);
+        if (uri && uri->starts_with(prefix)) uris.push_back(uri->substr(prefix.size()));
+      }
+      GENERAL_NAMES_free(names);
+    }
+    if (cns.size() > 1) {
+      who.problem = "the client certificate's subject has " + std::to_string(cns.size()) + " CNs";
+    } else if (uris.size() > 1) {
+      who.problem = "the client certificate has " + std::to_string(uris.size()) + " nixfleet://machine/ URIs";
+    } else if (uris.size() == 1) {
+      if (!cns.empty() && cns[0] != uris[0])
+        who.problem = "the client certificate's CN and its nixfleet://machine/ URI name different machines";
+      else
+        who.id = uris[0];
+    } else if (cns.size() == 1) {
+      who.id = cns[0];
+    } else {
+      who.problem = "the client certificate names no machine (no CN, no nixfleet://machine/ URI)";
+    }
+    return who;
   }
 
   static asio::awaitable<void> session(std::shared_ptr<impl> self, tcp::socket sock, tcp::endpoint from) {
@@ -132,8 +181,9 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       if (!ec) {
         ++self->st.tls_handshakes;
         if (SSL_session_reused(stream.native_handle())) ++self->st.tls_resumed;
-        auto cn = peer_common_name(stream.native_handle());
-        co_await self->serve(stream, conn, std::move(cn), true, peer);
+        // Named first: GCC 12 destroys a temporary passed into a coroutine call twice.
+        client_identity who = peer_identity(stream.native_handle());
+        co_await self->serve(stream, conn, std::move(who), true, peer);
         beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
         co_await stream.async_shutdown(use_tuple);
       } else {
@@ -142,7 +192,8 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     } else {
       beast::tcp_stream stream(std::move(sock));
       conn->close = [&stream] { stream.cancel(); };
-      co_await self->serve(stream, conn, std::nullopt, false, peer);
+      client_identity nobody;
+      co_await self->serve(stream, conn, std::move(nobody), false, peer);
       boost::system::error_code ignored;
       stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
     }
@@ -178,7 +229,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   }
 
   template <class Stream>
-  asio::awaitable<void> serve(Stream& stream, std::list<connection>::iterator conn, std::optional<std::string> cn,
+  asio::awaitable<void> serve(Stream& stream, std::list<connection>::iterator conn, client_identity who,
                               bool tls, std::string peer) {
     beast::flat_buffer buf;
     auto& lowest = beast::get_lowest_layer(stream);
@@ -226,7 +277,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         if (ec == http::error::body_limit) co_await drain(stream);
         co_return;
       }
-      http_request req{parser.release(), cn, tls, peer};
+      http_request req{parser.release(), who, tls, peer};
       const bool keep_alive = req.msg.keep_alive();
       const unsigned version = req.msg.version();
       http_response r;

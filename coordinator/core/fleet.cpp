@@ -5,6 +5,7 @@
 #include "fleet_detail.hpp"
 #include "nixfleet/protocol/codec.hpp"
 #include "nixfleet/protocol/signing.hpp"
+#include "nixfleet/protocol/validate.hpp"
 
 #include <algorithm>
 #include <set>
@@ -94,11 +95,14 @@ std::optional<refusal> authorize(const principal& who, operation op) {
                      std::string(protocol::to_string(who.level)) + ")"};
 }
 
-std::optional<refusal> authorize_agent(const std::optional<std::string>& client_cn, std::string_view machine_id,
-                                       bool insecure_http) {
+std::optional<refusal> authorize_agent(const std::optional<std::string>& client_id, std::string_view problem,
+                                       std::string_view machine_id, bool insecure_http) {
   if (insecure_http) return std::nullopt;
-  if (!client_cn) return refusal{401, "client_certificate_required", "agent routes need a client certificate"};
-  if (*client_cn != machine_id) return refusal{403, "forbidden", "the client certificate is not for this machine"};
+  if (!problem.empty()) return refusal{403, "bad_client_certificate", std::string(problem)};
+  if (!client_id) return refusal{401, "client_certificate_required", "agent routes need a client certificate"};
+  if (protocol::check_machine_id(*client_id))
+    return refusal{403, "bad_client_certificate", "the client certificate's name is not a valid machine id"};
+  if (*client_id != machine_id) return refusal{403, "forbidden", "the client certificate is not for this machine"};
   return std::nullopt;
 }
 

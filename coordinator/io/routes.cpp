@@ -465,9 +465,9 @@ asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& ro
   if (!found) co_return error_response(405, "method_not_allowed", "this path does not take that method");
 
   const bool from_agent = req.msg.find(http::field::authorization) == req.msg.end() &&
-                          (req.client_cn || opts.insecure_http);
+                          (req.client.id || opts.insecure_http);
   if (found->who == access::agent) {
-    if (auto no = core::authorize_agent(req.client_cn, call.params[0], opts.insecure_http)) co_return refused(*no);
+    if (auto no = core::authorize_agent(req.client.id, req.client.problem, call.params[0], opts.insecure_http)) co_return refused(*no);
   } else if (found->who == access::operator_key || (found->who == access::agent_or_operator && !from_agent)) {
     auto auth = co_await authenticate(*this, req);
     if (auto* r = std::get_if<http_response>(&auth)) co_return std::move(*r);

@@ -421,6 +421,14 @@ BOOST_AUTO_TEST_CASE(bad_usage_gives_one_line_and_the_documented_exit_code) {
       {"missing required option", {"deploy", "--tags", "web"}, {}, 2, "--release"},
       {"unreachable coordinator", {"status"}, {{"NIXFLEET_COORDINATOR", "http://127.0.0.1:1"}}, 1, "cannot reach the coordinator"},
       {"not a URL", {"status"}, {{"NIXFLEET_COORDINATOR", "ftp://x"}}, 2, "expected an http"},
+      // 0.0.0.0 is not loopback by address (though Linux connects it locally): the key would be
+      // sent in the clear, so the CLI refuses before sending anything…
+      {"plain http off loopback", {"status"}, {{"NIXFLEET_COORDINATOR", "http://0.0.0.0:1"}}, 2, "not loopback"},
+      {"plain http by name", {"status"}, {{"NIXFLEET_COORDINATOR", "http://fleet.example.org"}}, 2, "--insecure-http"},
+      // …unless asked to; IPv6 loopback and localhost are loopback.
+      {"plain http when asked", {"--insecure-http", "status"}, {{"NIXFLEET_COORDINATOR", "http://0.0.0.0:1"}}, 1, "cannot reach"},
+      {"plain http to ::1", {"status"}, {{"NIXFLEET_COORDINATOR", "http://[::1]:1"}}, 1, "cannot reach"},
+      {"plain http to localhost", {"status"}, {{"NIXFLEET_COORDINATOR", "http://localhost:1"}}, 1, "cannot reach"},
       {"bad key", {"status"}, {{"NIXFLEET_API_KEY", "nfk_" + std::string(64, '0')}}, 1, "refused the API key"},
       {"role too low", {"keys", "list"}, {{"NIXFLEET_API_KEY_FILE", reader_file.string()}}, 1, "not allowed"},
       {"invalid id", {"release", "show", "../etc"}, {}, 2, "not a valid identifier"},

@@ -487,10 +487,16 @@ BOOST_AUTO_TEST_CASE(auth_policy_is_principal_by_operation) {
       }
     }
   }
-  BOOST_TEST(!authorize_agent(std::string("web-01"), "web-01", false).has_value());
-  BOOST_TEST(authorize_agent(std::string("web-02"), "web-01", false)->status == 403u);
-  BOOST_TEST(authorize_agent(std::nullopt, "web-01", false)->status == 401u);
-  BOOST_TEST(!authorize_agent(std::nullopt, "web-01", true).has_value());
+  BOOST_TEST(!authorize_agent(std::string("web-01"), "", "web-01", false).has_value());
+  BOOST_TEST(authorize_agent(std::string("web-02"), "", "web-01", false)->status == 403u);
+  BOOST_TEST(authorize_agent(std::nullopt, "", "web-01", false)->status == 401u);
+  BOOST_TEST(!authorize_agent(std::nullopt, "", "web-01", true).has_value());
+  // A certificate that names no one, or something that is not a machine id, is refused with why.
+  auto ambiguous = authorize_agent(std::nullopt, "the client certificate's subject has 2 CNs", "web-01", false);
+  BOOST_TEST(ambiguous->status == 403u);
+  BOOST_TEST(ambiguous->code == "bad_client_certificate");
+  BOOST_TEST(ambiguous->message == "the client certificate's subject has 2 CNs");
+  BOOST_TEST(authorize_agent(std::string("web 01/../x"), "", "web-01", false)->code == "bad_client_certificate");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

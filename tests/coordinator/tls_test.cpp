@@ -36,6 +36,11 @@ struct pki {
     issue("web-1", "web-1", "ca", "extendedKeyUsage=clientAuth");
     issue("web-2", "web-2", "ca", "extendedKeyUsage=clientAuth");
     issue("rogue-web-1", "web-1", "rogue-ca", "extendedKeyUsage=clientAuth");
+    issue("two-cns", "/CN=web-2/CN=web-1", "ca", "extendedKeyUsage=clientAuth");
+    issue("uri-web-1", "/O=fleet", "ca", "extendedKeyUsage=clientAuth\nsubjectAltName=URI:nixfleet://machine/web-1");
+    issue("cn-and-uri-web-1", "web-1", "ca", "extendedKeyUsage=clientAuth\nsubjectAltName=URI:nixfleet://machine/web-1");
+    issue("cn-web-2-uri-web-1", "web-2", "ca", "extendedKeyUsage=clientAuth\nsubjectAltName=URI:nixfleet://machine/web-1");
+    issue("bad-cn", "/CN=web 1", "ca", "extendedKeyUsage=clientAuth");
   }
   ~pki() {
     std::error_code ec;
@@ -46,7 +51,7 @@ struct pki {
     const std::string d = dir.string();
     std::ofstream(dir / (name + ".ext")) << ext << "\n";
     run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " + d + "/" + name +
-        ".key -out " + d + "/" + name + ".csr -subj /CN=" + cn);
+        ".key -out " + d + "/" + name + ".csr -subj '" + (cn.starts_with("/") ? cn : "/CN=" + cn) + "'");
     run("openssl x509 -req -in " + d + "/" + name + ".csr -CA " + d + "/" + ca + ".crt -CAkey " + d + "/" + ca +
         ".key -CAcreateserial -out " + d + "/" + name + ".crt -days 2 -extfile " + d + "/" + name + ".ext");
   }
@@ -97,6 +102,26 @@ const std::string heartbeat =
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(coordinator_tls, tls_fixture)
+
+BOOST_AUTO_TEST_CASE(a_certificate_names_one_machine_or_none) {
+  start(false);
+  auto refused_with = [&](const std::string& who, const std::string& why) {
+    auto r = get("/api/v1/machines/web-1/desired", who);
+    BOOST_TEST(r.status == 403u, who);
+    BOOST_TEST(r.json().at("error").as_string() == "bad_client_certificate", who);
+    BOOST_TEST(std::string(r.json().at("message").as_string()).find(why) != std::string::npos, r.body);
+  };
+  // /CN=web-2/CN=web-1 is neither machine, whichever CN a reader would take.
+  refused_with("two-cns", "has 2 CNs");
+  BOOST_TEST(get("/api/v1/machines/web-2/desired", "two-cns").status == 403u);
+  refused_with("cn-web-2-uri-web-1", "name different machines");
+  BOOST_TEST(get("/api/v1/machines/web-2/desired", "cn-web-2-uri-web-1").status == 403u);
+  refused_with("bad-cn", "not a valid machine id");
+  // The nixfleet://machine/ID URI identifies a host, alone or agreeing with its CN.
+  BOOST_TEST(get("/api/v1/machines/web-1/desired", "uri-web-1").status == 204u);
+  BOOST_TEST(get("/api/v1/machines/web-1/desired", "cn-and-uri-web-1").status == 204u);
+  BOOST_TEST(get("/api/v1/machines/web-2/desired", "uri-web-1").status == 403u);
+}
 
 BOOST_AUTO_TEST_CASE(agents_are_known_by_their_certificate_and_operators_by_key) {
   start(false);

@@ -38,6 +38,8 @@ struct settings {
   std::optional<std::string> key_file;
   std::chrono::seconds timeout{30};
   bool json = false;
+  // Plain http:// carries the API key in the clear: only to a loopback address unless this is set.
+  bool insecure_http = false;
 };
 
 // Fills what the flags left unset from NIXFLEET_COORDINATOR, NIXFLEET_API_KEY,

@@ -39,9 +39,17 @@ struct server_options {
   std::string server_name = "nixfleet";  // the Server header
 };
 
+// What a verified client certificate says about its holder: `id` when it names exactly one machine
+// (its single CN, or its single `nixfleet://machine/ID` SAN URI agreeing with any CN), otherwise
+// `problem` says why it names no one. Both empty without a client certificate.
+struct client_identity {
+  std::optional<std::string> id;
+  std::string problem;
+};
+
 struct http_request {
   boost::beast::http::request<boost::beast::http::string_body> msg;
-  std::optional<std::string> client_cn;  // CN of a verified client certificate
+  client_identity client;
   bool tls = false;
   std::string peer;
 };

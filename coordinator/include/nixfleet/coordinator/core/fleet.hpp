@@ -74,9 +74,11 @@ struct refusal {
 protocol::role required_role(operation op) noexcept;
 // Empty when allowed.
 std::optional<refusal> authorize(const principal& who, operation op);
-// Agent routes: the client certificate's CN is the machine's id (or plain HTTP was chosen).
-std::optional<refusal> authorize_agent(const std::optional<std::string>& client_cn, std::string_view machine_id,
-                                       bool insecure_http);
+// Agent routes: the name the client certificate gives (its one CN or nixfleet://machine/ URI) is a
+// valid machine id and the machine's (or plain HTTP was chosen). `problem` is why a verified
+// certificate names no one (two CNs, disagreeing names): refused, with that reason.
+std::optional<refusal> authorize_agent(const std::optional<std::string>& client_id, std::string_view problem,
+                                       std::string_view machine_id, bool insecure_http);
 
 // ---------------------------------------------------------------------------------------------
 // Events
