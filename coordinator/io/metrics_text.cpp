@@ -52,6 +52,11 @@ std::string service::impl::render_metrics() const {
     t.sample("nixfleet_coordinator_http_request_duration_seconds_sum", {{"route", route}}, m.sum);
     t.sample("nixfleet_coordinator_http_request_duration_seconds_count", {{"route", route}}, m.count);
   }
+  t.family("nixfleet_coordinator_api_key_lookups_total", "counter",
+           "Keys not in memory looked up: found in the store, unknown to it, or refused from the negative cache.");
+  t.sample("nixfleet_coordinator_api_key_lookups_total", {{"result", "found"}}, key_lookups.found);
+  t.sample("nixfleet_coordinator_api_key_lookups_total", {{"result", "unknown"}}, key_lookups.unknown);
+  t.sample("nixfleet_coordinator_api_key_lookups_total", {{"result", "cached"}}, key_lookups.cached);
   t.scalar("nixfleet_coordinator_reports_ingested_total", "counter", "Agent reports received.", reports_ingested);
   const auto ws = db->stats();
   t.scalar("nixfleet_coordinator_store_transactions_total", "counter", "Write transactions committed.", ws.transactions);

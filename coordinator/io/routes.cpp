@@ -92,13 +92,31 @@ asio::awaitable<std::variant<core::principal, http_response>> authenticate(impl&
   const std::string hash = protocol::sha256_hex(v.substr(7));
   auto k = s.fleet.keys.find(hash);
   if (k == s.fleet.keys.end()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (auto u = s.unknown_keys.find(hash); u != s.unknown_keys.end()) {
+      if (u->second > now) {
+        ++s.key_lookups.cached;
+        co_return error_response(401, "unauthenticated", "unknown API key");
+      }
+      s.unknown_keys.erase(u);
+    }
     // Made by `nixfleet-coordinator keys create` after this process loaded the store.
     auto job = [hash](storage& st) { return st.find_key(hash); };
     auto found = co_await s.db->run<std::optional<core::key_record>>(std::move(job));
-    if (!found) co_return error_response(401, "unauthenticated", "unknown API key");
-    k = s.fleet.keys.emplace(hash, std::move(*found)).first;
+    k = s.fleet.keys.find(hash);  // another request may have found it meanwhile
+    if (k == s.fleet.keys.end()) {
+      if (!found) {
+        ++s.key_lookups.unknown;
+        if (s.unknown_keys.size() >= s.unknown_keys_max) s.unknown_keys.clear();
+        s.unknown_keys.emplace(hash, now + s.opts.unknown_key_ttl);
+        co_return error_response(401, "unauthenticated", "unknown API key");
+      }
+      ++s.key_lookups.found;
+      k = s.fleet.keys.emplace(hash, std::move(*found)).first;
+    }
   }
   k->second.info.last_used_at = s.opts.clock();
+  s.keys_used.insert(hash);
   co_return core::principal{k->second.info.name, k->second.info.role};
 }
 
@@ -337,6 +355,7 @@ asio::awaitable<http_response> verify_audit(impl& s, route_call&) {
 // Keys
 
 asio::awaitable<http_response> list_keys(impl& s, route_call&) {
+  co_await s.sync_keys();  // the store's keys, those made by `keys create` included
   std::vector<protocol::api_key_info> all;
   for (const auto& [h, k] : s.fleet.keys) all.push_back(k.info);
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.created_at < b.created_at; });
@@ -348,6 +367,7 @@ asio::awaitable<http_response> create_key(impl& s, route_call& c) {
 }
 
 asio::awaitable<http_response> delete_key(impl& s, route_call& c) {
+  co_await s.sync_keys();  // a key made by `keys create` and never used is revocable too
   core::event_body what = core::delete_key{c.params[0]};  // named: GCC 12 mishandles temporaries in co_await calls
   co_return co_await perform_now(s, c, std::move(what));
 }

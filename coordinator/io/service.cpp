@@ -117,7 +117,42 @@ asio::awaitable<void> service::impl::reconcile_all() {
   co_await commit(std::move(fx.changes), std::move(fx.republish), fx.republish_all);
 }
 
+asio::awaitable<void> service::impl::sync_keys() {
+  if (fatal) co_return;
+  core::change_set cs;
+  for (const auto& hash : keys_used)
+    if (auto k = fleet.keys.find(hash); k != fleet.keys.end()) cs.keys.push_back(k->second);
+  keys_used.clear();
+  if (!co_await commit(std::move(cs), {})) co_return;
+  auto job = [](storage& st) { return st.list_keys(); };
+  auto stored = co_await db->run<std::vector<core::key_record>>(std::move(job));
+  // Only added: a key this process holds but the store does not is one whose creation is still
+  // being written (keys are deleted through this process alone).
+  for (auto& k : stored) {
+    if (fleet.keys.contains(k.hash)) continue;
+    unknown_keys.erase(k.hash);
+    auto hash = k.hash;
+    fleet.keys.emplace(std::move(hash), std::move(k));
+  }
+}
+
 namespace {
+
+asio::awaitable<void> key_loop(std::shared_ptr<service::impl> self) {
+  auto& t = self->key_timer.emplace(self->ctx);
+  ++self->loops_running;
+  while (!self->stopping && !self->fatal) {
+    t.expires_after(self->opts.key_sync_interval);
+    co_await t.async_wait(use_tuple);
+    if (self->stopping || self->fatal) break;
+    try {
+      co_await self->sync_keys();
+    } catch (const std::exception& e) {
+      log::error("key_sync_failed", {{"error", e.what()}});
+    }
+  }
+  --self->loops_running;
+}
 
 asio::awaitable<void> reconcile_loop(std::shared_ptr<service::impl> self) {
   auto& t = self->reconcile_timer.emplace(self->ctx);
@@ -201,6 +236,7 @@ void service::start() {
   }
   asio::co_spawn(self->ctx, reconcile_loop(self), asio::detached);
   asio::co_spawn(self->ctx, prune_loop(self), asio::detached);
+  asio::co_spawn(self->ctx, key_loop(self), asio::detached);
 }
 
 asio::ip::tcp::endpoint service::api_endpoint() const { return impl_->api->local_endpoint(); }
@@ -217,6 +253,13 @@ asio::awaitable<void> service::stop(std::chrono::milliseconds drain) {
   if (self->metrics_server) co_await self->metrics_server->shutdown(std::chrono::milliseconds(100));
   if (self->reconcile_timer) self->reconcile_timer->cancel();
   if (self->prune_timer) self->prune_timer->cancel();
+  if (self->key_timer) self->key_timer->cancel();
+  // The last uses not yet written.
+  try {
+    co_await self->sync_keys();
+  } catch (const std::exception& e) {
+    log::error("key_sync_failed", {{"error", e.what()}});
+  }
   while (self->writes_in_flight > 0 || self->loops_running > 0) {
     asio::steady_timer t(self->ctx, std::chrono::milliseconds(5));
     co_await t.async_wait(use_tuple);

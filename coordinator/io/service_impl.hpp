@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -69,8 +70,18 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::uint64_t writes_in_flight = 0;
   // The background loops' timers (cancelled by stop) and how many loops still run: stop waits for
   // them, so no loop outlives the service's store or touches a stopped context.
-  std::optional<boost::asio::steady_timer> reconcile_timer, prune_timer;
+  std::optional<boost::asio::steady_timer> reconcile_timer, prune_timer, key_timer;
   int loops_running = 0;
+
+  // API keys: the hashes used since their last use was written (flushed by sync_keys, off the
+  // request path), and hashes the store did not know, answered without asking it again until
+  // they expire (bounded: cleared whole when full).
+  std::set<std::string> keys_used;
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> unknown_keys;
+  static constexpr std::size_t unknown_keys_max = 16384;
+  struct key_lookup_counts {
+    std::uint64_t found = 0, unknown = 0, cached = 0;
+  } key_lookups;
 
   void publish(const std::string& id);
   void publish_all();
@@ -83,6 +94,9 @@ struct service::impl : std::enable_shared_from_this<impl> {
   // everything already queued is durable, so nothing it is shown can be lost to a crash.
   boost::asio::awaitable<void> settled();
   boost::asio::awaitable<void> reconcile_all();
+  // Writes the last use of the keys used since the last call, then learns the keys made by
+  // another process (`nixfleet-coordinator keys create`) from the store.
+  boost::asio::awaitable<void> sync_keys();
 
   // routes.cpp
   boost::asio::awaitable<http_response> handle(http_request& req);

@@ -263,12 +263,15 @@ class sqlite_storage final : public storage {
         while (s.step()) r.events.push_back(decode_or_throw<protocol::rollout_event>(s.text(0), "rollout event"));
       }
     }
-    {
-      auto& s = prepared("SELECT hash, body FROM api_keys ORDER BY id");
-      reset_on_exit r{s};
-      while (s.step())
-        out.keys.push_back({decode_or_throw<protocol::api_key_info>(s.text(1), "api key"), s.text(0)});
-    }
+    out.keys = list_keys();
+    return out;
+  }
+
+  std::vector<key_record> list_keys() override {
+    std::vector<key_record> out;
+    auto& s = prepared("SELECT hash, body FROM api_keys ORDER BY id");
+    reset_on_exit r{s};
+    while (s.step()) out.push_back({decode_or_throw<protocol::api_key_info>(s.text(1), "api key"), s.text(0)});
     return out;
   }
 
@@ -524,7 +527,9 @@ class sqlite_storage final : public storage {
       }
     }
     for (const auto& k : c.keys) {
-      auto& s = prepared("INSERT INTO api_keys (id, hash, body) VALUES (?, ?, ?)");
+      // A key written again carries its new last use.
+      auto& s = prepared(
+          "INSERT INTO api_keys (id, hash, body) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body");
       s.bind(1, k.info.id).bind(2, k.hash).bind(3, protocol::serialize(k.info));
       s.run();
     }

@@ -18,6 +18,9 @@ struct fake_store_state {
   std::vector<coordinator::io::change_set> committed;
   std::atomic<bool> fail_commits{false};
   std::atomic<std::uint64_t> operations{0};
+  std::atomic<std::uint64_t> key_lookups{0};
+  // Written by another process (`nixfleet-coordinator keys create`), not through the service.
+  std::vector<coordinator::io::change_set> outside;
 
   std::vector<coordinator::io::change_set> commits() {
     std::lock_guard lock(mutex);
@@ -46,13 +49,36 @@ class fake_storage final : public coordinator::io::storage {
   std::uint64_t prune_reports(protocol::timestamp) override { return 0; }
   std::vector<coordinator::io::stored_report> reports(const std::string&, std::uint32_t) override { return {}; }
   std::uint64_t report_count() override { return 0; }
-  std::optional<coordinator::io::key_record> find_key(const std::string&) override {
+  std::optional<coordinator::io::key_record> find_key(const std::string& hash) override {
     ++s_->operations;
+    ++s_->key_lookups;
+    for (auto& k : list_locked())
+      if (k.hash == hash) return k;
     return std::nullopt;
+  }
+  std::vector<coordinator::io::key_record> list_keys() override {
+    ++s_->operations;
+    return list_locked();
   }
   std::uint64_t operations() const noexcept override { return s_->operations; }
 
  private:
+  // The initial keys, then each committed set's writes and deletions in order.
+  std::vector<coordinator::io::key_record> list_locked() {
+    std::lock_guard lock(s_->mutex);
+    std::vector<coordinator::io::key_record> keys = s_->initial.keys;
+    auto apply = [&keys](const coordinator::io::change_set& cs) {
+      for (const auto& k : cs.keys) {
+        std::erase_if(keys, [&](const auto& x) { return x.info.id == k.info.id; });
+        keys.push_back(k);
+      }
+      for (const auto& id : cs.deleted_keys) std::erase_if(keys, [&](const auto& x) { return x.info.id == id; });
+    };
+    for (const auto& cs : s_->committed) apply(cs);
+    for (const auto& cs : s_->outside) apply(cs);
+    return keys;
+  }
+
   std::shared_ptr<fake_store_state> s_;
 };
 

@@ -9,6 +9,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <thread>
+
 using namespace nixfleet;
 using namespace nixfleet::test;
 namespace json = boost::json;
@@ -69,6 +71,35 @@ BOOST_AUTO_TEST_CASE(each_request_is_one_change_set_and_the_poll_path_reads_none
   const auto before = state->operations.load();
   for (int i = 0; i < 50; ++i) BOOST_TEST(agent(verb::get, "/api/v1/machines/web-1/desired").status == 204u);
   BOOST_TEST(state->operations.load() == before);
+}
+
+BOOST_AUTO_TEST_CASE(a_keys_last_use_is_written_in_the_background_once_per_interval) {
+  c.reset();
+  coordinator::io::service_options o;
+  o.open_store = [s = state] { return std::make_unique<fake_storage>(s); };
+  o.insecure_http = true;
+  o.reconcile_interval = std::chrono::hours(1);
+  o.key_sync_interval = std::chrono::milliseconds(100);
+  c.emplace(std::move(o));
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < 20; ++i) BOOST_TEST(op(verb::get, "/api/v1/releases").status == 200u);
+  const auto intervals = (std::chrono::steady_clock::now() - started) / std::chrono::milliseconds(100);
+  auto written = [&] {
+    for (const auto& cs : state->commits())
+      for (const auto& k : cs.keys)
+        if (k.info.id == "key-1" && k.info.last_used_at) return true;
+    return false;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!written() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  BOOST_TEST_REQUIRE(written());
+  // Twenty uses, at most one write per interval that passed while they were made (+1 for the
+  // interval they ended in), and none while the key is not used.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::size_t writes = 0;
+  for (const auto& cs : state->commits()) writes += cs.keys.size();
+  BOOST_TEST(writes >= 1u);
+  BOOST_TEST(writes <= static_cast<std::size_t>(intervals) + 2, writes << " writes over " << intervals << " intervals");
 }
 
 BOOST_AUTO_TEST_CASE(a_commit_that_fails_is_fatal_and_nothing_after_it_is_accepted) {

@@ -408,6 +408,60 @@ BOOST_AUTO_TEST_CASE(keys_are_created_listed_and_revoked) {
   BOOST_TEST(as(admin, verb::post, "/api/v1/keys", R"({"name":"x","role":"root"})").status == 400u);
 }
 
+BOOST_AUTO_TEST_CASE(keys_made_offline_are_listed_and_revocable_before_first_use_and_last_use_is_kept) {
+  auto o = options();
+  o.metrics_listen = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0);
+  o.key_sync_interval = std::chrono::hours(1);  // only the routes and stop write last uses here
+  start(std::move(o));
+  // Made on the host while the coordinator runs, never used: listed, and revocable by id.
+  const auto offline = coordinator::io::create_key(db, "erin", protocol::role::deploy, "local:keys-create");
+  auto listed = as(admin, verb::get, "/api/v1/keys").json().as_array();
+  std::string id;
+  for (const auto& k : listed)
+    if (k.at("name").as_string() == "erin") id = std::string(k.at("id").as_string());
+  BOOST_TEST_REQUIRE(!id.empty(), "the offline key is listed");
+  BOOST_TEST(as(admin, verb::delete_, "/api/v1/keys/" + id).status == 204u);
+  BOOST_TEST(as(offline, verb::get, "/api/v1/releases").status == 401u, "and revoked");
+  // An offline key made later and never listed is revocable too.
+  const auto later = coordinator::io::create_key(db, "frank", protocol::role::readonly, "local:keys-create");
+  {
+    sqlite3* raw = nullptr;
+    BOOST_REQUIRE(sqlite3_open(db.c_str(), &raw) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(raw, "SELECT id FROM api_keys WHERE body LIKE '%\"frank\"%'", -1, &st, nullptr);
+    BOOST_REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+    id = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(raw);
+  }
+  BOOST_TEST(as(admin, verb::delete_, "/api/v1/keys/" + id).status == 204u);
+  BOOST_TEST(as(later, verb::get, "/api/v1/releases").status == 401u);
+
+  // An unknown key is looked up in the store once, then answered from the negative cache.
+  const std::string stranger = "nfk_" + std::string(64, '7');
+  for (int i = 0; i < 5; ++i) BOOST_TEST(as(stranger, verb::get, "/api/v1/releases").status == 401u);
+  const auto metrics = c->on_thread([this] { return *c->service().metrics_endpoint(); });
+  const auto text = send(metrics, {verb::get, "/metrics", {}, {}}).body;
+  // Three lookups found nothing: the two revoked keys' first tries, then the stranger's.
+  BOOST_TEST(text.find("nixfleet_coordinator_api_key_lookups_total{result=\"unknown\"} 3\n") != std::string::npos, text);
+  BOOST_TEST(text.find("nixfleet_coordinator_api_key_lookups_total{result=\"cached\"} 4\n") != std::string::npos, text);
+
+  // Last use: written at the latest when the coordinator stops, and read back after a restart.
+  advance(5s);
+  BOOST_TEST(as(reader, verb::get, "/api/v1/releases").status == 200u);
+  const auto used_at = protocol::format_time(protocol::timestamp(std::chrono::milliseconds(now_ms->load())));
+  c.reset();
+  start();
+  auto again = as(admin, verb::get, "/api/v1/keys").json().as_array();
+  bool seen = false;
+  for (const auto& k : again)
+    if (k.at("name").as_string() == "carol") {
+      seen = true;
+      BOOST_TEST(k.at("last_used_at").as_string() == used_at);
+    }
+  BOOST_TEST(seen);
+}
+
 BOOST_AUTO_TEST_CASE(audit_log_lists_exports_verifies_and_names_a_tampered_row) {
   start();
   BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1"})).status == 201u);

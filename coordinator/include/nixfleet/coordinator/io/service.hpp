@@ -32,6 +32,10 @@ struct service_options {
   std::chrono::milliseconds reconcile_interval{1000};
   std::chrono::milliseconds prune_interval{std::chrono::hours(1)};
   std::uint32_t poll_hint_s = 5;
+  // How often keys' last use is written and keys made by `keys create` are learnt from the store;
+  // how long a key the store did not know is refused without asking it again.
+  std::chrono::milliseconds key_sync_interval{std::chrono::seconds(30)};
+  std::chrono::milliseconds unknown_key_ttl{std::chrono::seconds(60)};
   // The store; empty opens the SQLite database at db_path. Tests pass a fake.
   std::function<std::unique_ptr<storage>()> open_store;
   // Time source; tests move it.
@@ -66,7 +70,8 @@ class service {
 };
 
 // Creates an operator API key in the store at `db_path` and returns it (the only time it is
-// shown). The coordinator need not be stopped: it finds keys it does not know in the store.
+// shown). The coordinator need not be stopped: it finds the key in the store on its first use,
+// and lists it within key_sync_interval (or at once on `GET /api/v1/keys`).
 std::string create_key(const std::string& db_path, const std::string& name, protocol::role role,
                        const std::string& actor);
 

@@ -66,6 +66,8 @@ class storage {
   virtual std::uint64_t report_count() = 0;
   // A key by the hash of its secret (keys made by another process after this one loaded).
   virtual std::optional<key_record> find_key(const std::string& hash) = 0;
+  // Every key, as stored (with its last use as last written).
+  virtual std::vector<key_record> list_keys() = 0;
   // Statements run since open: tests use it to show the poll path never reaches the store.
   virtual std::uint64_t operations() const noexcept = 0;
 };
