@@ -36,7 +36,8 @@ struct serve_flags {
   unsigned retention_days = 7;
   unsigned poll_hint = 5;
   double idle_timeout = 30, request_timeout = 10;
-  std::size_t max_connections = 20000;
+  std::optional<std::size_t> max_connections;  // default: 20000, or what the descriptor limit allows
+  std::size_t max_connections_per_ip = 1024;
   std::string log_level = "info";
 };
 
@@ -63,9 +64,13 @@ void add_serve_flags(CLI::App* sub, serve_flags& f) {
   sub->add_option("--request-timeout", f.request_timeout, "seconds to receive one whole request")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 600.0));
-  sub->add_option("--max-connections", f.max_connections, "open connections at most")
-      ->capture_default_str()
+  sub->add_option("--max-connections", f.max_connections,
+                  "open connections at most [default 20000, or fewer when the descriptor limit is lower]")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}));
+  sub->add_option("--max-connections-per-ip", f.max_connections_per_ip,
+                  "open connections from one source address at most; 0: no such cap (behind a NAT or load balancer)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1000000}));
   sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error")->capture_default_str();
 }
 
@@ -99,7 +104,19 @@ int to_options(const serve_flags& f, cio::service_options& o) {
   o.poll_hint_s = f.poll_hint;
   o.api.idle_timeout = std::chrono::milliseconds(static_cast<long>(f.idle_timeout * 1000));
   o.api.request_timeout = std::chrono::milliseconds(static_cast<long>(f.request_timeout * 1000));
-  o.api.max_connections = f.max_connections;
+  // Every connection is a descriptor, and so are the database, its WAL, the listeners and the
+  // log: the limit (raised to the hard limit first) must cover them all, or accept() fails with
+  // EMFILE under load instead of the cap refusing cleanly.
+  constexpr std::uint64_t reserve = 128;
+  const auto limit = nixfleet::raise_open_file_limit();
+  const std::uint64_t room = limit > reserve ? limit - reserve : 1;
+  if (f.max_connections && *f.max_connections > room)
+    return bad("--max-connections " + std::to_string(*f.max_connections) + " needs " +
+                   std::to_string(*f.max_connections + reserve) + " file descriptors and the limit is " +
+                   std::to_string(limit) + " (raise LimitNOFILE / ulimit -Hn, or lower --max-connections)",
+               exit_usage);
+  o.api.max_connections = f.max_connections.value_or(std::min<std::uint64_t>(20000, room));
+  o.api.max_connections_per_address = f.max_connections_per_ip;
   return 0;
 }
 
@@ -130,7 +147,8 @@ int check_config(const serve_flags& f, const cio::service_options& o) {
                           {"poll_hint", f.poll_hint},
                           {"idle_timeout", f.idle_timeout},
                           {"request_timeout", f.request_timeout},
-                          {"max_connections", f.max_connections},
+                          {"max_connections", o.api.max_connections},
+                          {"max_connections_per_ip", f.max_connections_per_ip},
                           {"log_level", f.log_level}};
   std::cout << boost::json::serialize(out) << "\n";
   return 0;

@@ -70,7 +70,9 @@ in
           poll_hint = nullable types.ints.positive "Poll interval suggested during rollouts (s).";
           idle_timeout = nullable types.number "Seconds a connection may wait between requests.";
           request_timeout = nullable types.number "Seconds to receive one request.";
-          max_connections = nullable types.ints.positive "Open connections at most.";
+          max_connections = nullable types.ints.positive "Open connections at most (LimitNOFILE follows it).";
+          max_connections_per_ip = nullable types.ints.unsigned
+            "Open connections from one source address at most (default 1024; 0 behind a NAT or load balancer).";
           log_level = nullable (types.enum [ "trace" "debug" "info" "warn" "error" ]) "Log level.";
         };
       };
@@ -129,6 +131,9 @@ in
         SystemCallFilter = [ "@system-service" "io_uring_setup" "io_uring_enter" "io_uring_register" "~@privileged" ];
         CapabilityBoundingSet = "";
         UMask = "0077";
+        # Every connection is a descriptor; the coordinator refuses a --max-connections this limit
+        # (less a reserve for the database and listeners) cannot hold.
+        LimitNOFILE = (if s.max_connections == null then 20000 else s.max_connections) + 1024;
       };
     };
   }) (lib.optionalAttrs (options.environment ? persistence) {

@@ -20,4 +20,5 @@ in
 ++ value "--idle-timeout" (s.idle_timeout or null)
 ++ value "--request-timeout" (s.request_timeout or null)
 ++ value "--max-connections" (s.max_connections or null)
+++ value "--max-connections-per-ip" (s.max_connections_per_ip or null)
 ++ value "--log-level" (s.log_level or null)

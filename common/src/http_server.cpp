@@ -21,6 +21,7 @@
 
 #include <array>
 #include <list>
+#include <unordered_map>
 
 namespace nixfleet {
 
@@ -48,6 +49,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   bool stopping = false;
   server_stats st;
   std::list<connection> connections;
+  std::unordered_map<asio::ip::address, std::size_t> per_address;
 
   void start() {
     if (opts.tls) {
@@ -82,30 +84,59 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   }
 
   static asio::awaitable<void> accept_loop(std::shared_ptr<impl> self) {
+    // Accept failures (out of descriptors, mostly) back off up to a second and are logged once per
+    // ten seconds with how many there were: a full table must not become a log storm.
+    auto backoff = std::chrono::milliseconds(0);
+    std::optional<std::chrono::steady_clock::time_point> last_logged;
+    std::uint64_t unlogged = 0;
     for (;;) {
       tcp::endpoint from;  // filled by accept itself: no getpeername per connection
       auto [ec, sock] = co_await self->acceptor.async_accept(from, use_tuple);
       if (self->stopping) co_return;
       if (ec) {
         if (ec == asio::error::operation_aborted) co_return;
-        log::warn("accept_failed", {{"error", ec.message()}});
-        // Out of descriptors: back off a little rather than spin.
-        asio::steady_timer t(self->ctx, std::chrono::milliseconds(50));
+        ++self->st.accept_failures;
+        ++unlogged;
+        const auto now = std::chrono::steady_clock::now();
+        if (!last_logged || now - *last_logged >= std::chrono::seconds(10)) {
+          log::warn("accept_failed", {{"error", ec.message()}, {"failures", unlogged},
+                                      {"open_connections", self->connections.size()}});
+          last_logged = now;
+          unlogged = 0;
+        }
+        backoff = std::min<std::chrono::milliseconds>(std::max(backoff * 2, std::chrono::milliseconds(10)),
+                                                      std::chrono::seconds(1));
+        asio::steady_timer t(self->ctx, backoff);
         co_await t.async_wait(use_tuple);
         continue;
       }
+      backoff = std::chrono::milliseconds(0);
       if (self->connections.size() >= self->opts.max_connections) {
         ++self->st.refused_over_cap;
         boost::system::error_code ignored;
         sock.close(ignored);
         continue;
       }
+      // Counted per source address, so that one client holding sockets open does not lock the
+      // others out: past its share its new connections are closed at once.
+      auto source = from.address();
+      if (source.is_v6() && source.to_v6().is_v4_mapped())
+        source = asio::ip::make_address_v4(asio::ip::v4_mapped, source.to_v6());
+      if (self->opts.max_connections_per_address > 0) {
+        auto it = self->per_address.find(source);
+        if (it != self->per_address.end() && it->second >= self->opts.max_connections_per_address) {
+          ++self->st.refused_per_address;
+          boost::system::error_code ignored;
+          sock.close(ignored);
+          continue;
+        }
+      }
       ++self->st.accepted;
       // Answers and TLS flights are written whole: Nagle would hold their last segment back for
       // the peer's delayed ACK (40 ms) on every new connection.
       boost::system::error_code nodelay_ec;
       sock.set_option(tcp::no_delay(true), nodelay_ec);
-      asio::co_spawn(self->ctx, session(self, std::move(sock), from), asio::detached);
+      asio::co_spawn(self->ctx, session(self, std::move(sock), from, source), asio::detached);
     }
   }
 
@@ -170,13 +201,23 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     return who;
   }
 
-  static asio::awaitable<void> session(std::shared_ptr<impl> self, tcp::socket sock, tcp::endpoint from) {
+  static asio::awaitable<void> session(std::shared_ptr<impl> self, tcp::socket sock, tcp::endpoint from,
+                                      asio::ip::address source) {
     std::string peer = from.address().to_string() + ":" + std::to_string(from.port());
     auto conn = self->connections.insert(self->connections.end(), connection{});
+    ++self->per_address[source];
+    struct release_address {
+      impl& s;
+      asio::ip::address a;
+      ~release_address() {
+        auto it = s.per_address.find(a);
+        if (it != s.per_address.end() && --it->second == 0) s.per_address.erase(it);
+      }
+    } counted{*self, source};
     if (self->ssl) {
       beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(sock)), *self->ssl);
       conn->close = [&stream] { beast::get_lowest_layer(stream).cancel(); };
-      beast::get_lowest_layer(stream).expires_after(self->opts.request_timeout);
+      beast::get_lowest_layer(stream).expires_after(self->opts.first_request_timeout);
       auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, use_tuple);
       if (!ec) {
         ++self->st.tls_handshakes;
@@ -233,10 +274,11 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
                               bool tls, std::string peer) {
     beast::flat_buffer buf;
     auto& lowest = beast::get_lowest_layer(stream);
+    bool first = true;
     while (!stopping) {
       if (buf.size() == 0) {
         conn->idle = true;
-        lowest.expires_after(opts.idle_timeout);
+        lowest.expires_after(first ? std::min(opts.first_request_timeout, opts.idle_timeout) : opts.idle_timeout);
         auto [ec, n] = co_await stream.async_read_some(buf.prepare(4096), use_tuple);
         conn->idle = false;
         if (ec) {
@@ -252,11 +294,19 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         ~in_flight_guard() { --s.in_flight; }
       } guard{st};
 
-      lowest.expires_after(opts.request_timeout);
+      // A new connection's first header is due within first_request_timeout (a silent or
+      // trickling socket holds nothing for long); its body, like any request, within request_timeout.
+      lowest.expires_after(first ? std::min(opts.first_request_timeout, opts.request_timeout) : opts.request_timeout);
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
       parser.body_limit(opts.body_limit);
-      auto [ec, n] = co_await http::async_read(stream, buf, parser, use_tuple);
+      auto [ec, header_bytes] = co_await http::async_read_header(stream, buf, parser, use_tuple);
+      if (!ec && !parser.is_done()) {
+        if (first) lowest.expires_after(opts.request_timeout);
+        auto [body_ec, body_bytes] = co_await http::async_read(stream, buf, parser, use_tuple);
+        ec = body_ec;
+      }
+      first = false;
       if (ec) {
         if (ec == beast::error::timeout) {
           ++st.timed_out;

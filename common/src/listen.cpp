@@ -1,7 +1,8 @@
-// Listen address parsing.
+// Listen address parsing and the descriptor limit a listener needs.
 #include "nixfleet/common/listen.hpp"
 
 #include <charconv>
+#include <sys/resource.h>
 #include <string>
 
 namespace nixfleet {
@@ -21,6 +22,17 @@ std::optional<boost::asio::ip::tcp::endpoint> parse_listen(std::string_view text
   auto addr = boost::asio::ip::make_address(std::string(host), bad);
   if (bad) return std::nullopt;
   return boost::asio::ip::tcp::endpoint(addr, static_cast<unsigned short>(port));
+}
+
+std::uint64_t raise_open_file_limit() {
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    struct rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : static_cast<std::uint64_t>(rl.rlim_cur);
 }
 
 }  // namespace nixfleet

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <csignal>
 #include <fcntl.h>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <spawn.h>
@@ -36,9 +37,14 @@ unsigned short free_port() {
   return a.local_endpoint().port();
 }
 
-pid_t spawn_coordinator(const std::string& db, unsigned short port, const fs::path& log) {
-  std::vector<std::string> args = {NIXFLEET_COORDINATOR_BIN, "serve", "--db", db,
-                                   "--listen", "127.0.0.1:" + std::to_string(port), "--insecure-http"};
+// `wrapper` goes before the binary (prlimit and its arguments), `extra` after serve's arguments.
+pid_t spawn_coordinator(const std::string& db, unsigned short port, const fs::path& log,
+                        std::vector<std::string> wrapper = {}, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> args = std::move(wrapper);
+  for (std::string a : {std::string(NIXFLEET_COORDINATOR_BIN), std::string("serve"), std::string("--db"), db,
+                        std::string("--listen"), "127.0.0.1:" + std::to_string(port), std::string("--insecure-http")})
+    args.push_back(std::move(a));
+  args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -46,7 +52,7 @@ pid_t spawn_coordinator(const std::string& db, unsigned short port, const fs::pa
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   pid_t pid = 0;
-  BOOST_REQUIRE(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
+  BOOST_REQUIRE(posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
   posix_spawn_file_actions_destroy(&fa);
   return pid;
 }
@@ -69,6 +75,44 @@ std::string report(std::uint64_t seq, const std::string& kind, const std::string
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(coordinator_binary)
+
+// Started with a soft descriptor limit of 64 (systemd's and most shells' default is 1024), the
+// coordinator raises it to the hard limit: 300 idle sockets neither exhaust it nor keep /healthz out.
+BOOST_AUTO_TEST_CASE(a_low_soft_descriptor_limit_is_raised_and_one_the_cap_cannot_fit_is_refused) {
+  const auto dir = temp_dir("coordinator-fds");
+  const auto log = dir / "coordinator.log";
+  const auto port = free_port();
+  const asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+  const pid_t pid = spawn_coordinator((dir / "db.sqlite").string(), port, log, {"prlimit", "--nofile=64:4096", "--"},
+                                      {"--max-connections", "1000", "--max-connections-per-ip", "0"});
+  BOOST_REQUIRE(wait_healthy(ep));
+  asio::io_context ctx;
+  std::vector<asio::ip::tcp::socket> idle;
+  for (int i = 0; i < 300; ++i) {
+    idle.emplace_back(ctx);
+    idle.back().connect(ep);
+  }
+  BOOST_TEST(send(ep, {verb::get, "/healthz", {}, {}}).status == 200u, "answered with 300 idle sockets open");
+  idle.clear();
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  std::ifstream in(log);
+  const std::string text(std::istreambuf_iterator<char>(in), {});
+  BOOST_TEST(text.find("accept_failed") == std::string::npos, text);
+
+  // A cap the hard limit cannot hold is refused at start, naming both numbers.
+  const std::string cmd = std::string("prlimit --nofile=256:256 -- ") + NIXFLEET_COORDINATOR_BIN +
+                          " check-config --insecure-http --max-connections 1000 2>" + (dir / "err").string();
+  const int rc = std::system(cmd.c_str());
+  BOOST_TEST(WEXITSTATUS(rc) == 64);
+  std::ifstream err(dir / "err");
+  const std::string why(std::istreambuf_iterator<char>(err), {});
+  BOOST_TEST(why.find("--max-connections 1000 needs 1128 file descriptors and the limit is 256") != std::string::npos, why);
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
 
 BOOST_AUTO_TEST_CASE(sigkill_under_load_loses_no_acknowledged_report_and_the_rollout_carries_on) {
   const auto dir = temp_dir("coordinator-kill");

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <future>
+#include <thread>
 
 using namespace nixfleet;
 using namespace nixfleet::test;
@@ -589,6 +590,83 @@ BOOST_AUTO_TEST_CASE(slow_and_idle_clients_are_dropped_and_do_not_starve_others)
   idle.front().read_some(asio::buffer(&byte, 1), ec);
   BOOST_TEST((ec == asio::error::eof || ec == asio::error::connection_reset), "idle clients were dropped");
   BOOST_TEST(healthy());
+}
+
+BOOST_AUTO_TEST_CASE(one_address_holding_its_share_of_sockets_does_not_lock_out_another) {
+  auto o = options();
+  o.api.max_connections_per_address = 8;
+  o.api.first_request_timeout = std::chrono::seconds(30);  // the held sockets stay for the test
+  start(o);
+  asio::io_context ctx;
+  auto from = [&](const char* source) {
+    asio::ip::tcp::socket s(ctx);
+    s.open(asio::ip::tcp::v4());
+    s.bind(asio::ip::tcp::endpoint(asio::ip::make_address(source), 0));
+    s.connect(c->endpoint());
+    return s;
+  };
+  std::vector<asio::ip::tcp::socket> held;
+  for (int i = 0; i < 8; ++i) held.push_back(from("127.0.0.1"));
+  // The ninth from that address is closed at once, unanswered…
+  auto ninth = from("127.0.0.1");
+  timeval bound{5, 0};
+  ::setsockopt(ninth.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
+  asio::write(ninth, asio::buffer(std::string("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")));
+  char byte;
+  boost::system::error_code ec;
+  ninth.read_some(asio::buffer(&byte, 1), ec);
+  BOOST_TEST((ec == asio::error::eof || ec == asio::error::connection_reset), ec.message());
+  // …while another loopback address is answered within a second.
+  auto other = from("127.0.0.2");
+  const auto started = std::chrono::steady_clock::now();
+  asio::write(other, asio::buffer(std::string("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")));
+  std::string answer;
+  char buf[512];
+  for (;;) {
+    auto n = other.read_some(asio::buffer(buf), ec);
+    answer.append(buf, n);
+    if (ec) break;
+  }
+  const auto took = std::chrono::steady_clock::now() - started;
+  BOOST_TEST(answer.starts_with("HTTP/1.1 200"), answer);
+  BOOST_TEST(took < std::chrono::seconds(1), std::chrono::duration<double>(took).count() << " s");
+  // A held socket closed frees its share: the address is served again.
+  held.pop_back();
+  bool served = false;
+  for (int attempt = 0; attempt < 100 && !served; ++attempt) {
+    auto again = from("127.0.0.1");
+    ::setsockopt(again.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
+    asio::write(again, asio::buffer(std::string("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")));
+    served = again.read_some(asio::buffer(buf), ec) > 0 && std::string_view(buf, 12) == "HTTP/1.1 200";
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the close is seen asynchronously
+  }
+  BOOST_TEST(served);
+}
+
+BOOST_AUTO_TEST_CASE(a_new_connection_that_sends_nothing_is_closed_sooner_than_an_idle_kept_alive_one) {
+  auto o = options();
+  o.api.first_request_timeout = std::chrono::milliseconds(300);
+  o.api.idle_timeout = std::chrono::seconds(30);
+  start(o);
+  asio::io_context ctx;
+  asio::ip::tcp::socket silent(ctx), kept(ctx);
+  silent.connect(c->endpoint());
+  kept.connect(c->endpoint());
+  asio::write(kept, asio::buffer(std::string("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")));
+  char buf[512];
+  boost::system::error_code ec;
+  BOOST_TEST_REQUIRE(kept.read_some(asio::buffer(buf), ec) > 0);
+  timeval bound{10, 0};
+  ::setsockopt(silent.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
+  const auto started = std::chrono::steady_clock::now();
+  silent.read_some(asio::buffer(buf), ec);
+  const auto took = std::chrono::steady_clock::now() - started;
+  BOOST_TEST((ec == asio::error::eof || ec == asio::error::connection_reset), ec.message());
+  BOOST_TEST(took < std::chrono::seconds(5), "closed after " << std::chrono::duration<double>(took).count() << " s");
+  // The kept-alive connection, idle for longer than that, still serves its next request.
+  asio::write(kept, asio::buffer(std::string("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")));
+  BOOST_TEST(kept.read_some(asio::buffer(buf), ec) > 0, ec.message());
+  BOOST_TEST(std::string_view(buf, 12) == "HTTP/1.1 200");
 }
 
 BOOST_AUTO_TEST_CASE(the_poll_path_never_reaches_the_store) {

@@ -112,6 +112,8 @@ unit=$(field units nixfleet-coordinator <<<"$out")
 for k in DynamicUser ProtectSystem NoNewPrivileges LoadCredential SystemCallFilter; do
   field serviceConfig "$k" <<<"$unit" >/dev/null || fail "coordinator unit lacks $k"
 done
+[ "$(field serviceConfig LimitNOFILE <<<"$unit")" = 21024 ] ||
+  fail "the coordinator unit's LimitNOFILE does not cover its connections: $(field serviceConfig LimitNOFILE <<<"$unit")"
 [ "$(field serviceConfig LoadCredential <<<"$unit")" = '["tls-cert:/etc/nixfleet/c.pem", "tls-key:/etc/nixfleet/k.pem", "client-ca:/etc/nixfleet/ca.pem"]' ] ||
   fail "credentials: $(field serviceConfig LoadCredential <<<"$unit")"
 # ExecStart as systemd reads it: JSON-quoted words, `%%` a literal %, `%d` the credentials directory.

@@ -34,8 +34,12 @@ struct server_options {
   std::size_t body_limit = 1 << 20;
   std::chrono::milliseconds idle_timeout{30'000};     // waiting for the next request
   std::chrono::milliseconds request_timeout{10'000};  // reading one request, first byte to last
+  // A new connection's TLS handshake and first request: a socket opened and left silent is
+  // closed this soon, however long kept-alive connections may idle between requests.
+  std::chrono::milliseconds first_request_timeout{5'000};
   std::chrono::milliseconds write_timeout{30'000};
   std::size_t max_connections = 20'000;
+  std::size_t max_connections_per_address = 0;  // from one source address; 0: no cap but the total
   std::string server_name = "nixfleet";  // the Server header
 };
 
@@ -70,6 +74,8 @@ struct server_stats {
   std::size_t in_flight = 0;
   std::uint64_t accepted = 0;
   std::uint64_t refused_over_cap = 0;
+  std::uint64_t refused_per_address = 0;  // over max_connections_per_address
+  std::uint64_t accept_failures = 0;      // out of descriptors and the like
   std::uint64_t timed_out = 0;
   std::uint64_t tls_handshakes = 0;  // completed
   std::uint64_t tls_resumed = 0;     // of those, resumed sessions (no certificate work)

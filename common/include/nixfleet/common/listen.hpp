@@ -4,11 +4,16 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include <cstdint>
 #include <optional>
 #include <string_view>
 
 namespace nixfleet {
 
 std::optional<boost::asio::ip::tcp::endpoint> parse_listen(std::string_view text);
+
+// Raises the soft limit on open descriptors to the hard limit (a server's every connection is
+// one) and returns the limit now in force.
+std::uint64_t raise_open_file_limit();
 
 }  // namespace nixfleet
