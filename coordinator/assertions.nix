@@ -25,6 +25,8 @@ in
   { assertion = (get "require_client_cert") != true || set "client_ca"; message = "${opt}.require_client_cert needs client_ca"; }
   # A private key in the Nix store is readable by every user of the machine.
   { assertion = !(inStore (get "tls_key")); message = "${opt}.tls_key is a Nix store path: give a path outside the store (the key would be world-readable)"; }
+  { assertion = !(inStore (get "audit_key")); message = "${opt}.audit_key is a Nix store path: give a path outside the store (the key would be world-readable)"; }
+  { assertion = between "checkpoint_interval" 1 86400; message = "${opt}.checkpoint_interval: between 1 and 86400 seconds"; }
   { assertion = between "report_retention_days" 1 3650; message = "${opt}.report_retention_days: between 1 and 3650"; }
   { assertion = between "poll_hint" 1 3600; message = "${opt}.poll_hint: between 1 and 3600 seconds"; }
   { assertion = between "idle_timeout" 0.1 3600; message = "${opt}.idle_timeout: between 0.1 and 3600 seconds"; }

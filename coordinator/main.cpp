@@ -12,7 +12,12 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <fstream>
+#include <sys/stat.h>
+#include <variant>
 #include <iostream>
 
 namespace {
@@ -38,6 +43,8 @@ struct serve_flags {
   double idle_timeout = 30, request_timeout = 10;
   std::optional<std::size_t> max_connections;  // default: 20000, or what the descriptor limit allows
   std::size_t max_connections_per_ip = 1024;
+  std::optional<std::string> audit_key;
+  double checkpoint_interval = 300;
   std::string log_level = "info";
 };
 
@@ -71,7 +78,25 @@ void add_serve_flags(CLI::App* sub, serve_flags& f) {
                   "open connections from one source address at most; 0: no such cap (behind a NAT or load balancer)")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{0}, std::size_t{1000000}));
+  sub->add_option("--audit-key", f.audit_key,
+                  "ed25519 secret key (Nix format, e.g. from nix-store --generate-binary-cache-key) that signs "
+                  "checkpoints of the audit chain");
+  sub->add_option("--checkpoint-interval", f.checkpoint_interval, "seconds between audit checkpoints (when it moved)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
   sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error")->capture_default_str();
+}
+
+// A secret key file that not everyone may read (a systemd credential is its user's alone), in Nix's format.
+std::variant<nixfleet::protocol::secret_key, std::string> load_secret_key(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return "cannot read " + path + ": " + std::strerror(errno);
+  if ((st.st_mode & S_IROTH) != 0) return path + " is readable by everyone; chmod 600 it";
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  auto key = nixfleet::protocol::parse_secret_key(text);
+  if (!key) return path + " is not an ed25519 secret key in Nix's format (name:base64)";
+  return std::move(*key);
 }
 
 int bad(const std::string& message, int code = exit_config) {
@@ -117,6 +142,12 @@ int to_options(const serve_flags& f, cio::service_options& o) {
                exit_usage);
   o.api.max_connections = f.max_connections.value_or(std::min<std::uint64_t>(20000, room));
   o.api.max_connections_per_address = f.max_connections_per_ip;
+  if (f.audit_key) {
+    auto key = load_secret_key(*f.audit_key);
+    if (auto* why = std::get_if<std::string>(&key)) return bad("--audit-key: " + *why);
+    o.audit_key = std::get<nixfleet::protocol::secret_key>(std::move(key));
+  }
+  o.checkpoint_interval = std::chrono::milliseconds(static_cast<long>(f.checkpoint_interval * 1000));
   return 0;
 }
 
@@ -149,6 +180,10 @@ int check_config(const serve_flags& f, const cio::service_options& o) {
                           {"request_timeout", f.request_timeout},
                           {"max_connections", o.api.max_connections},
                           {"max_connections_per_ip", f.max_connections_per_ip},
+                          {"audit_key", opt(f.audit_key)},
+                          {"audit_public_key", o.audit_key ? boost::json::value(nixfleet::protocol::to_public_key(*o.audit_key).to_string())
+                                                           : boost::json::value(nullptr)},
+                          {"checkpoint_interval", f.checkpoint_interval},
                           {"log_level", f.log_level}};
   std::cout << boost::json::serialize(out) << "\n";
   return 0;
@@ -181,10 +216,15 @@ int main(int argc, char** argv) {
   keys_create->add_option("--role", key_opts.role, "readonly, deploy or admin")->required();
 
   std::string verify_db = "/var/lib/nixfleet/coordinator.db";
+  std::optional<std::string> verify_key, key_file;
   auto* audit = app.add_subcommand("audit", "Inspect the audit log on the coordinator host");
   audit->require_subcommand(1);
-  auto* audit_verify = audit->add_subcommand("verify", "Check the hash chain (exit 0 intact, 1 broken)");
+  auto* audit_verify = audit->add_subcommand(
+      "verify", "Check the hash chain and, with the coordinator's public key, every signed checkpoint (exit 0 intact, 1 broken)");
   audit_verify->add_option("--db", verify_db, "SQLite database")->capture_default_str();
+  audit_verify->add_option("--public-key", verify_key, "the coordinator's audit public key, name:base64");
+  auto* audit_public = audit->add_subcommand("public-key", "Print the public half of an --audit-key file");
+  audit_public->add_option("--audit-key", key_file, "the secret key file")->required();
 
   try {
     app.parse(argc, argv);
@@ -227,15 +267,33 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (*audit_public) {
+    auto key = load_secret_key(*key_file);
+    if (auto* why = std::get_if<std::string>(&key)) return bad("--audit-key: " + *why);
+    std::cout << nixfleet::protocol::to_public_key(std::get<nixfleet::protocol::secret_key>(key)).to_string() << "\n";
+    return 0;
+  }
+
   if (*audit_verify) {
+    std::optional<nixfleet::protocol::public_key> key;
+    if (verify_key) {
+      auto k = nixfleet::protocol::parse_public_key(*verify_key);
+      if (!k) return bad("--public-key: expected name:base64 (an ed25519 public key in Nix's format)", exit_usage);
+      key = *k;
+    }
     try {
       auto store = cio::open_sqlite(verify_db);
-      auto v = store->verify_audit();
+      auto v = store->verify_audit(key);
       if (v.ok) {
-        std::cout << "audit log intact: " << v.rows << " rows\n";
+        std::cout << "audit log intact: " << v.rows << " rows";
+        if (key)
+          std::cout << ", " << v.checkpoints << " checkpoints verified, anchored through row " << v.anchored_seq.value_or(0);
+        else
+          std::cout << " (checkpoints not checked: no --public-key)";
+        std::cout << "\n";
         return 0;
       }
-      std::cout << "audit log broken at row " << *v.bad_seq << ": " << v.reason << "\n";
+      std::cout << "audit log broken at row " << *v.bad_seq << ": " << v.reason.value_or("") << "\n";
       return 1;
     } catch (const std::exception& e) {
       std::cerr << "nixfleet-coordinator: " << e.what() << "\n";

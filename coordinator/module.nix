@@ -16,6 +16,7 @@ let
     (if s.tls_cert != null then "tls-cert:${s.tls_cert}" else null)
     (if s.tls_key != null then "tls-key:${s.tls_key}" else null)
     (if s.client_ca != null then "client-ca:${s.client_ca}" else null)
+    (if s.audit_key != null then "audit-key:${s.audit_key}" else null)
   ];
   keys = pkgs.writeShellScriptBin "nixfleet-coordinator-keys" ''
     # Runs `nixfleet-coordinator keys create` as the service's user, on its database.
@@ -73,6 +74,9 @@ in
           max_connections = nullable types.ints.positive "Open connections at most (LimitNOFILE follows it).";
           max_connections_per_ip = nullable types.ints.unsigned
             "Open connections from one source address at most (default 1024; 0 behind a NAT or load balancer).";
+          audit_key = nullable types.str
+            "ed25519 secret key (nix-store --generate-binary-cache-key) signing audit checkpoints; a path outside the store.";
+          checkpoint_interval = nullable types.number "Seconds between audit checkpoints.";
           log_level = nullable (types.enum [ "trace" "debug" "info" "warn" "error" ]) "Log level.";
         };
       };

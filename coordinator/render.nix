@@ -12,6 +12,7 @@ in
 ++ credential "tls-cert" (s.tls_cert or null)
 ++ credential "tls-key" (s.tls_key or null)
 ++ credential "client-ca" (s.client_ca or null)
+++ credential "audit-key" (s.audit_key or null)
 ++ switch "--require-client-cert" (s.require_client_cert or false)
 ++ switch "--insecure-http" (s.insecure_http or false)
 ++ value "--metrics-listen" (s.metrics_listen or null)
@@ -21,4 +22,5 @@ in
 ++ value "--request-timeout" (s.request_timeout or null)
 ++ value "--max-connections" (s.max_connections or null)
 ++ value "--max-connections-per-ip" (s.max_connections_per_ip or null)
+++ value "--checkpoint-interval" (s.checkpoint_interval or null)
 ++ value "--log-level" (s.log_level or null)

@@ -187,6 +187,10 @@ int run(int argc, char** argv) {
   aud->add_option("--limit", a.limit, "rows at most (≤ 1000)")->capture_default_str()->check(CLI::Range(1u, 1000u));
   aud->add_option("--export", a.format, "print the whole log as csv or jsonl")->check(CLI::IsMember({"csv", "jsonl"}));
   aud->add_flag("--verify", a.verify, "check the hash chain (exit 1 when broken)");
+  aud->add_option("--public-key", a.public_key,
+                  "with --verify: the coordinator's audit public key (name:base64); the export is fetched and "
+                  "every signed checkpoint checked here, not by the coordinator");
+  aud->add_option("--file", a.file, "with --verify: a jsonl export to verify offline instead of the live log");
   aud->callback([&] { action = [&] { return audit(ctx, a); }; });
 
   // keys

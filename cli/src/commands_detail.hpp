@@ -113,6 +113,8 @@ struct audit_opts {
   std::optional<std::string> actor, action, target, since, format;
   unsigned limit = 100;
   bool verify = false;
+  std::optional<std::string> public_key;  // verify here, against the coordinator's audit key
+  std::optional<std::string> file;        // a jsonl export to verify instead of the live log
 };
 
 std::uint64_t next_release_sequence(client& api);

@@ -1,11 +1,13 @@
 // `nixfleet status`, `machines …`, `rollback`, `audit`, `keys …`.
 #include "commands_detail.hpp"
+#include "nixfleet/protocol/audit.hpp"
 
 #include "nixfleet/protocol/signing.hpp"
 #include "nixfleet/protocol/validate.hpp"
 
 #include <boost/json/serialize.hpp>
 
+#include <fstream>
 #include <iostream>
 
 namespace nixfleet::cli::detail {
@@ -148,16 +150,43 @@ int rollback(context& ctx, const rollback_opts& o) {
 }
 
 int audit(context& ctx, const audit_opts& o) {
-  auto api = ctx.api();
+  if ((o.public_key || o.file) && !o.verify) throw cli_error("--public-key and --file go with --verify", exit_usage);
   if (o.verify) {
-    auto v = api.get<protocol::audit_verification>("/api/v1/audit/verify");
+    std::optional<protocol::public_key> key;
+    if (o.public_key) {
+      auto k = protocol::parse_public_key(*o.public_key);
+      if (!k) throw cli_error("--public-key: expected name:base64 (an ed25519 public key in Nix's format)", exit_usage);
+      key = *k;
+    }
+    protocol::audit_verification v;
+    if (o.file) {
+      std::ifstream in(*o.file, std::ios::binary);
+      if (!in) throw cli_error("cannot read " + *o.file, exit_usage);
+      const std::string text((std::istreambuf_iterator<char>(in)), {});
+      v = protocol::verify_audit_export(text, key);
+    } else if (key) {
+      // Checked here with the key the operator holds: a coordinator (or a database) rewritten
+      // by someone else cannot vouch for itself.
+      auto api = ctx.api();
+      auto r = api.request("GET", "/api/v1/audit/export?format=jsonl");
+      if (r.status != 200) api.call("GET", "/api/v1/audit/export?format=jsonl");  // throws with the message
+      v = protocol::verify_audit_export(r.body, key);
+    } else {
+      v = ctx.api().get<protocol::audit_verification>("/api/v1/audit/verify");
+    }
     if (ctx.s.json) print_json(protocol::to_json(v));
-    else if (v.ok) std::cout << "audit log intact: " << v.rows << " rows\n";
-    else
+    else if (v.ok) {
+      std::cout << "audit log intact: " << v.rows << " rows";
+      if (v.checkpoints_verified)
+        std::cout << ", " << v.checkpoints << " checkpoints verified, anchored through row "
+                  << (v.anchored_seq ? std::to_string(*v.anchored_seq) : "-");
+      std::cout << "\n";
+    } else
       std::cout << "audit log BROKEN at row " << (v.bad_seq ? std::to_string(*v.bad_seq) : "-") << ": "
                 << or_dash(v.reason) << "\n";
     return v.ok ? exit_ok : exit_failure;
   }
+  auto api = ctx.api();
   if (o.format) {
     if (*o.format != "csv" && *o.format != "jsonl") throw cli_error("--export: csv or jsonl", exit_usage);
     auto r = api.request("GET", "/api/v1/audit/export?format=" + *o.format);

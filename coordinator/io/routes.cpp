@@ -324,12 +324,27 @@ asio::awaitable<http_response> export_audit(impl& s, route_call& c) {
     audit_query aq;
     aq.after_seq = after;
     aq.limit = 1000;
-    auto job = [aq](storage& st) { return st.audit(aq); };
-    auto rows = co_await s.db->run<std::vector<protocol::audit_event>>(std::move(job));
+    // The page's rows and the checkpoints among them, read together.
+    using page = std::pair<std::vector<protocol::audit_event>, std::vector<protocol::audit_checkpoint>>;
+    auto job = [aq](storage& st) {
+      page p{st.audit(aq), {}};
+      if (!p.first.empty()) {
+        for (auto& cp : st.audit_checkpoints(aq.after_seq, aq.limit))  // at most one per row
+          if (cp.seq <= p.first.back().seq) p.second.push_back(std::move(cp));
+      }
+      return p;
+    };
+    auto [rows, checkpoints] = co_await s.db->run<page>(std::move(job));
+    auto next_checkpoint = checkpoints.begin();
     for (const auto& e : rows) {
       if (format == "jsonl") {
         out += protocol::serialize(e);
         out += '\n';
+        // Right after the row it covers, so that a verifier reading the export in order can
+        // check it there (`nixfleet audit --verify --public-key K --file EXPORT`).
+        // One naming a row that is not there is written too, where the verifier will see it.
+        for (; next_checkpoint != checkpoints.end() && next_checkpoint->seq <= e.seq; ++next_checkpoint)
+          out += protocol::audit_checkpoint_line(*next_checkpoint) + '\n';
       } else {
         out += fmt::format("{},{},{},{},{},{},{},{}\n", e.seq, csv_cell(protocol::format_time(e.at)), csv_cell(e.actor),
                            csv_cell(e.action), csv_cell(e.target), csv_cell(json::serialize(e.detail)),
@@ -339,16 +354,29 @@ asio::awaitable<http_response> export_audit(impl& s, route_call& c) {
     }
     if (rows.size() < 1000) break;
   }
+  if (format == "jsonl") {
+    // Checkpoints of rows past the last one: a truncated log shows as such.
+    for (;;) {
+      auto job = [after](storage& st) { return st.audit_checkpoints(after, 1000); };
+      auto tail = co_await s.db->run<std::vector<protocol::audit_checkpoint>>(std::move(job));
+      for (const auto& cp : tail) out += protocol::audit_checkpoint_line(cp) + '\n';
+      if (tail.size() < 1000) break;
+      after = tail.back().seq;
+    }
+  }
   http_response r = json_response(200, std::move(out));
   r.content_type = format == "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson";
   co_return r;
 }
 
+// With the coordinator's own key: a check of the database as it is, not a proof for a third
+// party (which verifies an export with the public key it holds: `nixfleet audit verify`).
 asio::awaitable<http_response> verify_audit(impl& s, route_call&) {
-  auto job = [](storage& st) { return st.verify_audit(); };
-  auto v = co_await s.db->run<audit_verdict>(std::move(job));
-  protocol::audit_verification out{v.ok, v.rows, v.bad_seq, v.bad_seq ? std::optional<std::string>(v.reason) : std::nullopt};
-  co_return json_response(200, protocol::serialize(out));
+  std::optional<protocol::public_key> key;
+  if (s.opts.audit_key) key = protocol::to_public_key(*s.opts.audit_key);
+  auto job = [key](storage& st) { return st.verify_audit(key); };
+  auto v = co_await s.db->run<protocol::audit_verification>(std::move(job));
+  co_return json_response(200, protocol::serialize(v));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,7 +523,12 @@ asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& ro
     if (auto no = core::authorize(call.who, found->op)) co_return refused(*no);
   }
   if (req.msg.method() == http::verb::get && found->fn != get_desired) co_await settled();
-  co_return co_await found->fn(*this, call);
+  auto answer = co_await found->fn(*this, call);
+  // An admin action is anchored at once: rewriting it later would need the coordinator's key.
+  if (found->who == access::operator_key && core::required_role(found->op) == protocol::role::admin &&
+      answer.status < 300)
+    co_await checkpoint_audit();
+  co_return answer;
 }
 
 asio::awaitable<http_response> impl::handle(http_request& req) {

@@ -136,7 +136,34 @@ asio::awaitable<void> service::impl::sync_keys() {
   }
 }
 
+asio::awaitable<void> service::impl::checkpoint_audit() {
+  if (!opts.audit_key || fatal) co_return;
+  auto job = [key = *opts.audit_key, now = opts.clock()](storage& st) { return st.checkpoint_audit(key, now); };
+  try {
+    auto made = co_await db->run<std::optional<protocol::audit_checkpoint>>(std::move(job));
+    // In the journal as well: a copy of the anchor outside the database it vouches for.
+    if (made)
+      log::info("audit_checkpoint", {{"seq", made->seq},
+                                     {"hash", made->hash},
+                                     {"at", protocol::format_time(made->at)},
+                                     {"signature", made->signature}});
+  } catch (const std::exception& e) {
+    log::error("audit_checkpoint_failed", {{"error", e.what()}});
+  }
+}
+
 namespace {
+
+asio::awaitable<void> checkpoint_loop(std::shared_ptr<service::impl> self) {
+  auto& t = self->checkpoint_timer.emplace(self->ctx);
+  ++self->loops_running;
+  while (!self->stopping && !self->fatal) {
+    co_await self->checkpoint_audit();
+    t.expires_after(self->opts.checkpoint_interval);
+    co_await t.async_wait(use_tuple);
+  }
+  --self->loops_running;
+}
 
 asio::awaitable<void> key_loop(std::shared_ptr<service::impl> self) {
   auto& t = self->key_timer.emplace(self->ctx);
@@ -237,6 +264,7 @@ void service::start() {
   asio::co_spawn(self->ctx, reconcile_loop(self), asio::detached);
   asio::co_spawn(self->ctx, prune_loop(self), asio::detached);
   asio::co_spawn(self->ctx, key_loop(self), asio::detached);
+  if (self->opts.audit_key) asio::co_spawn(self->ctx, checkpoint_loop(self), asio::detached);
 }
 
 asio::ip::tcp::endpoint service::api_endpoint() const { return impl_->api->local_endpoint(); }
@@ -254,12 +282,14 @@ asio::awaitable<void> service::stop(std::chrono::milliseconds drain) {
   if (self->reconcile_timer) self->reconcile_timer->cancel();
   if (self->prune_timer) self->prune_timer->cancel();
   if (self->key_timer) self->key_timer->cancel();
+  if (self->checkpoint_timer) self->checkpoint_timer->cancel();
   // The last uses not yet written.
   try {
     co_await self->sync_keys();
   } catch (const std::exception& e) {
     log::error("key_sync_failed", {{"error", e.what()}});
   }
+  co_await self->checkpoint_audit();
   while (self->writes_in_flight > 0 || self->loops_running > 0) {
     asio::steady_timer t(self->ctx, std::chrono::milliseconds(5));
     co_await t.async_wait(use_tuple);
@@ -309,6 +339,11 @@ int run_serve(service_options opts) {
                                            "who can reach this address"}});
   else if (!opts.api.tls || !opts.api.tls->client_ca_file)
     log::warn("no_client_ca", {{"detail", "no --client-ca: agents cannot authenticate and their routes refuse them"}});
+  if (opts.audit_key)
+    log::info("audit_anchored", {{"public_key", protocol::to_public_key(*opts.audit_key).to_string()}});
+  else
+    log::warn("audit_not_anchored", {{"detail", "no --audit-key: the audit chain is not signed, and whoever can write "
+                                                "the database can rewrite it undetected"}});
   asio::signal_set signals(ctx, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;

@@ -70,7 +70,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::uint64_t writes_in_flight = 0;
   // The background loops' timers (cancelled by stop) and how many loops still run: stop waits for
   // them, so no loop outlives the service's store or touches a stopped context.
-  std::optional<boost::asio::steady_timer> reconcile_timer, prune_timer, key_timer;
+  std::optional<boost::asio::steady_timer> reconcile_timer, prune_timer, key_timer, checkpoint_timer;
   int loops_running = 0;
 
   // API keys: the hashes used since their last use was written (flushed by sync_keys, off the
@@ -97,6 +97,9 @@ struct service::impl : std::enable_shared_from_this<impl> {
   // Writes the last use of the keys used since the last call, then learns the keys made by
   // another process (`nixfleet-coordinator keys create`) from the store.
   boost::asio::awaitable<void> sync_keys();
+  // Signs and stores a checkpoint of the audit chain head (when there is a key and the head
+  // moved since the last one), and logs it.
+  boost::asio::awaitable<void> checkpoint_audit();
 
   // routes.cpp
   boost::asio::awaitable<http_response> handle(http_request& req);

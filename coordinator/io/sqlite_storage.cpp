@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <limits>
 #include <map>
 #include <optional>
 
@@ -108,6 +109,13 @@ UPDATE rollouts SET body = json_set(body,
 UPDATE rollout_hosts SET body = json_set(body, '$.wave', json_extract(body, '$.wave') + 1);
 UPDATE rollout_events SET body = json_set(body, '$.wave', json_extract(body, '$.wave') + 1)
   WHERE json_type(body, '$.wave') = 'integer';
+)sql",
+    // 4: the coordinator's signed checkpoints of the audit chain head.
+    R"sql(
+CREATE TABLE audit_checkpoints (
+  seq INTEGER PRIMARY KEY,
+  body TEXT NOT NULL
+);
 )sql",
 };
 
@@ -328,35 +336,55 @@ class sqlite_storage final : public storage {
     return out;
   }
 
-  audit_verdict verify_audit() override {
+  audit_verification verify_audit(const std::optional<protocol::public_key>& key) override {
+    protocol::audit_verifier verifier(key);
+    for (const auto& c : audit_checkpoints(0, std::numeric_limits<std::uint32_t>::max())) verifier.expect(c);
     auto& s = prepared("SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit ORDER BY seq");
     reset_on_exit r{s};
-    audit_verdict v;
-    std::string prev(64, '0');
-    std::uint64_t expected_seq = 1;
-    while (s.step()) {
-      protocol::audit_event e;
-      std::string why;
+    while (s.step() && !verifier.broken()) {
       try {
-        e = read_audit_row(s);
+        verifier.add(read_audit_row(s));
       } catch (const storage_error&) {
-        e.seq = static_cast<std::uint64_t>(s.integer(0));
-        why = "row does not parse";
+        verifier.unreadable(static_cast<std::uint64_t>(s.integer(0)));
       }
-      ++v.rows;
-      if (why.empty() && e.seq != expected_seq) why = "sequence gap (a row was removed)";
-      if (why.empty() && e.prev_hash != prev) why = "prev_hash does not match the row before";
-      if (why.empty() && audit_hash(e) != e.hash) why = "hash does not match the row's content";
-      if (!why.empty()) {
-        v.ok = false;
-        v.bad_seq = e.seq;
-        v.reason = why;
-        return v;
-      }
-      prev = e.hash;
-      ++expected_seq;
     }
-    return v;
+    return verifier.finish();
+  }
+
+  std::optional<audit_checkpoint> checkpoint_audit(const protocol::secret_key& key, timestamp now) override {
+    exec("BEGIN IMMEDIATE");
+    try {
+      const auto h = head();
+      std::optional<audit_checkpoint> made;
+      std::int64_t newest = 0;
+      {
+        auto& s = prepared("SELECT coalesce(max(seq), 0) FROM audit_checkpoints");
+        reset_on_exit r{s};
+        if (s.step()) newest = s.integer(0);
+      }
+      if (h.seq > 0 && static_cast<std::int64_t>(h.seq) > newest) {
+        audit_checkpoint c{h.seq, h.hash, now, {}};
+        protocol::sign_audit_checkpoint(key, c);
+        auto& s = prepared("INSERT INTO audit_checkpoints (seq, body) VALUES (?, ?)");
+        s.bind(1, static_cast<std::int64_t>(c.seq)).bind(2, protocol::serialize(c));
+        s.run();
+        made = std::move(c);
+      }
+      exec("COMMIT");
+      return made;
+    } catch (...) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+  }
+
+  std::vector<audit_checkpoint> audit_checkpoints(std::uint64_t after_seq, std::uint32_t limit) override {
+    auto& s = prepared("SELECT body FROM audit_checkpoints WHERE seq > ? ORDER BY seq LIMIT ?");
+    reset_on_exit r{s};
+    s.bind(1, static_cast<std::int64_t>(after_seq)).bind(2, static_cast<std::int64_t>(limit));
+    std::vector<audit_checkpoint> out;
+    while (s.step()) out.push_back(decode_or_throw<audit_checkpoint>(s.text(0), "audit checkpoint"));
+    return out;
   }
 
   std::uint64_t prune_reports(timestamp before) override {
@@ -547,7 +575,7 @@ class sqlite_storage final : public storage {
       e.target = a.target;
       e.detail = a.detail;
       e.prev_hash = chain_head_.hash;
-      e.hash = audit_hash(e);
+      e.hash = protocol::audit_row_hash(e);
       auto& s = prepared(
           "INSERT INTO audit (seq, at, actor, action, target, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
       s.bind(1, static_cast<std::int64_t>(e.seq))
@@ -570,19 +598,6 @@ class sqlite_storage final : public storage {
 };
 
 }  // namespace
-
-std::string audit_hash(const protocol::audit_event& e) {
-  json::object o;
-  o["seq"] = e.seq;
-  o["at"] = protocol::format_time(e.at);
-  o["actor"] = e.actor;
-  o["action"] = e.action;
-  o["target"] = e.target;
-  o["detail"] = e.detail;
-  auto canonical = protocol::canonicalize(o);
-  if (!canonical) throw storage_error("audit detail cannot be canonicalised");
-  return protocol::sha256_hex(e.prev_hash + *canonical);
-}
 
 std::unique_ptr<storage> open_sqlite(const std::string& path) { return std::make_unique<sqlite_storage>(path); }
 

@@ -358,12 +358,24 @@ void describe(V& v, X& x) {
 }
 
 template <class V, class X>
+  requires is<X, audit_checkpoint>
+void describe(V& v, X& x) {
+  v.req("seq", x.seq);
+  v.req("hash", x.hash, hex_hash);
+  v.req("at", x.at);
+  v.req("signature", x.signature, short_text);
+}
+
+template <class V, class X>
   requires is<X, audit_verification>
 void describe(V& v, X& x) {
   v.req("ok", x.ok);
   v.req("rows", x.rows);
   v.opt("bad_seq", x.bad_seq);
   v.opt("reason", x.reason);
+  v.def("checkpoints", x.checkpoints);
+  v.def("checkpoints_verified", x.checkpoints_verified);
+  v.opt("anchored_seq", x.anchored_seq);
 }
 
 template <class V, class X>
@@ -486,6 +498,7 @@ NIXFLEET_INSTANTIATE(key_request)
 NIXFLEET_INSTANTIATE(api_key_info)
 NIXFLEET_INSTANTIATE(created_key)
 NIXFLEET_INSTANTIATE(audit_verification)
+NIXFLEET_INSTANTIATE(audit_checkpoint)
 NIXFLEET_INSTANTIATE(error_body)
 NIXFLEET_INSTANTIATE(rollback_statement)
 NIXFLEET_INSTANTIATE(revocation_list)

@@ -88,6 +88,7 @@ struct cli_fixture {
   std::string reader = coordinator::io::create_key(db, "carol", protocol::role::readonly, "test");
   fs::path admin_file = dir / "admin.key", reader_file = dir / "reader.key", sign_key = dir / "op.sec";
   protocol::secret_key op_key = protocol::generate_secret_key("op1");
+  protocol::secret_key audit_key = protocol::generate_secret_key("coordinator-audit-1");
   std::optional<running_coordinator> c;
   std::string url;
 
@@ -100,6 +101,7 @@ struct cli_fixture {
     o.db_path = db;
     o.insecure_http = true;
     o.reconcile_interval = 100ms;
+    o.audit_key = audit_key;
     c.emplace(std::move(o));
     url = "http://127.0.0.1:" + std::to_string(c->endpoint().port());
     std::ofstream(dir / "no-config.json") << "{}";
@@ -385,14 +387,36 @@ BOOST_AUTO_TEST_CASE(audit_and_keys_commands) {
   BOOST_TEST(nixfleet({"--json", "audit", "--limit", "2"}).json().as_array().size() == 2u);
   auto csv = nixfleet({"audit", "--export", "csv"});
   BOOST_TEST(csv.out.starts_with("seq,at,actor"));
+  // Three rows, and the checkpoint the coordinator signed at start (of the two keys' rows).
   auto jsonl = nixfleet({"audit", "--export", "jsonl"});
-  BOOST_TEST(lines(jsonl.out) == 3u);
-  BOOST_TEST(nixfleet({"audit", "--verify"}).out == "audit log intact: 3 rows\n");
+  BOOST_TEST(lines(jsonl.out) == 4u, jsonl.out);
+  BOOST_TEST(jsonl.out.find("{\"checkpoint\":{\"seq\":2,") != std::string::npos, jsonl.out);
+  BOOST_TEST(nixfleet({"audit", "--verify"}).out == "audit log intact: 3 rows, 1 checkpoints verified, anchored through row 2\n");
   BOOST_TEST(nixfleet({"--json", "audit", "--verify"}).json().at("ok").as_bool());
+  // Verified here, with the key the operator holds: live, and an export offline.
+  const auto pub = protocol::to_public_key(audit_key).to_string();
+  BOOST_TEST(nixfleet({"audit", "--verify", "--public-key", pub}).out ==
+             "audit log intact: 3 rows, 1 checkpoints verified, anchored through row 2\n");
+  std::ofstream(dir / "export.jsonl") << jsonl.out;
+  BOOST_TEST(nixfleet({"audit", "--verify", "--public-key", pub, "--file", (dir / "export.jsonl").string()}).code == 0);
+  const auto stranger = protocol::to_public_key(protocol::generate_secret_key("coordinator-audit-1")).to_string();
+  auto foreign = nixfleet({"audit", "--verify", "--public-key", stranger, "--file", (dir / "export.jsonl").string()});
+  BOOST_TEST(foreign.code == 1);
+  BOOST_TEST(foreign.out.find("does not verify") != std::string::npos, foreign.out);
+  // An export with its second row left out.
+  auto rows = jsonl.out;
+  const auto cut = rows.find('\n');
+  std::ofstream(dir / "cut.jsonl") << rows.substr(0, cut + 1) << rows.substr(rows.find('\n', cut + 1) + 1);
+  auto missing = nixfleet({"audit", "--verify", "--public-key", pub, "--file", (dir / "cut.jsonl").string()});
+  BOOST_TEST(missing.code == 1);
+  BOOST_TEST(missing.out.find("BROKEN at row") != std::string::npos, missing.out);
 
   auto made = nixfleet({"keys", "create", "--name", "ci", "--role", "deploy"});
   BOOST_TEST_REQUIRE(made.code == 0);
   BOOST_TEST(made.out.starts_with("nfk_"));
+  // An admin action is anchored at once: the checkpoint covers its row (4: key.created).
+  BOOST_TEST(nixfleet({"audit", "--verify", "--public-key", pub}).out ==
+             "audit log intact: 4 rows, 2 checkpoints verified, anchored through row 4\n");
   auto keys = nixfleet({"--json", "keys", "list"}).json().as_array();
   BOOST_TEST(keys.size() == 3u);
   std::string ci_id;

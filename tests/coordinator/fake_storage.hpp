@@ -45,7 +45,11 @@ class fake_storage final : public coordinator::io::storage {
     return std::vector<std::string>(sets.size());
   }
   std::vector<protocol::audit_event> audit(const coordinator::io::audit_query&) override { return {}; }
-  coordinator::io::audit_verdict verify_audit() override { return {}; }
+  protocol::audit_verification verify_audit(const std::optional<protocol::public_key>&) override { return {}; }
+  std::optional<protocol::audit_checkpoint> checkpoint_audit(const protocol::secret_key&, protocol::timestamp) override {
+    return std::nullopt;
+  }
+  std::vector<protocol::audit_checkpoint> audit_checkpoints(std::uint64_t, std::uint32_t) override { return {}; }
   std::uint64_t prune_reports(protocol::timestamp) override { return 0; }
   std::vector<coordinator::io::stored_report> reports(const std::string&, std::uint32_t) override { return {}; }
   std::uint64_t report_count() override { return 0; }

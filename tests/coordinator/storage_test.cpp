@@ -4,6 +4,7 @@
 
 #include "nixfleet/coordinator/io/storage.hpp"
 
+#include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <sys/stat.h>
@@ -60,7 +61,7 @@ BOOST_AUTO_TEST_CASE(migrations_run_once_and_a_newer_schema_is_refused) {
   sqlite3_stmt* st = nullptr;
   sqlite3_prepare_v2(raw, "SELECT count(*) FROM schema_version", -1, &st, nullptr);
   sqlite3_step(st);
-  BOOST_TEST(sqlite3_column_int(st, 0) == 3, "each of the three migrations once");
+  BOOST_TEST(sqlite3_column_int(st, 0) == 4, "each of the four migrations once");
   sqlite3_finalize(st);
   sqlite3_exec(raw, "INSERT INTO schema_version (version) VALUES (999)", nullptr, nullptr, nullptr);
   sqlite3_close(raw);
@@ -96,7 +97,7 @@ BOOST_AUTO_TEST_CASE(migration_3_numbers_the_waves_of_a_stored_rollout_from_1) {
            "UPDATE rollouts SET body = json_set(body, '$.current_wave', 1, '$.waves[0].index', 0, '$.waves[1].index', 1)",
            "UPDATE rollout_hosts SET body = json_set(body, '$.wave', 1)",
            "UPDATE rollout_events SET body = json_set(body, '$.wave', 1) WHERE json_type(body, '$.wave') = 'integer'",
-           "DELETE FROM schema_version WHERE version = 3"})
+           "DROP TABLE audit_checkpoints", "DELETE FROM schema_version WHERE version >= 3"})
     BOOST_TEST_REQUIRE(sqlite3_exec(raw, sql, nullptr, nullptr, nullptr) == SQLITE_OK, sql);
   sqlite3_close(raw);
 
@@ -131,14 +132,14 @@ BOOST_AUTO_TEST_CASE(a_failing_change_set_does_not_take_the_others_down_nor_brea
   auto loaded = s->load();
   BOOST_TEST(loaded.releases.size() == 2u);
   auto v = s->verify_audit();
-  BOOST_TEST(v.ok, v.reason);
+  BOOST_TEST(v.ok, v.reason.value_or(""));
   BOOST_TEST(v.rows == 3u);
   auto rows = s->audit({});
   BOOST_TEST_REQUIRE(rows.size() == 3u);
   BOOST_TEST(rows[0].prev_hash == std::string(64, '0'));
   BOOST_TEST(rows[1].prev_hash == rows[0].hash);
   BOOST_TEST(rows[2].seq == 3u);
-  BOOST_TEST(rows[2].hash == audit_hash(rows[2]));
+  BOOST_TEST(rows[2].hash == audit_row_hash(rows[2]));
 
   // Another writer (`keys create` on the host) appends meanwhile; the chain stays whole.
   {
@@ -151,7 +152,7 @@ BOOST_AUTO_TEST_CASE(a_failing_change_set_does_not_take_the_others_down_nor_brea
   c.audit.push_back(event("release.deleted"));
   BOOST_TEST(s->commit({&c})[0].empty());
   v = s->verify_audit();
-  BOOST_TEST(v.ok, v.reason);
+  BOOST_TEST(v.ok, v.reason.value_or(""));
   BOOST_TEST(v.rows == 5u);
 }
 
@@ -268,6 +269,78 @@ BOOST_AUTO_TEST_CASE(the_database_and_its_wal_are_private_to_the_coordinator) {
   BOOST_REQUIRE(::stat(path.c_str(), &st) == 0);
   BOOST_TEST((st.st_mode & 0777) == 0600u);
   ::umask(old);
+}
+
+// The attack: a copy of the database, two rows deleted, the rest re-chained so that every hash
+// matches again. The chain alone calls that intact; the coordinator's checkpoints do not.
+BOOST_AUTO_TEST_CASE(a_copy_with_rows_deleted_and_rechained_fails_verify_at_the_checkpoint) {
+  const auto key = protocol::generate_secret_key("coordinator-audit-1");
+  {
+    auto s = open_sqlite(path);
+    for (int round = 0; round < 3; ++round) {
+      change_set c;
+      for (int i = 0; i < 4; ++i) c.audit.push_back(event("machine.updated." + std::to_string(round * 4 + i + 1)));
+      BOOST_TEST(s->commit({&c})[0].empty());
+      auto made = s->checkpoint_audit(key, at(10'000 + round));
+      BOOST_TEST_REQUIRE(made.has_value());
+      BOOST_TEST(made->seq == 4u * (round + 1));
+    }
+    BOOST_TEST(!s->checkpoint_audit(key, at(20'000)).has_value(), "nothing new to anchor");
+    auto v = s->verify_audit(protocol::to_public_key(key));
+    BOOST_TEST(v.ok, v.reason.value_or(""));
+    BOOST_TEST(v.checkpoints == 3u);
+    BOOST_TEST((v.anchored_seq == 12u));
+  }
+  const auto copy = (dir / "copy.sqlite").string();
+  fs::copy_file(path, copy);
+  {
+    sqlite3* raw = nullptr;
+    BOOST_REQUIRE(sqlite3_open(copy.c_str(), &raw) == SQLITE_OK);
+    BOOST_REQUIRE(sqlite3_exec(raw, "DELETE FROM audit WHERE seq IN (6, 7)", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(raw);
+    // Re-chain what is left, as an attacker with the file and this code would.
+    auto s = open_sqlite(copy);
+    auto rows = s->audit({.limit = 1000});
+    sqlite3* db = nullptr;
+    BOOST_REQUIRE(sqlite3_open(copy.c_str(), &db) == SQLITE_OK);
+    sqlite3_exec(db, "DELETE FROM audit", nullptr, nullptr, nullptr);
+    std::string prev(64, '0');
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      rows[i].seq = i + 1;
+      rows[i].prev_hash = prev;
+      rows[i].hash = audit_row_hash(rows[i]);
+      prev = rows[i].hash;
+      sqlite3_stmt* st = nullptr;
+      sqlite3_prepare_v2(db, "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)", -1, &st, nullptr);
+      sqlite3_bind_int64(st, 1, static_cast<sqlite3_int64>(rows[i].seq));
+      sqlite3_bind_int64(st, 2, std::chrono::duration_cast<std::chrono::milliseconds>(rows[i].at.time_since_epoch()).count());
+      sqlite3_bind_text(st, 3, rows[i].actor.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(st, 4, rows[i].action.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(st, 5, rows[i].target.c_str(), -1, SQLITE_TRANSIENT);
+      const auto detail = boost::json::serialize(rows[i].detail);
+      sqlite3_bind_text(st, 6, detail.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(st, 7, rows[i].prev_hash.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(st, 8, rows[i].hash.c_str(), -1, SQLITE_TRANSIENT);
+      BOOST_REQUIRE(sqlite3_step(st) == SQLITE_DONE);
+      sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+  }
+  auto tampered = open_sqlite(copy);
+  auto v = tampered->verify_audit(protocol::to_public_key(key));
+  BOOST_TEST(!v.ok);
+  BOOST_TEST((v.bad_seq == 8u), "the checkpoint of row 8 no longer matches");
+  BOOST_TEST(v.reason.value_or("").find("rewritten") != std::string::npos, v.reason.value_or(""));
+  // And the checkpoints deleted as well: not anchored.
+  {
+    sqlite3* raw = nullptr;
+    BOOST_REQUIRE(sqlite3_open(copy.c_str(), &raw) == SQLITE_OK);
+    sqlite3_exec(raw, "DELETE FROM audit_checkpoints", nullptr, nullptr, nullptr);
+    sqlite3_close(raw);
+  }
+  auto bare = open_sqlite(copy)->verify_audit(protocol::to_public_key(key));
+  BOOST_TEST(!bare.ok);
+  BOOST_TEST(bare.reason.value_or("").find("not anchored") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -104,7 +104,8 @@ creds="$work/credentials"
 make_credentials "$creds"
 good_coord='{ services.nixfleet-coordinator = { enable = true; openFirewall = true; settings = {
   db = "/tmp/100%done $HOME.db"; listen = "[::]:8443"; tls_cert = "/etc/nixfleet/c.pem"; tls_key = "/etc/nixfleet/k.pem";
-  client_ca = "/etc/nixfleet/ca.pem"; metrics_listen = "127.0.0.1:9464"; poll_hint = 2; }; }; }'
+  client_ca = "/etc/nixfleet/ca.pem"; metrics_listen = "127.0.0.1:9464"; poll_hint = 2;
+  audit_key = "/etc/nixfleet/audit.sec"; }; }; }'
 out=$(evaluate coordinator "$good_coord") || fail "the coordinator module does not evaluate"
 [ "$(field failed <<<"$out")" = "[]" ] || fail "good coordinator settings fail assertions: $(field failed <<<"$out")"
 [ "$(field ports <<<"$out")" = "[8443]" ] || fail "openFirewall opens $(field ports <<<"$out")"
@@ -114,7 +115,7 @@ for k in DynamicUser ProtectSystem NoNewPrivileges LoadCredential SystemCallFilt
 done
 [ "$(field serviceConfig LimitNOFILE <<<"$unit")" = 21024 ] ||
   fail "the coordinator unit's LimitNOFILE does not cover its connections: $(field serviceConfig LimitNOFILE <<<"$unit")"
-[ "$(field serviceConfig LoadCredential <<<"$unit")" = '["tls-cert:/etc/nixfleet/c.pem", "tls-key:/etc/nixfleet/k.pem", "client-ca:/etc/nixfleet/ca.pem"]' ] ||
+[ "$(field serviceConfig LoadCredential <<<"$unit")" = '["tls-cert:/etc/nixfleet/c.pem", "tls-key:/etc/nixfleet/k.pem", "client-ca:/etc/nixfleet/ca.pem", "audit-key:/etc/nixfleet/audit.sec"]' ] ||
   fail "credentials: $(field serviceConfig LoadCredential <<<"$unit")"
 # ExecStart as systemd reads it: JSON-quoted words, `%%` a literal %, `%d` the credentials directory.
 field serviceConfig ExecStart <<<"$unit" > "$work/exec"
@@ -126,6 +127,7 @@ bad_coords=(
   'insecure_http = true; poll_hint = 5000;|poll_hint'
   'insecure_http = true; idle_timeout = 0;|idle_timeout'
   'tls_cert = "/etc/c.pem"; tls_key = "/nix/store/00000000000000000000000000000000-key.pem";|tls_key is a Nix store path'
+  'insecure_http = true; audit_key = "/nix/store/00000000000000000000000000000000-audit.sec";|audit_key is a Nix store path'
   'tls_cert = "/etc/c.pem";|go together'
   'insecure_http = true; listen = "8443";|listen'
   'insecure_http = true; require_client_cert = true;|need TLS'

@@ -81,6 +81,7 @@ const std::map<std::string, round_trip>& wire_types() {
       {"api_key_info", via<api_key_info>()},
       {"created_key", via<created_key>()},
       {"audit_verification", via<audit_verification>()},
+      {"audit_checkpoint", via<audit_checkpoint>()},
       {"error_body", via<error_body>()},
   };
   return table;

@@ -391,12 +391,27 @@ struct api_key_info {
   friend bool operator==(const api_key_info&, const api_key_info&) = default;
 };
 
-// The answer to `GET /api/v1/audit/verify`: whether the hash chain holds, and where it breaks.
+// A signed statement by the coordinator: at `at`, the audit chain's row `seq` had hash `hash`.
+// Whoever holds the coordinator's public key can then tell a rewritten or truncated chain from the
+// one that was signed, even when the rows were re-chained to hash correctly.
+struct audit_checkpoint {
+  std::uint64_t seq = 0;
+  std::string hash;
+  timestamp at{};
+  std::string signature;  // name:base64 over audit_checkpoint_payload
+  friend bool operator==(const audit_checkpoint&, const audit_checkpoint&) = default;
+};
+
+// The answer to `GET /api/v1/audit/verify`: whether the hash chain holds, and where it breaks;
+// with a public key, whether every checkpoint verifies and matches the row it names.
 struct audit_verification {
   bool ok = true;
   std::uint64_t rows = 0;
   std::optional<std::uint64_t> bad_seq;  // the first row whose hash does not match
   std::optional<std::string> reason;
+  std::uint64_t checkpoints = 0;              // checkpoints that matched their rows
+  bool checkpoints_verified = false;          // their signatures were checked against a key
+  std::optional<std::uint64_t> anchored_seq;  // the newest row a checkpoint covers
   friend bool operator==(const audit_verification&, const audit_verification&) = default;
 };
 

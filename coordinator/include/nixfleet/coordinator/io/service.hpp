@@ -4,6 +4,7 @@
 
 #include "nixfleet/common/http_server.hpp"
 #include "nixfleet/coordinator/io/storage.hpp"
+#include "nixfleet/protocol/signing.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
@@ -36,6 +37,11 @@ struct service_options {
   // how long a key the store did not know is refused without asking it again.
   std::chrono::milliseconds key_sync_interval{std::chrono::seconds(30)};
   std::chrono::milliseconds unknown_key_ttl{std::chrono::seconds(60)};
+  // The coordinator's own ed25519 key (Nix format): it signs checkpoints of the audit chain head
+  // at start, every checkpoint_interval when the chain moved, after every admin action and at
+  // stop, into the database and the journal. Without it the chain is not anchored.
+  std::optional<protocol::secret_key> audit_key;
+  std::chrono::milliseconds checkpoint_interval{std::chrono::minutes(5)};
   // The store; empty opens the SQLite database at db_path. Tests pass a fake.
   std::function<std::unique_ptr<storage>()> open_store;
   // Time source; tests move it.

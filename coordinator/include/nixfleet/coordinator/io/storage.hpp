@@ -4,6 +4,7 @@
 #pragma once
 
 #include "nixfleet/coordinator/core/records.hpp"
+#include "nixfleet/protocol/audit.hpp"
 #include "nixfleet/protocol/types.hpp"
 
 #include <boost/json/object.hpp>
@@ -38,12 +39,8 @@ struct audit_query {
   std::uint32_t limit = 100;
 };
 
-struct audit_verdict {
-  bool ok = true;
-  std::uint64_t rows = 0;
-  std::optional<std::uint64_t> bad_seq;  // the first row whose hash does not match
-  std::string reason;
-};
+using protocol::audit_checkpoint;
+using protocol::audit_verification;
 
 // Thrown by a store when the database cannot do what was asked. The message is for the log,
 // never for a response.
@@ -60,7 +57,13 @@ class storage {
   // landed (an empty string) or why not.
   virtual std::vector<std::string> commit(const std::vector<const change_set*>& sets) = 0;
   virtual std::vector<protocol::audit_event> audit(const audit_query& q) = 0;
-  virtual audit_verdict verify_audit() = 0;
+  // The chain, and every checkpoint against the row it names (signatures checked with `key`).
+  virtual audit_verification verify_audit(const std::optional<protocol::public_key>& key = std::nullopt) = 0;
+  // Signs the chain head as it is now and stores the checkpoint; nothing when the newest
+  // checkpoint already covers it (or the log is empty).
+  virtual std::optional<audit_checkpoint> checkpoint_audit(const protocol::secret_key& key, timestamp now) = 0;
+  // Checkpoints of rows after `after_seq`, oldest first, at most `limit`.
+  virtual std::vector<audit_checkpoint> audit_checkpoints(std::uint64_t after_seq, std::uint32_t limit) = 0;
   virtual std::uint64_t prune_reports(timestamp before) = 0;
   virtual std::vector<stored_report> reports(const std::string& machine_id, std::uint32_t limit) = 0;
   virtual std::uint64_t report_count() = 0;
@@ -77,7 +80,7 @@ std::unique_ptr<storage> open_sqlite(const std::string& path);
 
 // The audit hash of one event: sha256(prev_hash ‖ canonical JSON of {seq, at, actor, action,
 // target, detail}), hex.
-std::string audit_hash(const protocol::audit_event& e);
+using protocol::audit_row_hash;
 
 // JSON of a machine record as stored (and loaded back).
 boost::json::value to_json(const machine_record& m);
