@@ -73,7 +73,8 @@ effects ingest(fleet& f, const std::string& actor, const ingest_reports& e, time
     }
     if (lifecycle_kind(r.kind)) {
       m.last_event = lifecycle_event{r.kind, r.store_path, r.message, now};
-      if (audited(r.kind)) {
+      if (audited(r.kind) && m.last_audited != std::pair(r.kind, r.store_path)) {
+        m.last_audited.emplace(r.kind, r.store_path);
         json::object detail{{"kind", protocol::to_string(r.kind)}};
         if (r.store_path) detail["store_path"] = *r.store_path;
         if (r.message) detail["message"] = *r.message;

@@ -68,6 +68,11 @@ json::value to_json(const machine_record& m) {
     e["received_at"] = protocol::format_time(m.last_event->received_at);
     o["last_event"] = std::move(e);
   }
+  if (m.last_audited) {
+    json::object a{{"kind", protocol::to_string(m.last_audited->first)}};
+    if (m.last_audited->second) a["store_path"] = *m.last_audited->second;
+    o["last_audited"] = std::move(a);
+  }
   json::array history;
   for (const auto& h : m.history) history.push_back(protocol::to_json(h));
   o["history"] = std::move(history);
@@ -104,6 +109,9 @@ machine_record machine_from_json(const json::value& v) {
     ev.received_at = opt_time(eo, "received_at").value_or(timestamp{});
     m.last_event = ev;
   }
+  if (const auto* a = o->if_contains("last_audited"); a && a->is_object())
+    m.last_audited.emplace(enum_field(a->as_object(), "kind", protocol::report_kind::heartbeat),
+                           opt_string(a->as_object(), "store_path"));
   if (const auto* h = o->if_contains("history"); h && h->is_array())
     for (const auto& x : h->as_array()) {
       auto g = protocol::from_json<protocol::confirmed_generation>(x);

@@ -146,6 +146,7 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          m.last_seen = NOW;
          m.current_path = B;
          m.last_event = lifecycle_event{report_kind::confirmed, B, std::nullopt, NOW};
+         m.last_audited.emplace(report_kind::confirmed, B);
          m.history.insert(m.history.begin(), {B, NOW});
          m.last_report = confirmed_b;
          fx.changes.reports = {{"web-01", NOW, confirmed_b}};
@@ -177,6 +178,7 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          m.last_seen = NOW;
          m.current_path = B;
          m.last_event = lifecycle_event{report_kind::confirmed, B, std::nullopt, NOW};
+         m.last_audited.emplace(report_kind::confirmed, B);
          m.history.insert(m.history.begin(), {B, NOW});
          m.last_report = restarted;
          fx.changes.reports = {{"web-01", NOW, restarted}};
@@ -212,6 +214,7 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          m.acked_seq = 6;
          m.last_seen = NOW;
          m.last_event = lifecycle_event{report_kind::rolled_back, B, std::string("health gate failed"), NOW};
+         m.last_audited.emplace(report_kind::rolled_back, B);
          m.last_report = failed_gate;
          fx.changes.reports = {{"web-01", NOW, failed_gate}};
          fx.changes.audit = {audit("agent:web-01", "machine.rolled_back", "web-01",
@@ -222,6 +225,31 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          return fx;
        },
        [](const fleet& f) { BOOST_TEST(!f.machines.at("web-01").health.has_value()); }},
+      {"a repeat of the last audited outcome is applied and stored but not audited again; another path is",
+       +[] {
+         auto f = base();
+         f.machines.at("web-01").last_audited.emplace(report_kind::rejected, B);
+         return f;
+       },
+       reports_from("web-01", {report(7, report_kind::rejected, B, A, T0 + 10s), report(8, report_kind::rejected, B, A, T0 + 11s),
+                               report(9, report_kind::rejected, C, A, T0 + 12s)}),
+       [&](const fleet& f) {
+         effects fx;
+         auto m = f.machines.at("web-01");
+         m.acked_seq = 9;
+         m.last_seen = NOW;
+         m.last_event = lifecycle_event{report_kind::rejected, C, std::nullopt, NOW};
+         m.last_audited.emplace(report_kind::rejected, C);
+         m.last_report = report(9, report_kind::rejected, C, A, T0 + 12s);
+         fx.changes.reports = {{"web-01", NOW, report(7, report_kind::rejected, B, A, T0 + 10s)},
+                               {"web-01", NOW, report(8, report_kind::rejected, B, A, T0 + 11s)},
+                               {"web-01", NOW, *m.last_report}};
+         fx.changes.audit = {audit("agent:web-01", "machine.rejected", "web-01", {{"kind", "rejected"}, {"store_path", C}})};
+         fx.changes.machines = {m};
+         fx.republish = {"web-01"};
+         fx.reply = protocol::report_ack{9};
+         return fx;
+       }},
       {"an unknown machine registers with its first report",
        base,
        reports_from("db-01", {heartbeat}),

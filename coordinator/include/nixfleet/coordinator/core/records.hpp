@@ -39,6 +39,10 @@ struct machine_record {
   std::optional<protocol::health_report> health;
   std::optional<std::string> health_path;  // the store path `health` was measured on
   std::optional<lifecycle_event> last_event;
+  // The kind and path of the last outcome written to the audit log: a repeat of it is not
+  // audited again (state transitions are; a host, or an attacker with its certificate, sending
+  // the same failure a thousand times is not a thousand rows).
+  std::optional<std::pair<protocol::report_kind, std::optional<std::string>>> last_audited;
   std::vector<protocol::confirmed_generation> history;  // newest first, capped
   std::uint64_t acked_seq = 0;
 
