@@ -45,6 +45,7 @@ struct serve_flags {
   std::size_t max_connections_per_ip = 1024;
   std::optional<std::string> audit_key;
   double checkpoint_interval = 300;
+  std::uint64_t report_budget = 1200, report_budget_mb = 8, report_retention_mb = 1024;
   std::string log_level = "info";
 };
 
@@ -84,6 +85,15 @@ void add_serve_flags(CLI::App* sub, serve_flags& f) {
   sub->add_option("--checkpoint-interval", f.checkpoint_interval, "seconds between audit checkpoints (when it moved)")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 86400.0));
+  sub->add_option("--report-budget", f.report_budget, "reports one machine may send per 10 minutes (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{10'000'000}));
+  sub->add_option("--report-budget-mb", f.report_budget_mb, "report bytes (MiB) one machine may send per 10 minutes (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{100'000}));
+  sub->add_option("--report-retention-mb", f.report_retention_mb, "stored reports at most (MiB of bodies); the oldest go first")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{10'000'000}));
   sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error")->capture_default_str();
 }
 
@@ -148,6 +158,9 @@ int to_options(const serve_flags& f, cio::service_options& o) {
     o.audit_key = std::get<nixfleet::protocol::secret_key>(std::move(key));
   }
   o.checkpoint_interval = std::chrono::milliseconds(static_cast<long>(f.checkpoint_interval * 1000));
+  o.report_budget_count = f.report_budget;
+  o.report_budget_bytes = f.report_budget_mb << 20;
+  o.report_retention_bytes = f.report_retention_mb << 20;
   return 0;
 }
 
@@ -184,6 +197,9 @@ int check_config(const serve_flags& f, const cio::service_options& o) {
                           {"audit_public_key", o.audit_key ? boost::json::value(nixfleet::protocol::to_public_key(*o.audit_key).to_string())
                                                            : boost::json::value(nullptr)},
                           {"checkpoint_interval", f.checkpoint_interval},
+                          {"report_budget", f.report_budget},
+                          {"report_budget_mb", f.report_budget_mb},
+                          {"report_retention_mb", f.report_retention_mb},
                           {"log_level", f.log_level}};
   std::cout << boost::json::serialize(out) << "\n";
   return 0;

@@ -77,6 +77,9 @@ in
           audit_key = nullable types.str
             "ed25519 secret key (nix-store --generate-binary-cache-key) signing audit checkpoints; a path outside the store.";
           checkpoint_interval = nullable types.number "Seconds between audit checkpoints.";
+          report_budget = nullable types.ints.unsigned "Reports one machine may send per 10 minutes (0: no limit).";
+          report_budget_mb = nullable types.ints.unsigned "Report MiB one machine may send per 10 minutes (0: no limit).";
+          report_retention_mb = nullable types.ints.positive "Stored reports at most, in MiB of bodies.";
           log_level = nullable (types.enum [ "trace" "debug" "info" "warn" "error" ]) "Log level.";
         };
       };

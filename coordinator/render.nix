@@ -23,4 +23,7 @@ in
 ++ value "--max-connections" (s.max_connections or null)
 ++ value "--max-connections-per-ip" (s.max_connections_per_ip or null)
 ++ value "--checkpoint-interval" (s.checkpoint_interval or null)
+++ value "--report-budget" (s.report_budget or null)
+++ value "--report-budget-mb" (s.report_budget_mb or null)
+++ value "--report-retention-mb" (s.report_retention_mb or null)
 ++ value "--log-level" (s.log_level or null)

@@ -1,6 +1,8 @@
 // The poller and the reporter machines (see poller.hpp).
 #include "nixfleet/agent/core/poller.hpp"
 
+#include <algorithm>
+
 #include <stdexcept>
 
 namespace nixfleet::agent::core {
@@ -95,6 +97,13 @@ reporter::action reporter::resume(const event& e, time_point now, std::uint64_t 
     }
     isolate_ = false;
     return drop_oldest{s.answer.error};
+  }
+  if (s.answer.retry_after) {
+    // The coordinator is up and asks for patience: its wait, not a failure's backoff (at least
+    // a second, at most an hour whatever it says), with the outbox kept as it is.
+    const auto wait = std::clamp<std::chrono::milliseconds>(*s.answer.retry_after, std::chrono::seconds(1),
+                                                            std::chrono::hours(1));
+    return wait_until{now + wait};
   }
   return wait_until{now + backoff_.after_failure(random)};
 }

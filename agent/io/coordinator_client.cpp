@@ -1,6 +1,8 @@
 // The coordinator client: the agent's three exchanges over the common HTTP(S) client.
 #include "nixfleet/agent/io/coordinator_client.hpp"
 
+#include <charconv>
+
 #include "nixfleet/common/http_client.hpp"
 #include "nixfleet/protocol/codec.hpp"
 
@@ -46,6 +48,16 @@ class http_coordinator final : public coordinator_client {
     }
   }
 
+  // Retry-After in seconds (the HTTP-date form is not used by the coordinator); 60 s when absent
+  // or unreadable, so that a 429 is never retried at once.
+  static std::chrono::seconds retry_after_of(const nixfleet::http_client::response& r) {
+    const auto text = r.header("Retry-After");
+    std::uint64_t s = 0;
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), s);
+    if (text.empty() || ec != std::errc() || p != text.data() + text.size()) return std::chrono::seconds(60);
+    return std::chrono::seconds(std::min<std::uint64_t>(s, 3600));
+  }
+
   boost::asio::awaitable<ack_result> post_reports(std::vector<protocol::report> batch) override {
     nixfleet::http_client::request req{.method = "POST",
                                        .target = "/api/v1/machines/" + cfg_.machine_id + "/reports",
@@ -60,6 +72,7 @@ class http_coordinator final : public coordinator_client {
     if (res.answer->status != 200) {
       out.error = describe_status(*res.answer);
       out.refused = res.answer->status == 400 || res.answer->status == 413 || res.answer->status == 422;
+      if (res.answer->status == 429) out.retry_after = retry_after_of(*res.answer);
       co_return out;
     }
     auto ack = protocol::parse<protocol::report_ack>(res.answer->body);

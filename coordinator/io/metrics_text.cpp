@@ -58,6 +58,8 @@ std::string service::impl::render_metrics() const {
   t.sample("nixfleet_coordinator_api_key_lookups_total", {{"result", "unknown"}}, key_lookups.unknown);
   t.sample("nixfleet_coordinator_api_key_lookups_total", {{"result", "cached"}}, key_lookups.cached);
   t.scalar("nixfleet_coordinator_reports_ingested_total", "counter", "Agent reports received.", reports_ingested);
+  t.scalar("nixfleet_coordinator_report_batches_over_budget_total", "counter",
+           "Report batches answered 429: their machine was over its report budget.", reports_over_budget);
   const auto ws = db->stats();
   t.scalar("nixfleet_coordinator_store_transactions_total", "counter", "Write transactions committed.", ws.transactions);
   t.scalar("nixfleet_coordinator_store_change_sets_total", "counter", "Change sets written (batched into transactions).",

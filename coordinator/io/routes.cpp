@@ -142,6 +142,14 @@ asio::awaitable<http_response> post_reports(impl& s, route_call& c) {
   auto body = body_of<protocol::report_batch>(c.req);
   if (auto* r = std::get_if<http_response>(&body)) co_return std::move(*r);
   auto batch = std::get<protocol::report_batch>(std::move(body));
+  // Before anything is stored or audited: a machine over its budget is told when to come back.
+  if (auto wait = s.spend_report_budget(c.params[0], batch.reports.size(), c.req.msg.body().size()); wait.count() > 0) {
+    auto r = error_response(429, "over_budget",
+                            "this machine has sent more reports than its budget allows; retry after " +
+                                std::to_string(wait.count()) + " s");
+    r.headers.emplace_back("Retry-After", std::to_string(wait.count()));
+    co_return r;
+  }
   s.reports_ingested += batch.reports.size();
   core::event e{"agent:" + c.params[0], core::ingest_reports{c.params[0], std::move(batch)}};
   co_return co_await s.perform(std::move(e));

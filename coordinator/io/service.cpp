@@ -16,6 +16,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <cmath>
+
 namespace nixfleet::coordinator::io {
 
 namespace asio = boost::asio;
@@ -117,6 +119,40 @@ asio::awaitable<void> service::impl::reconcile_all() {
   co_await commit(std::move(fx.changes), std::move(fx.republish), fx.republish_all);
 }
 
+std::chrono::seconds service::impl::spend_report_budget(const std::string& machine, std::uint64_t count,
+                                                        std::uint64_t bytes) {
+  const double window_s = std::chrono::duration<double>(opts.report_budget_window).count();
+  const double cap_n = static_cast<double>(opts.report_budget_count), cap_b = static_cast<double>(opts.report_budget_bytes);
+  const auto now = std::chrono::steady_clock::now();
+  // Bounded: with plain HTTP anyone may name a machine. Buckets that have refilled are the same
+  // as absent ones, and go first.
+  if (report_budgets.size() > 100'000)
+    std::erase_if(report_budgets, [&](const auto& kv) {
+      return std::chrono::duration<double>(now - kv.second.at).count() >= window_s;
+    });
+  auto [it, fresh] = report_budgets.try_emplace(machine, report_budget{cap_n, cap_b, now});
+  auto& b = it->second;
+  if (!fresh) {
+    const double elapsed = std::chrono::duration<double>(now - b.at).count();
+    b.reports = std::min(cap_n, b.reports + elapsed * cap_n / window_s);
+    b.bytes = std::min(cap_b, b.bytes + elapsed * cap_b / window_s);
+    b.at = now;
+  }
+  double wait = 0;
+  const auto n = static_cast<double>(count), size = static_cast<double>(bytes);
+  // A batch larger than the whole budget waits for a full bucket and is then let through, so
+  // that no batch is refused for ever (the body limit bounds it).
+  if (cap_n > 0 && b.reports < std::min(n, cap_n)) wait = std::max(wait, (std::min(n, cap_n) - b.reports) * window_s / cap_n);
+  if (cap_b > 0 && b.bytes < std::min(size, cap_b)) wait = std::max(wait, (std::min(size, cap_b) - b.bytes) * window_s / cap_b);
+  if (wait > 0) {
+    ++reports_over_budget;
+    return std::chrono::seconds(static_cast<std::int64_t>(std::ceil(wait)));
+  }
+  if (cap_n > 0) b.reports = std::max(0.0, b.reports - n);
+  if (cap_b > 0) b.bytes = std::max(0.0, b.bytes - size);
+  return std::chrono::seconds(0);
+}
+
 asio::awaitable<void> service::impl::sync_keys() {
   if (fatal) co_return;
   core::change_set cs;
@@ -203,7 +239,7 @@ asio::awaitable<void> prune_loop(std::shared_ptr<service::impl> self) {
   while (!self->stopping && !self->fatal) {
     const auto before = self->opts.clock() - self->opts.report_retention;
     try {
-      auto job = [before](storage& s) { return s.prune_reports(before); };
+      auto job = [before, max = self->opts.report_retention_bytes](storage& s) { return s.prune_reports(before, max); };
       auto n = co_await self->db->run<std::uint64_t>(std::move(job));
       if (n > 0) log::info("reports_pruned", {{"rows", n}});
     } catch (const std::exception& e) {

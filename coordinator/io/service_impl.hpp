@@ -79,6 +79,17 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::set<std::string> keys_used;
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> unknown_keys;
   static constexpr std::size_t unknown_keys_max = 16384;
+  // Per machine: what is left of its report budget, as of `at`.
+  struct report_budget {
+    double reports = 0, bytes = 0;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::unordered_map<std::string, report_budget> report_budgets;
+  std::uint64_t reports_over_budget = 0;
+  // The time until `machine` may send `count` reports in `bytes`, or zero when it may now (and then
+  // they are taken from its budget).
+  std::chrono::seconds spend_report_budget(const std::string& machine, std::uint64_t count, std::uint64_t bytes);
+
   struct key_lookup_counts {
     std::uint64_t found = 0, unknown = 0, cached = 0;
   } key_lookups;

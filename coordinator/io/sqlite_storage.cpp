@@ -14,10 +14,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <limits>
 #include <map>
 #include <optional>
+#include <tuple>
 
 namespace nixfleet::coordinator::io {
 
@@ -387,11 +389,34 @@ class sqlite_storage final : public storage {
     return out;
   }
 
-  std::uint64_t prune_reports(timestamp before) override {
-    auto& s = prepared("DELETE FROM reports WHERE received_at < ?");
-    s.bind(1, millis(before));
-    s.run();
-    return static_cast<std::uint64_t>(sqlite3_changes(db_));
+  std::uint64_t prune_reports(timestamp before, std::uint64_t max_bytes) override {
+    std::uint64_t pruned = 0;
+    {
+      auto& s = prepared("DELETE FROM reports WHERE received_at < ?");
+      s.bind(1, millis(before));
+      s.run();
+      pruned += static_cast<std::uint64_t>(sqlite3_changes(db_));
+    }
+    // Then by size: the oldest go first, at most a thousand at a time (each its own short
+    // transaction, so that writers are not held up), as many as the excess needs on average.
+    auto total = [this] {
+      auto& s = prepared("SELECT coalesce(sum(length(body)), 0), count(*) FROM reports");
+      reset_on_exit r{s};
+      if (!s.step()) return std::pair<std::uint64_t, std::uint64_t>{0, 0};
+      return std::pair{static_cast<std::uint64_t>(s.integer(0)), static_cast<std::uint64_t>(s.integer(1))};
+    };
+    for (auto [bytes, rows] = total(); bytes > max_bytes && rows > 0; std::tie(bytes, rows) = total()) {
+      const auto average = std::max<std::uint64_t>(1, bytes / rows);
+      const auto excess = std::clamp<std::uint64_t>((bytes - max_bytes + average - 1) / average, 1, 1000);
+      auto& s = prepared(
+          "DELETE FROM reports WHERE rowid IN (SELECT rowid FROM reports ORDER BY received_at, rowid LIMIT ?)");
+      s.bind(1, static_cast<std::int64_t>(excess));
+      s.run();
+      const auto n = static_cast<std::uint64_t>(sqlite3_changes(db_));
+      if (n == 0) break;
+      pruned += n;
+    }
+    return pruned;
   }
 
   std::vector<stored_report> reports(const std::string& machine_id, std::uint32_t limit) override {

@@ -39,6 +39,22 @@ struct fixture {
       co_return r;
     }());
   }
+  // A 429 with `header`: the wait the client reads from it (the batch not refused).
+  std::chrono::seconds over_budget(const std::string& header) {
+    server.handler = [header](const std::string&) {
+      return reply(429, R"({"error":"over_budget","message":"retry later"})", header);
+    };
+    protocol::report rep;
+    rep.seq = 1;
+    rep.at = protocol::parse_time("2026-11-25T18:00:00Z").value();
+    rep.kind = protocol::report_kind::heartbeat;
+    rep.agent_version = "0.1.0";
+    auto a = call(io::make_http_client(cfg)->post_reports({rep}));
+    BOOST_TEST(!a.ok);
+    BOOST_TEST(!a.refused, "the batch is kept and sent again");
+    BOOST_TEST(a.error.find("429") != std::string::npos, a.error);
+    return a.retry_after.value_or(std::chrono::seconds(-1));
+  }
   asio::io_context ctx;
   test::test_http_server server;
   agent_config cfg;
@@ -118,6 +134,15 @@ BOOST_AUTO_TEST_CASE(reports_are_posted_as_a_batch_and_acknowledged) {
   auto body = protocol::parse<protocol::report_batch>(req.substr(req.find("\r\n\r\n") + 4));
   BOOST_REQUIRE(body.has_value());
   BOOST_TEST(body->reports.at(0).seq == 7u);
+}
+
+BOOST_AUTO_TEST_CASE(an_over_budget_answer_carries_its_retry_after_and_is_not_a_refusal) {
+  BOOST_TEST(over_budget("Retry-After: 42\r\n").count() == 42);
+}
+BOOST_AUTO_TEST_CASE(an_unreadable_retry_after_waits_a_minute) { BOOST_TEST(over_budget("Retry-After: soon\r\n").count() == 60); }
+BOOST_AUTO_TEST_CASE(a_missing_retry_after_waits_a_minute) { BOOST_TEST(over_budget("").count() == 60); }
+BOOST_AUTO_TEST_CASE(a_retry_after_past_an_hour_is_an_hour) {
+  BOOST_TEST(over_budget("Retry-After: 99999\r\n").count() == 3600);
 }
 
 BOOST_AUTO_TEST_CASE(unanswered_request_times_out_and_refused_connection_fails) {

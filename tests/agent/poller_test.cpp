@@ -228,6 +228,20 @@ BOOST_AUTO_TEST_CASE(batches_acknowledgements_and_an_empty_outbox) {
   BOOST_TEST(as<reporter::send>(r.resume(reporter::ready{5}, w, 0)).limit == 4u);
 }
 
+BOOST_AUTO_TEST_CASE(over_budget_the_coordinators_retry_after_is_waited_and_nothing_is_dropped) {
+  reporter r(reporter_config());
+  send_answer busy{false, false, 0, "coordinator answered 429", std::chrono::seconds(30)};
+  // Not the failure backoff (at most 1 s here): the wait asked for, and then the same batch again.
+  BOOST_TEST((as<reporter::wait_until>(r.resume(reporter::sent{4, busy}, T0, 0)).at == T0 + 30s));
+  BOOST_TEST(!r.isolating());
+  BOOST_TEST(as<reporter::send>(r.resume(reporter::ready{9}, T0 + 30s, 0)).limit == 4u);
+  // A coordinator asking for a day is waited an hour; one asking for nothing, a second.
+  busy.retry_after = std::chrono::hours(24);
+  BOOST_TEST((as<reporter::wait_until>(r.resume(reporter::sent{4, busy}, T0, 0)).at == T0 + 1h));
+  busy.retry_after = std::chrono::seconds(0);
+  BOOST_TEST((as<reporter::wait_until>(r.resume(reporter::sent{4, busy}, T0, 0)).at == T0 + 1s));
+}
+
 BOOST_AUTO_TEST_CASE(a_refused_batch_is_sent_one_by_one_and_only_the_bad_report_dropped) {
   reporter r(reporter_config());
   send_answer refused{false, true, 0, "coordinator answered 400"};

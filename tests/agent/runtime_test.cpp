@@ -34,6 +34,8 @@ struct fake_coordinator final : io::coordinator_client {
   protocol::secret_key signer = protocol::generate_secret_key("ops-1");
   bool down = false;
   std::optional<std::uint64_t> poison_seq;  // a report this coordinator always refuses (400)
+  int over_budget = 0;                      // answer this many batches 429 with Retry-After: 30
+  std::vector<core::time_point> sends;  // when each batch arrived (test time)
   std::optional<protocol::desired_state> desired;
   std::map<std::uint64_t, protocol::report> received;
   int polls = 0;
@@ -78,6 +80,13 @@ struct fake_coordinator final : io::coordinator_client {
     io::ack_result a;
     if (down) {
       a.error = "connection refused";
+      co_return a;
+    }
+    if (clock) sends.push_back(clock->now());
+    if (over_budget > 0) {
+      --over_budget;
+      a.error = "coordinator answered 429";
+      a.retry_after = std::chrono::seconds(30);
       co_return a;
     }
     for (auto& r : batch)
@@ -320,6 +329,20 @@ BOOST_AUTO_TEST_CASE(a_report_the_coordinator_refuses_does_not_block_the_rest) {
   BOOST_TEST(!coordinator.received.contains(2));
   BOOST_TEST(coordinator.received.contains(1));
   BOOST_TEST(coordinator.received.contains(3));
+}
+
+BOOST_AUTO_TEST_CASE(over_its_report_budget_the_agent_waits_as_told_and_loses_nothing) {
+  coordinator.over_budget = 2;
+  auto& rt = agent(8);
+  BOOST_TEST_REQUIRE(run_until(rt, [&] { return settled(rt, path_b) && rt.outbox().empty(); }, 120s));
+  BOOST_TEST_REQUIRE(coordinator.sends.size() >= 3u);
+  // The two refused batches were each followed by the 30 s asked for, not a retry backoff.
+  BOOST_TEST((coordinator.sends[1] - coordinator.sends[0] >= 30s));
+  BOOST_TEST((coordinator.sends[2] - coordinator.sends[1] >= 30s));
+  // And every step of the deployment made it, in order (heartbeats superseded in the outbox aside).
+  using k = protocol::report_kind;
+  BOOST_TEST((coordinator.kinds() ==
+              std::vector<k>{k::fetching, k::fetched, k::activating, k::activated, k::confirmed, k::up_to_date}));
 }
 
 BOOST_AUTO_TEST_CASE(metrics_endpoint_serves_the_agent_state) {

@@ -50,7 +50,7 @@ class fake_storage final : public coordinator::io::storage {
     return std::nullopt;
   }
   std::vector<protocol::audit_checkpoint> audit_checkpoints(std::uint64_t, std::uint32_t) override { return {}; }
-  std::uint64_t prune_reports(protocol::timestamp) override { return 0; }
+  std::uint64_t prune_reports(protocol::timestamp, std::uint64_t) override { return 0; }
   std::vector<coordinator::io::stored_report> reports(const std::string&, std::uint32_t) override { return {}; }
   std::uint64_t report_count() override { return 0; }
   std::optional<coordinator::io::key_record> find_key(const std::string& hash) override {

@@ -409,6 +409,59 @@ BOOST_AUTO_TEST_CASE(keys_are_created_listed_and_revoked) {
   BOOST_TEST(as(admin, verb::post, "/api/v1/keys", R"({"name":"x","role":"root"})").status == 400u);
 }
 
+// The flood: batches of 1,000 `rejected` reports of one path from one machine. Each repeat is
+// stored but not audited; past the machine's budget the batches are refused with Retry-After
+// before anything is stored.
+BOOST_AUTO_TEST_CASE(a_report_flood_is_neither_an_audit_flood_nor_unbounded) {
+  auto flood = [](std::uint64_t first_seq) {
+    json::array reports;
+    for (std::uint64_t i = 0; i < 1000; ++i)
+      reports.push_back(json::object{{"seq", first_seq + i},
+                                     {"at", "2026-11-25T10:00:00.000Z"},
+                                     {"kind", "rejected"},
+                                     {"store_path", P1},
+                                     {"current_path", P2},
+                                     {"message", "entry signature does not verify"},
+                                     {"agent_version", "test"},
+                                     {"uptime_s", 5}});
+    return json::serialize(json::object{{"reports", reports}});
+  };
+  auto audit_rows = [&] { return as(reader, verb::get, "/api/v1/audit?limit=1000").json().as_array().size(); };
+  {
+    auto o = options();
+    o.report_budget_count = 0;  // no budget: the dedupe alone
+    o.report_budget_bytes = 0;
+    start(std::move(o));
+    const auto before = audit_rows();
+    for (int i = 0; i < 10; ++i)
+      BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", flood(1 + 1000 * i)).status == 200u);
+    // Registered, its current path, one rejection: three rows for 10,000 reports.
+    BOOST_TEST(audit_rows() - before == 3u);
+  }
+  c.reset();
+  start();  // the default budget: 1,200 reports per 10 minutes
+  unsigned accepted = 0, over = 0;
+  std::string retry_after;
+  for (int i = 0; i < 50; ++i) {
+    auto r = agent(verb::post, "/api/v1/machines/web-2/reports", flood(1 + 1000 * i));
+    if (r.status == 200u) ++accepted;
+    if (r.status == 429u) {
+      ++over;
+      retry_after = r.headers["Retry-After"];
+      BOOST_TEST(r.json().at("error").as_string() == "over_budget");
+    }
+  }
+  BOOST_TEST(accepted == 1u);
+  BOOST_TEST(over == 49u);
+  BOOST_TEST(std::stoi(retry_after) > 0);
+  // What was stored is the one accepted batch.
+  BOOST_TEST(c->on_thread([this] { return c->service().store_operations(); }) > 0u);
+  auto stored = coordinator::io::open_sqlite(db)->reports("web-2", 5000);
+  BOOST_TEST(stored.size() == 1000u);
+  // Another machine's budget is its own.
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-3/reports", report_body(1, "heartbeat", std::nullopt, P1)).status == 200u);
+}
+
 BOOST_AUTO_TEST_CASE(keys_made_offline_are_listed_and_revocable_before_first_use_and_last_use_is_kept) {
   auto o = options();
   o.metrics_listen = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0);

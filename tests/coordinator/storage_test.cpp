@@ -183,9 +183,31 @@ BOOST_AUTO_TEST_CASE(reports_are_kept_once_and_pruned_after_retention) {
   s->commit({&c});
   s->commit({&c});  // a replay
   BOOST_TEST(s->report_count() == 4u);
-  BOOST_TEST(s->prune_reports(at(2500)) == 2u);
+  BOOST_TEST(s->prune_reports(at(2500), std::uint64_t{1} << 30) == 2u);
   BOOST_TEST(s->report_count() == 2u);
   BOOST_TEST(s->reports("web-1", 10).front().body.seq == 4u);
+}
+
+BOOST_AUTO_TEST_CASE(reports_are_pruned_by_size_oldest_first) {
+  auto s = open_sqlite(path);
+  change_set c;
+  for (std::uint64_t seq = 1; seq <= 3000; ++seq) {
+    protocol::report r;
+    r.seq = seq;
+    r.at = at(static_cast<std::int64_t>(seq));
+    r.agent_version = "t";
+    r.message = std::string(200, 'x');
+    c.reports.push_back({seq % 2 ? "web-1" : "web-2", at(static_cast<std::int64_t>(seq)), r});
+  }
+  BOOST_TEST(s->commit({&c})[0].empty());
+  // A few hundred bytes a body; a cap of 300 KB keeps the newest few hundred, and no more.
+  const auto pruned = s->prune_reports(at(0), 300'000);
+  BOOST_TEST(pruned >= 2000u);
+  BOOST_TEST(s->report_count() == 3000u - pruned);
+  BOOST_TEST_REQUIRE(s->report_count() > 100u);
+  // The newest are what is left.
+  BOOST_TEST(s->reports("web-2", 1).front().body.seq == 3000u);
+  BOOST_TEST(s->reports("web-1", 1).front().body.seq == 2999u);
 }
 
 BOOST_AUTO_TEST_CASE(machines_rollouts_and_keys_load_back_as_written) {

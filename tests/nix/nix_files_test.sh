@@ -104,7 +104,7 @@ creds="$work/credentials"
 make_credentials "$creds"
 coordinator_sets=(
   '{ db = "/var/lib/nixfleet-coordinator/coordinator.db"; listen = "[::]:8443"; tls_cert = "/run/keys/cert.pem"; tls_key = "/run/keys/key.pem"; client_ca = "/run/keys/ca.pem"; require_client_cert = false; insecure_http = false; metrics_listen = null; report_retention_days = null; poll_hint = null; idle_timeout = null; request_timeout = null; max_connections = null; log_level = null; }'
-  '{ db = "/tmp/c.db"; listen = "127.0.0.1:9443"; tls_cert = "/a"; tls_key = "/b"; client_ca = "/c"; require_client_cert = true; insecure_http = false; metrics_listen = "127.0.0.1:9464"; report_retention_days = 30; poll_hint = 2; idle_timeout = 0.5; request_timeout = 5; max_connections = 1000; max_connections_per_ip = 0; audit_key = "/run/keys/audit.sec"; checkpoint_interval = 60; log_level = "warn"; }'
+  '{ db = "/tmp/c.db"; listen = "127.0.0.1:9443"; tls_cert = "/a"; tls_key = "/b"; client_ca = "/c"; require_client_cert = true; insecure_http = false; metrics_listen = "127.0.0.1:9464"; report_retention_days = 30; poll_hint = 2; idle_timeout = 0.5; request_timeout = 5; max_connections = 1000; max_connections_per_ip = 0; audit_key = "/run/keys/audit.sec"; checkpoint_interval = 60; report_budget = 600; report_budget_mb = 4; report_retention_mb = 512; log_level = "warn"; }'
   '{ db = "/tmp/d.db"; listen = "127.0.0.1:8080"; tls_cert = null; tls_key = null; client_ca = null; require_client_cert = false; insecure_http = true; }'
 )
 for set in "${coordinator_sets[@]}"; do

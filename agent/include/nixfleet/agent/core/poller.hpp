@@ -33,6 +33,8 @@ struct send_answer {
   bool refused = false;
   std::uint64_t acked_seq = 0;
   std::string error;
+  // Over this machine's report budget (429): send again after this long, nothing dropped.
+  std::optional<std::chrono::seconds> retry_after;
 };
 
 class poller {

@@ -33,6 +33,14 @@ struct service_options {
   std::chrono::milliseconds reconcile_interval{1000};
   std::chrono::milliseconds prune_interval{std::chrono::hours(1)};
   std::uint32_t poll_hint_s = 5;
+  // Each machine's report budget: at most this many reports and body bytes per window (a token
+  // bucket, refilled evenly over the window). Past it, 429 with Retry-After; the agent keeps its
+  // outbox and waits. 0 turns a limit off.
+  std::uint64_t report_budget_count = 1200;
+  std::uint64_t report_budget_bytes = 8u << 20;
+  std::chrono::milliseconds report_budget_window{std::chrono::minutes(10)};
+  // Stored reports at most (bytes of their bodies, oldest pruned first), besides report_retention.
+  std::uint64_t report_retention_bytes = 1ull << 30;
   // How often keys' last use is written and keys made by `keys create` are learnt from the store;
   // how long a key the store did not know is refused without asking it again.
   std::chrono::milliseconds key_sync_interval{std::chrono::seconds(30)};

@@ -64,7 +64,9 @@ class storage {
   virtual std::optional<audit_checkpoint> checkpoint_audit(const protocol::secret_key& key, timestamp now) = 0;
   // Checkpoints of rows after `after_seq`, oldest first, at most `limit`.
   virtual std::vector<audit_checkpoint> audit_checkpoints(std::uint64_t after_seq, std::uint32_t limit) = 0;
-  virtual std::uint64_t prune_reports(timestamp before) = 0;
+  // Deletes reports received before `before`, then the oldest until their bodies take at most
+  // `max_bytes`; returns how many went.
+  virtual std::uint64_t prune_reports(timestamp before, std::uint64_t max_bytes) = 0;
   virtual std::vector<stored_report> reports(const std::string& machine_id, std::uint32_t limit) = 0;
   virtual std::uint64_t report_count() = 0;
   // A key by the hash of its secret (keys made by another process after this one loaded).
