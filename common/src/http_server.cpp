@@ -10,6 +10,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
@@ -243,6 +244,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
 
   template <class Stream>
   asio::awaitable<bool> send(Stream& stream, http_response r, unsigned version, bool keep_alive) {
+    if (r.stream) co_return co_await send_chunked(stream, std::move(r), version, keep_alive);
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, opts.server_name);
     if (!r.body.empty() || r.status != 204) res.set(http::field::content_type, r.content_type);
@@ -253,6 +255,36 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     beast::get_lowest_layer(stream).expires_after(opts.write_timeout);
     auto [ec, n] = co_await http::async_write(stream, res, use_tuple);
     co_return !ec;
+  }
+
+  template <class Stream>
+  asio::awaitable<bool> send_chunked(Stream& stream, http_response r, unsigned version, bool keep_alive) {
+    http::response<http::empty_body> res{static_cast<http::status>(r.status), version};
+    res.set(http::field::server, opts.server_name);
+    res.set(http::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) res.set(k, v);
+    res.keep_alive(keep_alive);
+    res.chunked(true);
+    http::response_serializer<http::empty_body> sr{res};
+    auto& lowest = beast::get_lowest_layer(stream);
+    lowest.expires_after(opts.write_timeout);
+    if (auto [ec, n] = co_await http::async_write_header(stream, sr, use_tuple); ec) co_return false;
+    for (;;) {
+      std::string chunk;
+      try {
+        chunk = co_await r.stream();
+      } catch (const std::exception& e) {
+        log::error("response_stream_failed", {{"error", e.what()}});
+        co_return false;
+      }
+      lowest.expires_after(opts.write_timeout);
+      if (chunk.empty()) {
+        auto [ec, n] = co_await asio::async_write(stream, http::make_chunk_last(), use_tuple);
+        co_return !ec;
+      }
+      if (auto [ec, n] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)), use_tuple); ec)
+        co_return false;
+    }
   }
 
   template <class Stream>

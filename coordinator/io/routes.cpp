@@ -321,36 +321,44 @@ asio::awaitable<http_response> list_audit(impl& s, route_call& c) {
   co_return json_response(200, array_of(rows));
 }
 
-asio::awaitable<http_response> export_audit(impl& s, route_call& c) {
-  std::string format = "jsonl";
-  if (auto it = c.query.find("format"); it != c.query.end()) format = it->second;
-  if (format != "csv" && format != "jsonl") co_return error_response(400, "invalid_query", "format must be csv or jsonl");
-  std::string out;
-  if (format == "csv") out = "seq,at,actor,action,target,detail,prev_hash,hash\n";
+// The export in pages of 1,000 rows, each read from the store when the client has taken the one
+// before: memory stays at a page whatever the log's size.
+struct audit_export {
+  std::shared_ptr<impl> service;
+  bool csv = false;
   std::uint64_t after = 0;
-  for (;;) {
+  enum class phase { header, rows, tail, done } at = phase::header;
+};
+
+asio::awaitable<std::string> next_export_chunk(std::shared_ptr<audit_export> x) {
+  constexpr std::uint32_t page_rows = 1000;
+  auto& s = *x->service;
+  if (x->at == audit_export::phase::header) {
+    x->at = audit_export::phase::rows;
+    if (x->csv) co_return "seq,at,actor,action,target,detail,prev_hash,hash\n";
+  }
+  std::string out;
+  while (out.empty() && x->at == audit_export::phase::rows) {
     audit_query aq;
-    aq.after_seq = after;
-    aq.limit = 1000;
+    aq.after_seq = x->after;
+    aq.limit = page_rows;
     // The page's rows and the checkpoints among them, read together.
     using page = std::pair<std::vector<protocol::audit_event>, std::vector<protocol::audit_checkpoint>>;
     auto job = [aq](storage& st) {
       page p{st.audit(aq), {}};
-      if (!p.first.empty()) {
+      if (!p.first.empty())
         for (auto& cp : st.audit_checkpoints(aq.after_seq, aq.limit))  // at most one per row
           if (cp.seq <= p.first.back().seq) p.second.push_back(std::move(cp));
-      }
       return p;
     };
     auto [rows, checkpoints] = co_await s.db->run<page>(std::move(job));
     auto next_checkpoint = checkpoints.begin();
     for (const auto& e : rows) {
-      if (format == "jsonl") {
+      if (!x->csv) {
         out += protocol::serialize(e);
         out += '\n';
-        // Right after the row it covers, so that a verifier reading the export in order can
-        // check it there (`nixfleet audit --verify --public-key K --file EXPORT`).
-        // One naming a row that is not there is written too, where the verifier will see it.
+        // Right after the row it covers, so that a verifier reading the export in order checks it
+        // there; one naming a row that is not there is written too, where the verifier sees it.
         for (; next_checkpoint != checkpoints.end() && next_checkpoint->seq <= e.seq; ++next_checkpoint)
           out += protocol::audit_checkpoint_line(*next_checkpoint) + '\n';
       } else {
@@ -358,22 +366,31 @@ asio::awaitable<http_response> export_audit(impl& s, route_call& c) {
                            csv_cell(e.action), csv_cell(e.target), csv_cell(json::serialize(e.detail)),
                            csv_cell(e.prev_hash), csv_cell(e.hash));
       }
-      after = e.seq;
+      x->after = e.seq;
     }
-    if (rows.size() < 1000) break;
+    if (rows.size() < page_rows) x->at = x->csv ? audit_export::phase::done : audit_export::phase::tail;
   }
-  if (format == "jsonl") {
+  while (out.empty() && x->at == audit_export::phase::tail) {
     // Checkpoints of rows past the last one: a truncated log shows as such.
-    for (;;) {
-      auto job = [after](storage& st) { return st.audit_checkpoints(after, 1000); };
-      auto tail = co_await s.db->run<std::vector<protocol::audit_checkpoint>>(std::move(job));
-      for (const auto& cp : tail) out += protocol::audit_checkpoint_line(cp) + '\n';
-      if (tail.size() < 1000) break;
-      after = tail.back().seq;
-    }
+    auto job = [after = x->after, page_rows](storage& st) { return st.audit_checkpoints(after, page_rows); };
+    auto tail = co_await s.db->run<std::vector<protocol::audit_checkpoint>>(std::move(job));
+    for (const auto& cp : tail) out += protocol::audit_checkpoint_line(cp) + '\n';
+    if (tail.size() < page_rows) x->at = audit_export::phase::done;
+    else x->after = tail.back().seq;
   }
-  http_response r = json_response(200, std::move(out));
-  r.content_type = format == "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson";
+  co_return out;
+}
+
+asio::awaitable<http_response> export_audit(impl& s, route_call& c) {
+  std::string format = "jsonl";
+  if (auto it = c.query.find("format"); it != c.query.end()) format = it->second;
+  if (format != "csv" && format != "jsonl") co_return error_response(400, "invalid_query", "format must be csv or jsonl");
+  auto x = std::make_shared<audit_export>();
+  x->service = s.shared_from_this();
+  x->csv = format == "csv";
+  http_response r;
+  r.content_type = x->csv ? "text/csv; charset=utf-8" : "application/x-ndjson";
+  r.stream = [x]() { return next_export_chunk(x); };
   co_return r;
 }
 

@@ -3,6 +3,7 @@
 #include "test_client.hpp"
 
 #include "nixfleet/coordinator/io/storage.hpp"
+#include "nixfleet/protocol/audit.hpp"
 #include "nixfleet/protocol/codec.hpp"
 
 #include <boost/json/serialize.hpp>
@@ -460,6 +461,31 @@ BOOST_AUTO_TEST_CASE(a_report_flood_is_neither_an_audit_flood_nor_unbounded) {
   BOOST_TEST(stored.size() == 1000u);
   // Another machine's budget is its own.
   BOOST_TEST(agent(verb::post, "/api/v1/machines/web-3/reports", report_body(1, "heartbeat", std::nullopt, P1)).status == 200u);
+}
+
+BOOST_AUTO_TEST_CASE(the_audit_export_is_streamed_in_pages_and_whole) {
+  {
+    auto store = coordinator::io::open_sqlite(db);
+    coordinator::io::change_set cs;
+    for (int i = 0; i < 2500; ++i)
+      cs.audit.push_back({protocol::timestamp(std::chrono::milliseconds(1'790'000'000'000 + i)), "alice", "machine.updated",
+                          "web-" + std::to_string(i), json::object{}});
+    BOOST_TEST_REQUIRE(store->commit({&cs})[0].empty());
+  }
+  start();
+  auto jsonl = as(reader, verb::get, "/api/v1/audit/export?format=jsonl");
+  BOOST_TEST(jsonl.status == 200u);
+  // Chunked: no Content-Length, the log never held in one piece.
+  BOOST_TEST(jsonl.headers["Transfer-Encoding"] == "chunked");
+  BOOST_TEST(!jsonl.headers.contains("Content-Length"));
+  const auto v = protocol::verify_audit_export(jsonl.body, std::nullopt);
+  BOOST_TEST(v.ok, v.reason.value_or(""));
+  BOOST_TEST(v.rows == 2503u);  // the fixture's three keys, then 2,500 rows across three pages
+  auto csv = as(reader, verb::get, "/api/v1/audit/export?format=csv");
+  std::size_t lines = 0;
+  for (char ch : csv.body) lines += ch == '\n';
+  BOOST_TEST(lines == 2504u);
+  BOOST_TEST(csv.body.starts_with("seq,at,actor"));
 }
 
 BOOST_AUTO_TEST_CASE(keys_made_offline_are_listed_and_revocable_before_first_use_and_last_use_is_kept) {

@@ -63,6 +63,10 @@ struct http_response {
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
+  // A body too large to hold: when set, `body` is ignored and the answer is sent with chunked
+  // transfer encoding, one chunk per call, until a call returns "" (or throws, which cuts the
+  // connection so that the client cannot take a partial body for a whole one).
+  std::function<boost::asio::awaitable<std::string>()> stream;
 };
 
 using http_handler = std::function<boost::asio::awaitable<http_response>(http_request&)>;
