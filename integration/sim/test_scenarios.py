@@ -411,3 +411,42 @@ def test_13_a_tampering_coordinator_cannot_make_a_host_run_what_the_operator_did
     wait_for("web-2 to go back with the statement", lambda: hosts["web-2"].current() == old["web-2"], timeout=60)
     wait_for("web-2 to confirm it", lambda: fleet.machine("web-2")["history"][0]["store_path"] == old["web-2"],
              timeout=60)
+
+
+def test_14_an_agent_whose_state_directory_is_full_does_not_activate_and_says_why(fleet):
+    all_reported(fleet)
+    h = fleet.hosts["web-2"]
+    h.stop_agent()
+    # The state directory on a tiny tmpfs inside the host's own mount namespace, its files kept,
+    # the rest of it filled.
+    state = str(h.state)
+    h.sh(f"mkdir -p /tmp/keep && cp -a {state}/. /tmp/keep/ && mount -t tmpfs -o size=256k tmpfs {state} && "
+         f"cp -a /tmp/keep/. {state}/ && (dd if=/dev/zero of={state}/filler bs=4k 2>/dev/null || true)")
+    assert "100%" in h.sh(f"df {state}").stdout
+    h.start_agent()
+    switches = len(h.switches())
+    target = fleet.build_system("web-2", "14")
+    fleet.release("full-14", {"web-2": target})
+    rid = fleet.deploy("full-14", "--hosts", "web-2", "--waves", "100%", "--soak", "0")
+
+    def refused_for_space():
+        for e in fleet.api("/api/v1/audit?target=web-2&action=machine.activation_failed&limit=1000"):
+            message = (e.get("detail") or {}).get("message") or ""
+            if "cannot record the in-flight state" in message and "space" in message:
+                return True
+        return False
+
+    wait_for("web-2 to refuse the activation for want of space", refused_for_space, timeout=60)
+    assert len(h.switches()) == switches, "nothing was switched"
+    assert h.current() == h.initial, "the host stays on what it runs"
+    assert h.profile() == h.initial, "nor was the profile moved"
+    # Space again: retried, the deployment goes through.
+    h.sh(f"rm -f {state}/filler")
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=60)
+    if r["status"] == "paused":
+        fleet.cli("rollout", "resume", rid, "--retry-failed")
+    else:
+        rid = fleet.deploy("full-14", "--hosts", "web-2", "--waves", "100%", "--soak", "0")
+    r = fleet.wait_rollout(rid, TERMINAL - {"paused"}, timeout=120)
+    assert r["status"] == "completed", r["events"]
+    assert h.current() == target
