@@ -159,7 +159,8 @@ asio::awaitable<void> service::impl::sync_keys() {
   for (const auto& hash : keys_used)
     if (auto k = fleet.keys.find(hash); k != fleet.keys.end()) cs.keys.push_back(k->second);
   keys_used.clear();
-  if (!co_await commit(std::move(cs), {})) co_return;
+  std::vector<std::string> republish;  // none; named: GCC 12 mishandles temporaries in co_await calls
+  if (!co_await commit(std::move(cs), std::move(republish))) co_return;
   auto job = [](storage& st) { return st.list_keys(); };
   auto stored = co_await db->run<std::vector<core::key_record>>(std::move(job));
   // Only added: a key this process holds but the store does not is one whose creation is still
