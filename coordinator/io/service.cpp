@@ -189,66 +189,33 @@ asio::awaitable<void> service::impl::checkpoint_audit() {
   }
 }
 
+asio::awaitable<void> service::impl::prune_reports() {
+  const auto before = opts.clock() - opts.report_retention;
+  auto job = [before, max = opts.report_retention_bytes](storage& s) { return s.prune_reports(before, max); };
+  auto n = co_await db->run<std::uint64_t>(std::move(job));
+  if (n > 0) log::info("reports_pruned", {{"rows", n}});
+}
+
 namespace {
 
-asio::awaitable<void> checkpoint_loop(std::shared_ptr<service::impl> self) {
-  auto& t = self->checkpoint_timer.emplace(self->ctx);
+// A background loop: `step` every `interval` (first at once, or after the first interval) until
+// the service stops or loses its store. Its timer is the service's, so that stop can cancel it,
+// and stop waits until the loop has left.
+asio::awaitable<void> periodic(std::shared_ptr<service::impl> self, std::chrono::milliseconds interval, bool at_once,
+                               const char* what, asio::awaitable<void> (service::impl::*step)()) {
+  auto& t = self->loop_timers.emplace_back(self->ctx);
   ++self->loops_running;
-  while (!self->stopping && !self->fatal) {
-    co_await self->checkpoint_audit();
-    t.expires_after(self->opts.checkpoint_interval);
-    co_await t.async_wait(use_tuple);
-  }
-  --self->loops_running;
-}
-
-asio::awaitable<void> key_loop(std::shared_ptr<service::impl> self) {
-  auto& t = self->key_timer.emplace(self->ctx);
-  ++self->loops_running;
-  while (!self->stopping && !self->fatal) {
-    t.expires_after(self->opts.key_sync_interval);
-    co_await t.async_wait(use_tuple);
-    if (self->stopping || self->fatal) break;
-    try {
-      co_await self->sync_keys();
-    } catch (const std::exception& e) {
-      log::error("key_sync_failed", {{"error", e.what()}});
+  for (bool first = true; !self->stopping && !self->fatal; first = false) {
+    if (!(first && at_once)) {
+      t.expires_after(interval);
+      co_await t.async_wait(use_tuple);
+      if (self->stopping || self->fatal) break;
     }
-  }
-  --self->loops_running;
-}
-
-asio::awaitable<void> reconcile_loop(std::shared_ptr<service::impl> self) {
-  auto& t = self->reconcile_timer.emplace(self->ctx);
-  ++self->loops_running;
-  while (!self->stopping && !self->fatal) {
-    t.expires_after(self->opts.reconcile_interval);
-    co_await t.async_wait(use_tuple);
-    if (self->stopping || self->fatal) break;
     try {
-      co_await self->reconcile_all();
+      co_await ((*self).*step)();
     } catch (const std::exception& e) {
-      log::error("reconcile_failed", {{"error", e.what()}});
+      log::error(what, {{"error", e.what()}});
     }
-  }
-  --self->loops_running;
-}
-
-asio::awaitable<void> prune_loop(std::shared_ptr<service::impl> self) {
-  auto& t = self->prune_timer.emplace(self->ctx);
-  ++self->loops_running;
-  while (!self->stopping && !self->fatal) {
-    const auto before = self->opts.clock() - self->opts.report_retention;
-    try {
-      auto job = [before, max = self->opts.report_retention_bytes](storage& s) { return s.prune_reports(before, max); };
-      auto n = co_await self->db->run<std::uint64_t>(std::move(job));
-      if (n > 0) log::info("reports_pruned", {{"rows", n}});
-    } catch (const std::exception& e) {
-      log::error("prune_failed", {{"error", e.what()}});
-    }
-    if (self->stopping || self->fatal) break;
-    t.expires_after(self->opts.prune_interval);
-    co_await t.async_wait(use_tuple);
   }
   --self->loops_running;
 }
@@ -298,10 +265,16 @@ void service::start() {
         });
     self->metrics_server->start();
   }
-  asio::co_spawn(self->ctx, reconcile_loop(self), asio::detached);
-  asio::co_spawn(self->ctx, prune_loop(self), asio::detached);
-  asio::co_spawn(self->ctx, key_loop(self), asio::detached);
-  if (self->opts.audit_key) asio::co_spawn(self->ctx, checkpoint_loop(self), asio::detached);
+  const auto& o = self->opts;
+  asio::co_spawn(self->ctx, periodic(self, o.reconcile_interval, false, "reconcile_failed", &impl::reconcile_all),
+                 asio::detached);
+  asio::co_spawn(self->ctx, periodic(self, o.prune_interval, true, "prune_failed", &impl::prune_reports), asio::detached);
+  asio::co_spawn(self->ctx, periodic(self, o.key_sync_interval, false, "key_sync_failed", &impl::sync_keys),
+                 asio::detached);
+  if (o.audit_key)
+    asio::co_spawn(self->ctx,
+                   periodic(self, o.checkpoint_interval, true, "audit_checkpoint_failed", &impl::checkpoint_audit),
+                   asio::detached);
 }
 
 asio::ip::tcp::endpoint service::api_endpoint() const { return impl_->api->local_endpoint(); }
@@ -316,10 +289,7 @@ asio::awaitable<void> service::stop(std::chrono::milliseconds drain) {
   self->stopping = true;
   if (self->api) co_await self->api->shutdown(drain);
   if (self->metrics_server) co_await self->metrics_server->shutdown(std::chrono::milliseconds(100));
-  if (self->reconcile_timer) self->reconcile_timer->cancel();
-  if (self->prune_timer) self->prune_timer->cancel();
-  if (self->key_timer) self->key_timer->cancel();
-  if (self->checkpoint_timer) self->checkpoint_timer->cancel();
+  for (auto& t : self->loop_timers) t.cancel();
   // The last uses not yet written.
   try {
     co_await self->sync_keys();

@@ -11,6 +11,7 @@
 #include <boost/beast/http/verb.hpp>
 
 #include <array>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -70,7 +71,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::uint64_t writes_in_flight = 0;
   // The background loops' timers (cancelled by stop) and how many loops still run: stop waits for
   // them, so no loop outlives the service's store or touches a stopped context.
-  std::optional<boost::asio::steady_timer> reconcile_timer, prune_timer, key_timer, checkpoint_timer;
+  std::list<boost::asio::steady_timer> loop_timers;
   int loops_running = 0;
 
   // API keys: the hashes used since their last use was written (flushed by sync_keys, off the
@@ -105,6 +106,8 @@ struct service::impl : std::enable_shared_from_this<impl> {
   // everything already queued is durable, so nothing it is shown can be lost to a crash.
   boost::asio::awaitable<void> settled();
   boost::asio::awaitable<void> reconcile_all();
+  // Deletes reports past retention (by age, then by size).
+  boost::asio::awaitable<void> prune_reports();
   // Writes the last use of the keys used since the last call, then learns the keys made by
   // another process (`nixfleet-coordinator keys create`) from the store.
   boost::asio::awaitable<void> sync_keys();

@@ -1,7 +1,7 @@
 // The nixfleet-coordinator binary killed with SIGKILL in the middle of a rollout under report
 // load, then restarted on the same database: the rollout carries on from where it was, every
 // report it acknowledged is stored, and the audit chain verifies.
-#include "test_client.hpp"
+#include "coordinator_process.hpp"
 
 #include "nixfleet/coordinator/io/storage.hpp"
 
@@ -17,8 +17,6 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
-extern char** environ;
-
 using namespace nixfleet;
 using namespace nixfleet::test;
 using namespace std::chrono_literals;
@@ -30,40 +28,6 @@ namespace {
 
 const std::string P_OLD = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-old";
 const std::string P_NEW = "/nix/store/1d3b7r5mckylg04wcr7hhd7im5h1vp5w-nixos-system-new";
-
-unsigned short free_port() {
-  asio::io_context ctx;
-  asio::ip::tcp::acceptor a(ctx, {asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
-}
-
-// `wrapper` goes before the binary (prlimit and its arguments), `extra` after serve's arguments.
-pid_t spawn_coordinator(const std::string& db, unsigned short port, const fs::path& log,
-                        std::vector<std::string> wrapper = {}, const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> args = std::move(wrapper);
-  for (std::string a : {std::string(NIXFLEET_COORDINATOR_BIN), std::string("serve"), std::string("--db"), db,
-                        std::string("--listen"), "127.0.0.1:" + std::to_string(port), std::string("--insecure-http")})
-    args.push_back(std::move(a));
-  args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  pid_t pid = 0;
-  BOOST_REQUIRE(posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
-}
-
-bool wait_healthy(const asio::ip::tcp::endpoint& ep) {
-  for (int i = 0; i < 200; ++i) {
-    if (send(ep, {verb::get, "/healthz", {}, {}}).status == 200u) return true;
-    std::this_thread::sleep_for(25ms);
-  }
-  return false;
-}
 
 std::string report(std::uint64_t seq, const std::string& kind, const std::string& path, const std::string& current) {
   json::object r{{"seq", seq},         {"at", "2026-11-25T10:00:00.000Z"}, {"kind", kind},

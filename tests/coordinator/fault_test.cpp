@@ -2,7 +2,7 @@
 // fills up. It must stop acknowledging, say why, exit 70 — and once there is space again, restart
 // with every report it acknowledged still stored. Needs root (a private mount namespace for the
 // tmpfs); exits 77 (skipped) without.
-#include "test_client.hpp"
+#include "coordinator_process.hpp"
 
 #include "nixfleet/coordinator/io/storage.hpp"
 
@@ -20,8 +20,6 @@
 #include <thread>
 #include <unistd.h>
 
-extern char** environ;
-
 using namespace nixfleet;
 using namespace nixfleet::test;
 using namespace std::chrono_literals;
@@ -30,37 +28,6 @@ namespace json = boost::json;
 using http::verb;
 
 namespace {
-
-unsigned short free_port() {
-  asio::io_context ctx;
-  asio::ip::tcp::acceptor a(ctx, {asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
-}
-
-pid_t spawn_coordinator(const std::string& db, unsigned short port, const fs::path& log) {
-  std::vector<std::string> args = {NIXFLEET_COORDINATOR_BIN, "serve", "--db", db, "--listen",
-                                   "127.0.0.1:" + std::to_string(port), "--insecure-http",
-                                   // No budget: the point is to fill the disk.
-                                   "--report-budget", "0", "--report-budget-mb", "0"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  pid_t pid = 0;
-  BOOST_REQUIRE(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
-}
-
-bool wait_healthy(const asio::ip::tcp::endpoint& ep) {
-  for (int i = 0; i < 400; ++i) {
-    if (send(ep, {verb::get, "/healthz", {}, {}}).status == 200u) return true;
-    std::this_thread::sleep_for(25ms);
-  }
-  return false;
-}
 
 std::string batch(std::uint64_t first, std::size_t n) {
   json::array reports;
@@ -103,7 +70,9 @@ BOOST_AUTO_TEST_CASE(a_full_disk_stops_acknowledging_exits_70_and_loses_nothing_
   const auto port = free_port();
   const asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
 
-  pid_t pid = spawn_coordinator(db, port, log);
+  // No report budget: the point is to fill the disk.
+  const std::vector<std::string> unbudgeted = {"--report-budget", "0", "--report-budget-mb", "0"};
+  pid_t pid = spawn_coordinator(db, port, log, {}, unbudgeted);
   BOOST_REQUIRE(wait_healthy(ep));
   std::set<std::uint64_t> acknowledged;
   std::uint64_t next = 1;
@@ -135,7 +104,7 @@ BOOST_AUTO_TEST_CASE(a_full_disk_stops_acknowledging_exits_70_and_loses_nothing_
 
   // Space again: it restarts on the same database, and everything acknowledged is there.
   BOOST_REQUIRE(::mount("tmpfs", disk.c_str(), nullptr, MS_REMOUNT, "size=64m") == 0);
-  pid = spawn_coordinator(db, port, log);
+  pid = spawn_coordinator(db, port, log, {}, unbudgeted);
   BOOST_REQUIRE(wait_healthy(ep));
   BOOST_TEST(send(ep, {verb::post, "/api/v1/machines/web-1/reports", batch(next, 5), {}}).status == 200u,
              "it acknowledges again");
