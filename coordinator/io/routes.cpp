@@ -330,8 +330,9 @@ struct audit_export {
   enum class phase { header, rows, tail, done } at = phase::header;
 };
 
+constexpr std::uint32_t page_rows = 1000;
+
 asio::awaitable<std::string> next_export_chunk(std::shared_ptr<audit_export> x) {
-  constexpr std::uint32_t page_rows = 1000;
   auto& s = *x->service;
   if (x->at == audit_export::phase::header) {
     x->at = audit_export::phase::rows;
@@ -372,7 +373,7 @@ asio::awaitable<std::string> next_export_chunk(std::shared_ptr<audit_export> x) 
   }
   while (out.empty() && x->at == audit_export::phase::tail) {
     // Checkpoints of rows past the last one: a truncated log shows as such.
-    auto job = [after = x->after, page_rows](storage& st) { return st.audit_checkpoints(after, page_rows); };
+    auto job = [after = x->after](storage& st) { return st.audit_checkpoints(after, page_rows); };
     auto tail = co_await s.db->run<std::vector<protocol::audit_checkpoint>>(std::move(job));
     for (const auto& cp : tail) out += protocol::audit_checkpoint_line(cp) + '\n';
     if (tail.size() < page_rows) x->at = audit_export::phase::done;
