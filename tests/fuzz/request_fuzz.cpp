@@ -16,6 +16,7 @@
 #include <boost/json/parse.hpp>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string_view>
@@ -91,8 +92,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         // A streamed body is read to its end, as the server would.
         if (answer.stream)
           for (std::string chunk = co_await answer.stream(); !chunk.empty(); chunk = co_await answer.stream()) answer.body += chunk;
-        done = true;
       },
+      // Done only here: this runs after the coroutine has finished, and nothing of this call's
+      // stack may be touched once the loop below has left.
       [&](std::exception_ptr e) {
         failure = e;
         done = true;
@@ -102,6 +104,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     h.ctx.run_one_for(std::chrono::milliseconds(10));
   }
   if (failure) std::abort();  // the server would answer 500 "internal": a bug
+  static const bool verbose = std::getenv("REQUEST_FUZZ_VERBOSE") != nullptr;
+  if (verbose) std::fprintf(stderr, "%s %s -> %u\n", std::string(req.msg.method_string()).c_str(),
+                            std::string(req.msg.target()).c_str(), answer.status);
   if (answer.status < 100 || answer.status > 599) std::abort();
   if (answer.status >= 500 && answer.status != 503) std::abort();
   if (answer.content_type == "application/json" && !answer.body.empty()) {
