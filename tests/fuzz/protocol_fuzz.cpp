@@ -38,7 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                  release_request, release, release_change, release_diff, rollout_target, rollout_request,
                  rollout_host, rollout_wave, rollout_event, rollout_detail, resume_request, confirmed_generation,
                  machine_status, machine_update, rollback_request, audit_event, key_request, api_key_info,
-                 created_key, error_body, rollback_statement, revocation_list>(text);
+                 created_key, error_body, rollback_statement, revocation_list, audit_checkpoint,
+                 audit_verification>(text);
 
   // What an agent computes from a decoded statement to check its signature never fails.
   if (auto d = parse<desired_state>(text)) {
