@@ -47,8 +47,8 @@ BOOST_AUTO_TEST_CASE(a_low_soft_descriptor_limit_is_raised_and_one_the_cap_canno
   const auto log = dir / "coordinator.log";
   const auto port = free_port();
   const asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
-  const pid_t pid = spawn_coordinator((dir / "db.sqlite").string(), port, log, {"prlimit", "--nofile=64:4096", "--"},
-                                      {"--max-connections", "1000", "--max-connections-per-ip", "0"});
+  const pid_t pid = spawn_coordinator((dir / "db.sqlite").string(), port, log,
+                                      {"--max-connections", "1000", "--max-connections-per-ip", "0"}, fd_limit{64, 4096});
   BOOST_REQUIRE(wait_healthy(ep));
   asio::io_context ctx;
   std::vector<asio::ip::tcp::socket> idle;
@@ -67,10 +67,11 @@ BOOST_AUTO_TEST_CASE(a_low_soft_descriptor_limit_is_raised_and_one_the_cap_canno
   BOOST_TEST(text.find("accept_failed") == std::string::npos, text);
 
   // A cap the hard limit cannot hold is refused at start, naming both numbers.
-  const std::string cmd = std::string("prlimit --nofile=256:256 -- ") + NIXFLEET_COORDINATOR_BIN +
-                          " check-config --insecure-http --max-connections 1000 2>" + (dir / "err").string();
-  const int rc = std::system(cmd.c_str());
-  BOOST_TEST(WEXITSTATUS(rc) == 64);
+  const pid_t check = spawn_logged({NIXFLEET_COORDINATOR_BIN, "check-config", "--insecure-http", "--max-connections", "1000"},
+                                   dir / "err", fd_limit{256, 256});
+  int rc = 0;
+  ::waitpid(check, &rc, 0);
+  BOOST_TEST((WIFEXITED(rc) && WEXITSTATUS(rc) == 64));
   std::ifstream err(dir / "err");
   const std::string why(std::istreambuf_iterator<char>(err), {});
   BOOST_TEST(why.find("--max-connections 1000 needs 1128 file descriptors and the limit is 256") != std::string::npos, why);

@@ -7,8 +7,10 @@
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
+#include <optional>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <filesystem>
-#include <spawn.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,25 +25,42 @@ inline unsigned short free_port() {
   return a.local_endpoint().port();
 }
 
-// `serve --db DB --listen 127.0.0.1:PORT --insecure-http EXTRA…`; `wrapper` goes before the binary
-// (prlimit and its arguments).
-inline pid_t spawn_coordinator(const std::string& db, unsigned short port, const std::filesystem::path& log,
-                               std::vector<std::string> wrapper = {}, const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> args = std::move(wrapper);
-  for (std::string a : {std::string(NIXFLEET_COORDINATOR_BIN), std::string("serve"), std::string("--db"), db,
-                        std::string("--listen"), "127.0.0.1:" + std::to_string(port), std::string("--insecure-http")})
-    args.push_back(std::move(a));
-  args.insert(args.end(), extra.begin(), extra.end());
+// A descriptor limit for the child alone (set between fork and exec: no prlimit binary needed,
+// which the package's check sandbox does not have).
+struct fd_limit {
+  rlim_t soft, hard;
+};
+
+// Runs `args` (args[0] a path) with stderr appended to `log`.
+inline pid_t spawn_logged(std::vector<std::string> args, const std::filesystem::path& log,
+                          std::optional<fd_limit> limit = std::nullopt) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  pid_t pid = 0;
-  BOOST_REQUIRE(posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
-  posix_spawn_file_actions_destroy(&fa);
+  const std::string log_path = log.string();
+  const pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // Only async-signal-safe calls from here to exec.
+    if (limit) {
+      const rlimit rl{limit->soft, limit->hard};
+      if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(126);
+    }
+    const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0 || ::dup2(fd, 2) < 0) ::_exit(126);
+    ::execve(argv[0], argv.data(), environ);
+    ::_exit(127);
+  }
   return pid;
+}
+
+// `serve --db DB --listen 127.0.0.1:PORT --insecure-http EXTRA…`
+inline pid_t spawn_coordinator(const std::string& db, unsigned short port, const std::filesystem::path& log,
+                               const std::vector<std::string>& extra = {}, std::optional<fd_limit> limit = std::nullopt) {
+  std::vector<std::string> args = {NIXFLEET_COORDINATOR_BIN, "serve", "--db", db, "--listen",
+                                   "127.0.0.1:" + std::to_string(port), "--insecure-http"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return spawn_logged(std::move(args), log, limit);
 }
 
 inline bool wait_healthy(const asio::ip::tcp::endpoint& ep) {

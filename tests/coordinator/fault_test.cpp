@@ -72,7 +72,7 @@ BOOST_AUTO_TEST_CASE(a_full_disk_stops_acknowledging_exits_70_and_loses_nothing_
 
   // No report budget: the point is to fill the disk.
   const std::vector<std::string> unbudgeted = {"--report-budget", "0", "--report-budget-mb", "0"};
-  pid_t pid = spawn_coordinator(db, port, log, {}, unbudgeted);
+  pid_t pid = spawn_coordinator(db, port, log, unbudgeted);
   BOOST_REQUIRE(wait_healthy(ep));
   std::set<std::uint64_t> acknowledged;
   std::uint64_t next = 1;
@@ -104,7 +104,7 @@ BOOST_AUTO_TEST_CASE(a_full_disk_stops_acknowledging_exits_70_and_loses_nothing_
 
   // Space again: it restarts on the same database, and everything acknowledged is there.
   BOOST_REQUIRE(::mount("tmpfs", disk.c_str(), nullptr, MS_REMOUNT, "size=64m") == 0);
-  pid = spawn_coordinator(db, port, log, {}, unbudgeted);
+  pid = spawn_coordinator(db, port, log, unbudgeted);
   BOOST_REQUIRE(wait_healthy(ep));
   BOOST_TEST(send(ep, {verb::post, "/api/v1/machines/web-1/reports", batch(next, 5), {}}).status == 200u,
              "it acknowledges again");
