@@ -1,9 +1,11 @@
 // nixfleet-coordinator: command-line parsing and one call per subcommand.
 #include "nixfleet/common/listen.hpp"
 #include "nixfleet/common/log.hpp"
+#include "nixfleet/common/pki.hpp"
 #include "nixfleet/common/version.hpp"
 #include "nixfleet/coordinator/io/service.hpp"
 #include "nixfleet/coordinator/io/storage.hpp"
+#include "nixfleet/protocol/time.hpp"
 #include "nixfleet/protocol/validate.hpp"
 
 #include <CLI/CLI.hpp>
@@ -17,6 +19,7 @@
 #include <cstring>
 #include <fstream>
 #include <sys/stat.h>
+#include <tuple>
 #include <variant>
 #include <iostream>
 
@@ -44,6 +47,8 @@ struct serve_flags {
   std::optional<std::size_t> max_connections;  // default: 20000, or what the descriptor limit allows
   std::size_t max_connections_per_ip = 1024;
   std::optional<std::string> audit_key;
+  std::optional<std::string> ca_dir;
+  std::string certificate_lifetime = "30d";
   double checkpoint_interval = 300;
   std::uint64_t report_budget = 1200, report_budget_mb = 8, report_retention_mb = 1024;
   std::string log_level = "info";
@@ -94,6 +99,12 @@ void add_serve_flags(CLI::App* sub, serve_flags& f) {
   sub->add_option("--report-retention-mb", f.report_retention_mb, "stored reports at most (MiB of bodies); the oldest go first")
       ->capture_default_str()
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{10'000'000}));
+  sub->add_option("--ca-dir", f.ca_dir,
+                  "the fleet CA (ca.crt, ca.key from `ca init`): hosts enroll with one-time tokens and renew their "
+                  "client certificates");
+  sub->add_option("--certificate-lifetime", f.certificate_lifetime,
+                  "how long a certificate the fleet CA issues lasts (s, m, h or d); agents renew at two thirds")
+      ->capture_default_str();
   sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error")->capture_default_str();
 }
 
@@ -157,6 +168,30 @@ int to_options(const serve_flags& f, cio::service_options& o) {
     if (auto* why = std::get_if<std::string>(&key)) return bad("--audit-key: " + *why);
     o.audit_key = std::get<nixfleet::protocol::secret_key>(std::move(key));
   }
+  if (f.ca_dir) {
+    if (!f.tls_cert) return bad("--ca-dir needs TLS (--tls-cert, --tls-key)");
+    if (f.require_client_cert)
+      return bad("--ca-dir and --require-client-cert exclude each other: a host enrolls before it has a "
+                 "certificate (agent routes require one regardless)");
+    const auto key = *f.ca_dir + "/ca.key";
+    struct stat st {};
+    if (::stat(key.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+      return bad("--ca-dir: " + key + " is readable by others; chmod 600 it");
+    try {
+      o.ca = std::make_shared<const nixfleet::pki::authority>(nixfleet::pki::authority::load(*f.ca_dir + "/ca.crt", key));
+    } catch (const std::exception& e) {
+      return bad(std::string("--ca-dir: ") + e.what());
+    }
+    auto life = nixfleet::protocol::parse_duration(f.certificate_lifetime);
+    if (!life || *life < std::chrono::seconds(30) || *life > std::chrono::days(397))
+      return bad("--certificate-lifetime: a duration from 30s to 397d, e.g. 30d");
+    o.certificate_lifetime = *life;
+    // The fleet CA verifies the certificates it issues, beside an operator's own CA if given.
+    if (o.api.tls) {
+      if (o.api.tls->client_ca_file) o.api.tls->extra_client_ca_file = *f.ca_dir + "/ca.crt";
+      else o.api.tls->client_ca_file = *f.ca_dir + "/ca.crt";
+    }
+  }
   o.checkpoint_interval = std::chrono::milliseconds(static_cast<long>(f.checkpoint_interval * 1000));
   o.report_budget_count = f.report_budget;
   o.report_budget_bytes = f.report_budget_mb << 20;
@@ -200,6 +235,8 @@ int check_config(const serve_flags& f, const cio::service_options& o) {
                           {"report_budget", f.report_budget},
                           {"report_budget_mb", f.report_budget_mb},
                           {"report_retention_mb", f.report_retention_mb},
+                          {"ca_dir", opt(f.ca_dir)},
+                          {"certificate_lifetime_s", o.certificate_lifetime.count()},
                           {"log_level", f.log_level}};
   std::cout << boost::json::serialize(out) << "\n";
   return 0;
@@ -242,6 +279,30 @@ int main(int argc, char** argv) {
   auto* audit_public = audit->add_subcommand("public-key", "Print the public half of an --audit-key file");
   audit_public->add_option("--audit-key", key_file, "the secret key file")->required();
 
+  struct {
+    std::string dir, key_type = "p256", name = "nixfleet fleet CA", lifetime = "3650d";
+    bool intermediate = false;
+    std::vector<std::string> names;
+    std::string cert_out, key_out;
+  } ca_opts;
+  auto* ca = app.add_subcommand("ca", "The fleet CA that enrolls hosts (optional: an own PKI works as well)");
+  ca->require_subcommand(1);
+  auto* ca_init = ca->add_subcommand(
+      "init", "Make the fleet CA in DIR: ca.key (0600) and a self-signed ca.crt, or with --intermediate a ca.csr for "
+              "your own CA to sign (put its answer, followed by its issuers, in DIR/ca.crt)");
+  ca_init->add_option("--dir", ca_opts.dir, "where the CA lives (created 0700)")->required();
+  ca_init->add_option("--key-type", ca_opts.key_type, "p256 or ed25519")->capture_default_str();
+  ca_init->add_option("--name", ca_opts.name, "the CA's CN")->capture_default_str();
+  ca_init->add_option("--lifetime", ca_opts.lifetime, "validity of a self-signed root")->capture_default_str();
+  ca_init->add_flag("--intermediate", ca_opts.intermediate, "write a request for an intermediate instead of a root");
+  auto* ca_server = ca->add_subcommand("server-cert", "Issue the coordinator's own TLS certificate from the fleet CA");
+  ca_server->add_option("--dir", ca_opts.dir, "the fleet CA")->required();
+  ca_server->add_option("--name", ca_opts.names, "a DNS name or IP address the coordinator answers to (repeatable)")
+      ->required();
+  ca_server->add_option("--cert-out", ca_opts.cert_out, "where the certificate chain goes")->required();
+  ca_server->add_option("--key-out", ca_opts.key_out, "where its private key goes (0600)")->required();
+  ca_server->add_option("--lifetime", ca_opts.lifetime, "validity")->default_val("397d");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ValidationError& e) {
@@ -262,6 +323,55 @@ int main(int argc, char** argv) {
     if (int rc = to_options(serve_opts, o); rc != 0) return rc;
     if (*check) return check_config(serve_opts, o);
     return cio::run_serve(std::move(o));
+  }
+
+  if (*ca_init) {
+    if (ca_opts.key_type != "p256" && ca_opts.key_type != "ed25519") return bad("--key-type: p256 or ed25519", exit_usage);
+    auto life = nixfleet::protocol::parse_duration(ca_opts.lifetime);
+    if (!life || life->count() < 86400) return bad("--lifetime: a duration of at least 1d, e.g. 3650d", exit_usage);
+    try {
+      const auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+      auto files = nixfleet::pki::init_authority(
+          ca_opts.dir, ca_opts.key_type == "ed25519" ? nixfleet::pki::key_type::ed25519 : nixfleet::pki::key_type::p256,
+          ca_opts.name, ca_opts.intermediate, *life, now);
+      std::cout << "wrote " << files.key_file << " (0600)";
+      if (!files.cert_file.empty()) std::cout << " and " << files.cert_file;
+      if (!files.csr_file.empty())
+        std::cout << " and " << files.csr_file << ": have your CA sign it as a CA (pathlen 0) and put the certificate, "
+                  << "followed by its issuers, in " << ca_opts.dir << "/ca.crt";
+      std::cout << "\n";
+    } catch (const std::exception& e) {
+      return bad(std::string("ca init: ") + e.what(), 1);
+    }
+    return 0;
+  }
+
+  if (*ca_server) {
+    auto life = nixfleet::protocol::parse_duration(ca_opts.lifetime);
+    if (!life || life->count() < 3600) return bad("--lifetime: a duration of at least 1h", exit_usage);
+    for (const auto& n : ca_opts.names)
+      if (n.empty() || n.size() > 253 || n.find_first_of(",\n\r\t /\\") != std::string::npos)
+        return bad("--name: not a DNS name or IP address: " + n, exit_usage);
+    try {
+      auto authority = nixfleet::pki::authority::load(ca_opts.dir + "/ca.crt", ca_opts.dir + "/ca.key");
+      const auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+      const auto key = nixfleet::pki::generate_key(nixfleet::pki::key_type::p256);
+      const auto cert = authority.issue_server(key, ca_opts.names, nixfleet::pki::random_serial(),
+                                               now - std::chrono::minutes(5), now + *life);
+      for (const auto& [path, text, mode] : {std::tuple{ca_opts.key_out, key, 0600}, std::tuple{ca_opts.cert_out, cert + authority.chain_pem(), 0644}}) {
+        std::ofstream out;
+        ::umask(077);
+        out.open(path, std::ios::trunc);
+        out << text;
+        out.close();
+        if (!out) return bad("cannot write " + path + ": " + std::strerror(errno), 1);
+        ::chmod(path.c_str(), static_cast<mode_t>(mode));
+      }
+      std::cout << "wrote " << ca_opts.cert_out << " and " << ca_opts.key_out << "\n";
+    } catch (const std::exception& e) {
+      return bad(std::string("ca server-cert: ") + e.what(), 1);
+    }
+    return 0;
   }
 
   if (*keys_create) {

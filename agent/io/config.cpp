@@ -73,6 +73,7 @@ void describe_config(V& v, X& raw) {
   v.req("coordinator_url", x.coordinator_url, {.fn = protocol::check_http_url});
   v.def("allow_insecure_http", x.allow_insecure_http);
   v.def("tls", x.tls);
+  v.opt("enroll_token_file", x.enroll_token_file, path_spec);
   v.def("poll_interval_s", x.poll_interval);
   v.def("retry_interval_s", x.retry_interval);
   v.def("startup_jitter_s", x.startup_jitter);
@@ -96,6 +97,10 @@ void describe_config(V& v, X& raw) {
   v.def("outbox_limit", x.outbox_limit);
   v.def("log_level", x.log_level, {.max_len = 16});
 
+  v.ensure(!x.enroll_token_file || !x.tls.cert_file, "enroll_token_file", errc::invalid_combination,
+           "cannot be set together with tls.cert_file: an enrolled host keeps its own key and certificate in state_dir");
+  v.ensure(!x.enroll_token_file || x.coordinator_url.starts_with("https://"), "enroll_token_file",
+           errc::invalid_combination, "enrollment sends a token: coordinator_url must be https");
   v.ensure(!x.machine_id.empty(), "machine_id", errc::missing_field, "no machine_id and no hostname to default to");
   v.ensure(x.allow_insecure_http || x.coordinator_url.starts_with("https://"), "coordinator_url", errc::invalid_url,
            "must be https (set allow_insecure_http to use plain http)");

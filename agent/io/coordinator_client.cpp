@@ -11,15 +11,42 @@ namespace {
 
 class http_coordinator final : public coordinator_client {
  public:
-  explicit http_coordinator(const agent_config& cfg)
-      : cfg_(cfg),
-        http_(nixfleet::http_client::parse_url(cfg.coordinator_url).value(),
-              {cfg.tls.ca_file, cfg.tls.cert_file, cfg.tls.key_file},
-              {.timeout = cfg.request_timeout, .body_limit = protocol::limits::max_body_bytes,
-               .user_agent = "nixfleet-agent",
-               // Resuming the last session skips the certificate work on both sides (the
-               // coordinator keeps the client certificate in the ticket): most of a poll's cost.
-               .resume_sessions = true}) {}
+  explicit http_coordinator(const agent_config& cfg) : cfg_(cfg), http_(connect(cfg)) {}
+
+  static std::shared_ptr<nixfleet::http_client::client> connect(const agent_config& cfg) {
+    return std::make_shared<nixfleet::http_client::client>(
+        nixfleet::http_client::parse_url(cfg.coordinator_url).value(),
+        nixfleet::http_client::tls_files{cfg.tls.ca_file, cfg.tls.cert_file, cfg.tls.key_file},
+        nixfleet::http_client::options{.timeout = cfg.request_timeout, .body_limit = protocol::limits::max_body_bytes,
+                                       .user_agent = "nixfleet-agent",
+                                       // Resuming the last session skips the certificate work on both sides
+                                       // (the coordinator keeps the client certificate in the ticket): most
+                                       // of a poll's cost.
+                                       .resume_sessions = true});
+  }
+
+  // Exchanges in flight keep the client they started with.
+  void reload_identity() override { http_ = connect(cfg_); }
+
+  boost::asio::awaitable<certificate_result> renew_certificate(std::string csr) override {
+    nixfleet::http_client::request req{.method = "POST",
+                                       .target = "/api/v1/machines/" + cfg_.machine_id + "/certificate",
+                                       .body = protocol::serialize(protocol::certificate_request{std::move(csr)}),
+                                       .headers = {{"Content-Type", "application/json"}}};
+    auto res = co_await exchange(std::move(req));
+    certificate_result out;
+    if (!res.answer) {
+      out.error = res.error;
+      co_return out;
+    }
+    if (res.answer->status != 200 && res.answer->status != 201) {
+      out.error = describe_status(*res.answer);
+      out.refused = res.answer->status >= 400 && res.answer->status < 500 && res.answer->status != 429;
+      co_return out;
+    }
+    out.body = std::move(res.answer->body);
+    co_return out;
+  }
 
   boost::asio::awaitable<poll_result> get_desired(std::string etag) override {
     nixfleet::http_client::request req{.target = "/api/v1/machines/" + cfg_.machine_id + "/desired"};
@@ -116,14 +143,19 @@ class http_coordinator final : public coordinator_client {
 
   boost::asio::awaitable<nixfleet::http_client::result> exchange(nixfleet::http_client::request req) {
     req.headers.emplace_back(std::string(protocol::protocol_header), std::to_string(protocol::protocol_version));
-    co_return co_await http_.exchange(std::move(req));
+    auto http = http_;
+    co_return co_await http->exchange(std::move(req));
   }
 
   agent_config cfg_;
-  nixfleet::http_client::client http_;
+  std::shared_ptr<nixfleet::http_client::client> http_;
 };
 
 }  // namespace
+
+boost::asio::awaitable<certificate_result> coordinator_client::renew_certificate(std::string) {
+  co_return certificate_result{std::nullopt, false, "this client cannot renew certificates"};
+}
 
 std::unique_ptr<coordinator_client> make_http_client(const agent_config& cfg) { return std::make_unique<http_coordinator>(cfg); }
 

@@ -43,6 +43,15 @@ std::string render_metrics(agent_runtime& rt) {
   t.scalar("nixfleet_agent_last_rollback_duration_seconds", "gauge", "Duration of the last rollback switch.", m.last_rollback_seconds);
   t.scalar("nixfleet_agent_hold", "gauge", "1 while deployments are held locally.", d.state().hold ? 1 : 0);
   t.scalar("nixfleet_agent_quarantined_targets", "gauge", "Targets refused until retried.", d.state().quarantine.size());
+  if (m.certificate_expiry_unix) {
+    t.scalar("nixfleet_agent_certificate_expiry_timestamp_seconds", "gauge", "When this host's certificate expires.",
+             *m.certificate_expiry_unix);
+    t.scalar("nixfleet_agent_certificate_days_left", "gauge", "Days until this host's certificate expires.",
+             m.certificate_days_left);
+    t.scalar("nixfleet_agent_certificate_renewals_total", "counter", "Certificates renewed.", m.certificate_renewals);
+    t.scalar("nixfleet_agent_certificate_renewal_failures_total", "counter", "Renewal attempts that failed.",
+             m.certificate_renewal_failures);
+  }
   t.family("nixfleet_agent_probe_up", "gauge", "Latest result of each probe (1 pass, 0 fail).");
   for (const auto& [name, up] : m.probe_up) t.sample("nixfleet_agent_probe_up", {{"probe", name}}, up);
   return t.take();

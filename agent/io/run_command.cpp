@@ -1,12 +1,15 @@
 // Wires the real seams into the runtime and runs it under signals and the systemd watchdog.
 #include "nixfleet/agent/run_command.hpp"
 
+#include "nixfleet/agent/io/identity.hpp"
 #include "nixfleet/agent/io/nix.hpp"
 #include "nixfleet/agent/io/runtime.hpp"
 #include "nixfleet/agent/probe_command.hpp"
+#include "nixfleet/common/durable_file.hpp"
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/common/systemd.hpp"
 #include "nixfleet/health/config.hpp"
+#include "nixfleet/protocol/signing.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -21,6 +24,49 @@
 #include <random>
 
 namespace nixfleet::agent {
+
+namespace {
+
+// Until the host has a certificate of its own that has not expired: enroll with the token file's
+// token, backing off while the coordinator cannot be reached. A token the coordinator refused is
+// not sent again; the file is read again each retry interval for a new one.
+boost::asio::awaitable<void> ensure_identity(io::identity_keeper& keeper, const agent_config& cfg, io::clock& time) {
+  std::string why;
+  if (auto id = keeper.load(&why); id && id->not_after > time.wall_now()) {
+    log::info("identity loaded", {{"serial", id->serial}, {"not_after", protocol::format_time(id->not_after)}});
+    co_return;
+  } else if (id) {
+    why = "the certificate expired at " + protocol::format_time(id->not_after);
+  }
+  log::info("enrolling with the fleet CA", {{"reason", why}, {"token_file", *cfg.enroll_token_file}});
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.state_dir, ec);
+  std::string refused_token;
+  for (unsigned failures = 0;; ++failures) {
+    auto raw = durable::read_file(*cfg.enroll_token_file, 4096);
+    const auto seen = raw ? protocol::sha256_hex(*raw) : std::string();
+    if (seen.empty() || seen != refused_token) {
+      auto r = co_await keeper.enroll();
+      if (r.ok) {
+        log::info("enrolled", {{"serial", keeper.current()->serial},
+                               {"not_after", protocol::format_time(keeper.current()->not_after)}});
+        co_return;
+      }
+      if (r.refused) {
+        refused_token = seen;
+        log::error("enrollment refused; waiting for a new token in the token file",
+                   {{"error", r.error}, {"token_file", *cfg.enroll_token_file}});
+      } else {
+        log::warn("enrollment failed; retrying", {{"error", r.error}});
+      }
+    }
+    auto wait = refused_token.empty() ? cfg.retry_interval * (1u << std::min(failures, 5u)) : cfg.retry_interval;
+    wait = std::min<std::chrono::milliseconds>(wait, std::chrono::minutes(5));
+    co_await time.sleep_until(time.now() + wait);
+  }
+}
+
+}  // namespace
 
 int run_agent(const agent_config& cfg) {
   health::probe_env env;
@@ -52,12 +98,19 @@ int run_agent(const agent_config& cfg) {
                ? io::activation_settings::runner::systemd_run
                : io::activation_settings::runner::direct;
 
-  auto client = io::make_http_client(cfg);
+  // An enrolled host's identity lives in its state directory and is its TLS client identity.
+  agent_config effective = cfg;
+  std::optional<io::identity_keeper> keeper;
+  if (cfg.enroll_token_file) {
+    keeper.emplace(effective);
+    effective.tls.cert_file = keeper->file();
+    effective.tls.key_file = keeper->file();
+  }
   io::nix_cli nix(ns);
   io::switch_activator activation(as);
   io::health_prober probes(health_setup);
   io::steady_clock time;
-  io::agent_runtime runtime(cfg, {*client, nix, activation, probes, time}, health_setup->gate, std::random_device{}());
+  const auto seed = std::random_device{}();
 
   boost::asio::io_context ctx;
   boost::asio::cancellation_signal stop;
@@ -74,7 +127,15 @@ int run_agent(const agent_config& cfg) {
   });
 
   int exit_code = 0;
-  boost::asio::co_spawn(ctx, runtime.run(),
+  // Enrollment first when there is no usable identity; then the agent proper.
+  auto agent = [&]() -> boost::asio::awaitable<void> {
+    if (keeper) co_await ensure_identity(*keeper, effective, time);
+    auto client = io::make_http_client(effective);
+    io::agent_runtime runtime(effective, {*client, nix, activation, probes, time, keeper ? &*keeper : nullptr},
+                              health_setup->gate, seed);
+    co_await runtime.run();
+  };
+  boost::asio::co_spawn(ctx, agent(),
                         boost::asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e) {
                           signals.cancel();
                           if (!e || stopping) return;  // cancellation by a signal is a clean stop

@@ -71,7 +71,59 @@ boost::asio::awaitable<void> agent_runtime::run() {
   auto metrics = [this]() -> boost::asio::awaitable<void> {
     if (cfg_.metrics_listen) co_await serve_metrics(*cfg_.metrics_listen, *this);
   };
-  co_await (poll_loop() && report_loop() && health_loop() && control() && metrics());
+  co_await (poll_loop() && report_loop() && health_loop() && renew_loop() && control() && metrics());
+}
+
+// Renews the certificate at two thirds of its life, backing off on failure (the old one keeps
+// working meanwhile). An expired one cannot be renewed (the handshake refuses it): only a new
+// token an operator put in enroll_token_file brings the host back.
+boost::asio::awaitable<void> agent_runtime::renew_loop() {
+  auto* keeper = seams_.identity;
+  if (keeper == nullptr || !keeper->current()) co_return;
+  unsigned failures = 0;
+  for (;;) {
+    const auto cur = *keeper->current();
+    auto& m = driver_.metrics();
+    const auto wall = seams_.time.wall_now();
+    m.certificate_expiry_unix = std::chrono::duration_cast<std::chrono::seconds>(cur.not_after.time_since_epoch()).count();
+    m.certificate_days_left = std::chrono::duration<double, std::ratio<86400>>(cur.not_after - wall).count();
+    if (wall >= cur.not_after) {
+      auto r = co_await keeper->enroll();
+      if (r.ok) {
+        log::info("enrolled again with a new token", {{"serial", keeper->current()->serial}});
+        seams_.coordinator.reload_identity();
+        failures = 0;
+        continue;
+      }
+      log::error("the certificate has expired: this host needs a new enrollment token", {{"error", r.error}});
+      co_await sleep_for(std::max<std::chrono::milliseconds>(cfg_.retry_interval, std::chrono::minutes(1)));
+      continue;
+    }
+    const auto due = renewal_due(cur);
+    if (failures == 0 && wall < due) {
+      co_await sleep_for(std::chrono::duration_cast<std::chrono::milliseconds>(due - wall));
+      continue;
+    }
+    auto r = co_await keeper->renew(seams_.coordinator);
+    if (r.ok) {
+      failures = 0;
+      ++m.certificate_renewals;
+      seams_.coordinator.reload_identity();
+      log::info("certificate renewed", {{"serial", keeper->current()->serial},
+                                        {"not_after", protocol::format_time(keeper->current()->not_after)}});
+      continue;
+    }
+    ++failures;
+    ++m.certificate_renewal_failures;
+    log::warn("certificate renewal failed", {{"error", r.error}, {"failures", failures},
+                                             {"days_left", m.certificate_days_left}});
+    // Backoff doubling from the retry interval up to an hour, never sleeping past the expiry.
+    auto wait = cfg_.retry_interval * (1u << std::min(failures - 1, 7u));
+    wait = std::min<std::chrono::milliseconds>(wait, std::chrono::hours(1));
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(cur.not_after - wall);
+    wait = std::max<std::chrono::milliseconds>(std::min(wait, left / 2), std::chrono::seconds(1));
+    co_await sleep_for(wait);
+  }
 }
 
 boost::asio::awaitable<void> agent_runtime::poll_loop() {

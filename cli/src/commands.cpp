@@ -162,6 +162,26 @@ int run(int argc, char** argv) {
   auto* mclear = machines->add_subcommand("clear-desired", "Remove a machine's desired state (admin)");
   mclear->add_option("ID", m_id, "machine id")->required();
   mclear->callback([&] { action = [&] { return machine_clear_desired(ctx, m_id); }; });
+  std::string m_ttl = "1h";
+  auto* menroll = machines->add_subcommand(
+      "enroll", "Print a one-time token with which the host ID enrolls itself with the fleet CA (deploy)");
+  menroll->add_option("ID", m_id, "machine id")->required();
+  menroll->add_option("--tags", m_tags, "tags the machine gets when it enrolls")->delimiter(',');
+  menroll->add_option("--ttl", m_ttl, "how long the token may be used (s, m, h or d; up to 7d)")->capture_default_str();
+  menroll->callback([&] {
+    action = [&] {
+      for (const auto& t : m_tags)
+        if (protocol::check_tag(t)) throw cli_error("not a valid tag: " + t, exit_usage);
+      auto ttl = protocol::parse_duration(m_ttl);
+      if (!ttl || ttl->count() < 60 || ttl->count() > 7 * 86400)
+        throw cli_error("--ttl: a duration from 60s to 7d, e.g. 1h", exit_usage);
+      return machine_enroll(ctx, m_id, m_tags, *ttl);
+    };
+  });
+  auto* mrevoke = machines->add_subcommand(
+      "revoke", "Cut a machine off: every certificate it has is refused from its next request (admin)");
+  mrevoke->add_option("ID", m_id, "machine id")->required();
+  mrevoke->callback([&] { action = [&] { return machine_revoke(ctx, m_id); }; });
 
   // rollback
   rollback_opts rb;

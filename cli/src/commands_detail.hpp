@@ -12,6 +12,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <ostream>
@@ -134,6 +135,8 @@ int rollout_command(context& ctx, const std::string& id, const std::string& acti
 int fleet_status(context& ctx, const status_opts& o);
 int machine_show(context& ctx, const std::string& id);
 int machine_update(context& ctx, const std::string& id, const json::object& body);
+int machine_enroll(context& ctx, const std::string& id, const std::vector<std::string>& tags, std::chrono::seconds ttl);
+int machine_revoke(context& ctx, const std::string& id);
 int machine_clear_desired(context& ctx, const std::string& id);
 process::result run_ssh(const std::vector<std::string>& argv);
 int rollback(context& ctx, const rollback_opts& o);

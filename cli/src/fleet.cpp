@@ -44,6 +44,8 @@ int machine_show(context& ctx, const std::string& id) {
             << "booted    " << or_dash(m.booted_path) << "\n"
             << "rollout   " << or_dash(m.rollout_id) << "\n"
             << "last seen " << (m.last_seen ? protocol::format_time(*m.last_seen) : "-") << "\n";
+  if (m.certificate_expires_at) std::cout << "cert until " << protocol::format_time(*m.certificate_expires_at) << "\n";
+  if (m.revoked_at) std::cout << "REVOKED   " << protocol::format_time(*m.revoked_at) << "\n";
   if (m.health) {
     std::cout << "health    " << (m.health->passed ? "passing" : "FAILING") << "\n";
     for (const auto& p : m.health->results)
@@ -60,6 +62,25 @@ int machine_update(context& ctx, const std::string& id, const json::object& body
   auto m = ctx.api().send<protocol::machine_status>("PUT", "/api/v1/machines/" + id, json::serialize(body));
   if (ctx.s.json) return print_json(protocol::to_json(m)), exit_ok;
   std::cout << "machine " << id << ": tags " << join(m.tags) << ", " << protocol::to_string(m.state) << "\n";
+  return exit_ok;
+}
+
+int machine_enroll(context& ctx, const std::string& id, const std::vector<std::string>& tags, std::chrono::seconds ttl) {
+  require_id(id, "machine");
+  json::object body{{"tags", strings(tags)}, {"ttl_s", ttl.count()}};
+  auto t = ctx.api().send<protocol::enroll_token>("POST", "/api/v1/machines/" + id + "/enroll-token", json::serialize(body));
+  if (ctx.s.json) return print_json(protocol::to_json(t)), exit_ok;
+  std::cout << t.token << "\n";
+  std::cerr << "enrollment token for " << id << ", single use, valid until " << protocol::format_time(t.expires_at)
+            << ": put it in the host's enroll_token_file (shown once)\n";
+  return exit_ok;
+}
+
+int machine_revoke(context& ctx, const std::string& id) {
+  require_id(id, "machine");
+  auto m = ctx.api().send<protocol::machine_status>("POST", "/api/v1/machines/" + id + "/revoke", "");
+  if (ctx.s.json) return print_json(protocol::to_json(m)), exit_ok;
+  std::cout << "machine " << id << " revoked: its certificates are refused; it needs a new enrollment token\n";
   return exit_ok;
 }
 

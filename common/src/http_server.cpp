@@ -16,6 +16,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include <openssl/bn.h>
+
+#include <cctype>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -67,6 +70,11 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         ssl->load_verify_file(*opts.tls->client_ca_file, ec);
         if (ec)
           throw std::runtime_error("cannot load the client CA " + *opts.tls->client_ca_file + ": " + ec.message());
+        if (opts.tls->extra_client_ca_file) {
+          ssl->load_verify_file(*opts.tls->extra_client_ca_file, ec);
+          if (ec)
+            throw std::runtime_error("cannot load the client CA " + *opts.tls->extra_client_ca_file + ": " + ec.message());
+        }
         auto mode = asio::ssl::verify_peer;
         if (opts.tls->require_client_cert) mode |= asio::ssl::verify_fail_if_no_peer_cert;
         ssl->set_verify_mode(mode);
@@ -154,6 +162,16 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       ~release() { X509_free(c); }
     } guard{cert};
     if (SSL_get_verify_result(ssl) != X509_V_OK) return who;
+    if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)) {
+      if (char* hex = BN_bn2hex(bn)) {
+        std::string s(hex);
+        OPENSSL_free(hex);
+        for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        const auto nz = s.find_first_not_of('0');
+        who.serial = nz == std::string::npos ? "0" : s.substr(nz);
+      }
+      BN_free(bn);
+    }
     auto text = [](const ASN1_STRING* str) -> std::optional<std::string> {
       unsigned char* utf8 = nullptr;
       const int n = ASN1_STRING_to_UTF8(&utf8, str);

@@ -58,6 +58,11 @@ fleet make_fleet(loaded_state state) {
   f.revocations = std::move(state.revocations);
   for (auto& r : state.rollouts) f.rollouts.emplace(r.id, std::move(r));
   for (auto& k : state.keys) f.keys.emplace(k.hash, std::move(k));
+  for (auto& t : state.tokens) f.tokens.emplace(t.hash, std::move(t));
+  for (auto& c : state.certificates) {
+    f.serials_of[c.machine_id].push_back(c.serial);
+    f.certificates.emplace(c.serial, std::move(c));
+  }
   for (auto& m : state.machines) {
     auto id = m.id;
     f.machines.emplace(std::move(id), std::move(m));
@@ -78,11 +83,13 @@ role required_role(operation op) noexcept {
     case operation::create_rollout:
     case operation::steer_rollout:
     case operation::rollback_machine:
-    case operation::publish_revocations: return role::deploy;
+    case operation::publish_revocations:
+    case operation::enroll_machine: return role::deploy;
     case operation::update_machine:
     case operation::clear_desired:
     case operation::delete_release:
-    case operation::manage_keys: return role::admin;
+    case operation::manage_keys:
+    case operation::revoke_machine: return role::admin;
   }
   return role::admin;
 }
@@ -142,6 +149,8 @@ protocol::machine_status status_of(const fleet& f, const machine_record& m) {
   s.last_report = m.last_report;
   s.health = m.health;
   s.history = m.history;
+  s.revoked_at = m.revoked_at;
+  s.certificate_expires_at = certificate_expiry(f, m.id);
   return s;
 }
 
@@ -297,12 +306,16 @@ effects on(fleet& f, const std::string& actor, const update_machine& e, timestam
     for (const auto& t : m.tags) tags.push_back(json::value(t));
     detail["tags"] = std::move(tags);
   }
+  const bool decommissioning = e.update.state == protocol::lifecycle::decommissioned &&
+                               m.state != protocol::lifecycle::decommissioned;
   if (e.update.state) {
     m.state = *e.update.state;
     detail["lifecycle"] = protocol::to_string(m.state);
   }
-  fx.changes.machines.push_back(m);
   fx.changes.audit.push_back({now, actor, created ? "machine.created" : "machine.updated", e.id, std::move(detail)});
+  // A decommissioned host keeps no access: its certificates and tokens go with it.
+  if (decommissioning) revoke_into(f, m, fx, actor, now, "decommissioned");
+  fx.changes.machines.push_back(m);
   fx.republish.push_back(e.id);
   fx.reply = status_of(f, m);
   return fx;
@@ -520,6 +533,19 @@ effects on(fleet& f, const std::string& actor, const tick&, timestamp now) {
 
 effects on(fleet& f, const std::string& actor, const ingest_reports& e, timestamp now) {
   return ingest(f, actor, e, now);
+}
+
+effects on(fleet& f, const std::string& actor, const create_enroll_token& e, timestamp now) {
+  return on_create_enroll_token(f, actor, e, now);
+}
+effects on(fleet& f, const std::string& actor, const enroll_machine& e, timestamp now) {
+  return on_enroll_machine(f, actor, e, now);
+}
+effects on(fleet& f, const std::string& actor, const renew_certificate& e, timestamp now) {
+  return on_renew_certificate(f, actor, e, now);
+}
+effects on(fleet& f, const std::string& actor, const revoke_machine& e, timestamp now) {
+  return on_revoke_machine(f, actor, e, now);
 }
 
 }  // namespace

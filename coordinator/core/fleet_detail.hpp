@@ -27,4 +27,16 @@ std::variant<std::vector<candidate>, refusal> resolve_targets(const fleet& f, co
 
 effects ingest(fleet& f, const std::string& actor, const ingest_reports& e, timestamp now);
 
+// enrollment.cpp
+effects on_create_enroll_token(fleet& f, const std::string& actor, const create_enroll_token& e, timestamp now);
+effects on_enroll_machine(fleet& f, const std::string& actor, const enroll_machine& e, timestamp now);
+effects on_renew_certificate(fleet& f, const std::string& actor, const renew_certificate& e, timestamp now);
+effects on_revoke_machine(fleet& f, const std::string& actor, const revoke_machine& e, timestamp now);
+// Revokes every certificate and unused token of `m` and marks it revoked, into `fx` (the machine
+// record itself is the caller's to write).
+void revoke_into(fleet& f, machine_record& m, effects& fx, const std::string& actor, timestamp now,
+                 const std::string& why);
+// The newest unrevoked fleet-CA certificate's end, if any.
+std::optional<timestamp> certificate_expiry(const fleet& f, const std::string& machine_id);
+
 }  // namespace nixfleet::coordinator::core

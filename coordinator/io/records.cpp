@@ -77,6 +77,7 @@ json::value to_json(const machine_record& m) {
   for (const auto& h : m.history) history.push_back(protocol::to_json(h));
   o["history"] = std::move(history);
   o["acked_seq"] = m.acked_seq;
+  if (m.revoked_at) o["revoked_at"] = protocol::format_time(*m.revoked_at);
   return o;
 }
 
@@ -119,7 +120,60 @@ machine_record machine_from_json(const json::value& v) {
       m.history.push_back(*g);
     }
   if (const auto* a = o->if_contains("acked_seq"); a && a->is_number()) m.acked_seq = a->to_number<std::uint64_t>();
+  m.revoked_at = opt_time(*o, "revoked_at");
   return m;
+}
+
+json::value to_json(const core::enroll_token_record& t) {
+  json::array tags;
+  for (const auto& x : t.tags) tags.push_back(json::value(x));
+  json::object o{{"hash", t.hash},
+                 {"machine_id", t.machine_id},
+                 {"tags", std::move(tags)},
+                 {"created_at", protocol::format_time(t.created_at)},
+                 {"expires_at", protocol::format_time(t.expires_at)},
+                 {"created_by", t.created_by}};
+  if (t.used_at) o["used_at"] = protocol::format_time(*t.used_at);
+  return o;
+}
+
+core::enroll_token_record token_from_json(const json::value& v) {
+  const auto* o = v.if_object();
+  if (o == nullptr) throw storage_error("enrollment token row is not an object");
+  core::enroll_token_record t;
+  t.hash = opt_string(*o, "hash").value_or("");
+  t.machine_id = opt_string(*o, "machine_id").value_or("");
+  if (t.hash.empty() || t.machine_id.empty()) throw storage_error("enrollment token row lacks hash or machine_id");
+  if (const auto* a = o->if_contains("tags"); a && a->is_array())
+    for (const auto& x : a->as_array())
+      if (x.is_string()) t.tags.emplace_back(x.as_string());
+  t.created_at = opt_time(*o, "created_at").value_or(timestamp{});
+  t.expires_at = opt_time(*o, "expires_at").value_or(timestamp{});
+  t.created_by = opt_string(*o, "created_by").value_or("");
+  t.used_at = opt_time(*o, "used_at");
+  return t;
+}
+
+json::value to_json(const core::certificate_record& c) {
+  json::object o{{"serial", c.serial},
+                 {"machine_id", c.machine_id},
+                 {"not_before", protocol::format_time(c.not_before)},
+                 {"not_after", protocol::format_time(c.not_after)}};
+  if (c.revoked_at) o["revoked_at"] = protocol::format_time(*c.revoked_at);
+  return o;
+}
+
+core::certificate_record certificate_from_json(const json::value& v) {
+  const auto* o = v.if_object();
+  if (o == nullptr) throw storage_error("certificate row is not an object");
+  core::certificate_record c;
+  c.serial = opt_string(*o, "serial").value_or("");
+  c.machine_id = opt_string(*o, "machine_id").value_or("");
+  if (c.serial.empty() || c.machine_id.empty()) throw storage_error("certificate row lacks serial or machine_id");
+  c.not_before = opt_time(*o, "not_before").value_or(timestamp{});
+  c.not_after = opt_time(*o, "not_after").value_or(timestamp{});
+  c.revoked_at = opt_time(*o, "revoked_at");
+  return c;
 }
 
 }  // namespace nixfleet::coordinator::io

@@ -3,6 +3,8 @@
 // encodes the answer; the rules themselves live in coordinator/core.
 #include "service_impl.hpp"
 
+#include "nixfleet/common/log.hpp"
+#include "nixfleet/common/pki.hpp"
 #include "nixfleet/protocol/codec.hpp"
 #include "nixfleet/protocol/signing.hpp"
 #include "nixfleet/protocol/validate.hpp"
@@ -426,6 +428,128 @@ asio::awaitable<http_response> delete_key(impl& s, route_call& c) {
   co_return co_await perform_now(s, c, std::move(what));
 }
 
+// ---------------------------------------------------------------------------------------------
+// The fleet CA: one-time tokens, enrollment, renewal, revocation
+
+http_response no_ca() {
+  return error_response(404, "enrollment_disabled", "this coordinator has no fleet CA (start it with --ca-dir)");
+}
+
+// The fleet CA's certificate for `id` over the request's key, valid from a little before now
+// (clocks differ) for the configured lifetime.
+protocol::issued_certificate issue(const impl& s, const std::string& id, const pki::csr_info& csr, protocol::timestamp now) {
+  const auto from = std::chrono::floor<std::chrono::seconds>(now) - std::chrono::minutes(5);
+  const auto until = std::chrono::floor<std::chrono::seconds>(now) + s.opts.certificate_lifetime;
+  protocol::issued_certificate out;
+  out.machine_id = id;
+  out.serial = pki::random_serial();
+  out.certificate = s.opts.ca->issue_client(csr, id, out.serial, from, until);
+  out.ca_chain = s.opts.ca->chain_pem();
+  out.not_before = std::chrono::time_point_cast<std::chrono::milliseconds>(from);
+  out.not_after = std::chrono::time_point_cast<std::chrono::milliseconds>(until);
+  return out;
+}
+
+// The request, checked: a valid signature over an acceptable key, and a CN naming the machine.
+std::variant<pki::csr_info, http_response> csr_for(std::string_view pem, const std::string& id) {
+  std::string why;
+  auto csr = pki::read_csr(pem, &why);
+  if (!csr) return error_response(400, "invalid_csr", why);
+  if (csr->cn != id)
+    return error_response(400, "invalid_csr", "the request's CN is \"" + csr->cn.substr(0, 128) + "\", not the machine id " + id);
+  return std::move(*csr);
+}
+
+asio::awaitable<http_response> create_enroll_token(impl& s, route_call& c) {
+  if (!s.opts.ca) co_return no_ca();
+  auto id = c.params[0];
+  auto secret = "nfe_" + protocol::random_hex(32);
+  co_return co_await perform_with<protocol::enroll_token_request>(
+      s, c, [&](protocol::enroll_token_request b) { return core::create_enroll_token{id, secret, std::move(b)}; }, true);
+}
+
+// Anyone may try; only a live token bound to the machine, over TLS, with a request for that
+// machine, gets a certificate. The token is spent in the same change set as the certificate is
+// recorded: a replay of the request finds it used.
+asio::awaitable<http_response> enroll(impl& s, route_call& c) {
+  if (!s.opts.ca) co_return no_ca();
+  if (!c.req.tls) co_return error_response(403, "tls_required", "enrollment carries a token: TLS only");
+  auto body = body_of<protocol::enroll_request>(c.req);
+  if (auto* r = std::get_if<http_response>(&body)) co_return std::move(*r);
+  auto b = std::get<protocol::enroll_request>(std::move(body));
+  const auto now = s.opts.clock();
+  const auto hash = core::is_enroll_token_text(b.token) ? protocol::sha256_hex(b.token) : std::string();
+  if (auto no = core::enrollment_refusal(s.fleet, hash, b.machine_id, now)) {
+    log::warn("enrollment refused", {{"machine_id", b.machine_id}, {"peer", c.req.peer}, {"reason", no->message}});
+    co_return refused(*no);
+  }
+  auto csr = csr_for(b.csr, b.machine_id);
+  if (auto* r = std::get_if<http_response>(&csr)) co_return std::move(*r);
+  auto issued = issue(s, b.machine_id, std::get<pki::csr_info>(csr), now);
+  const auto serial = issued.serial, until = protocol::format_time(issued.not_after);
+  core::event e{"enroll:" + b.machine_id, core::enroll_machine{hash, std::move(issued)}};
+  auto answer = co_await s.perform(std::move(e));
+  if (answer.status < 300)
+    log::info("machine_enrolled", {{"machine_id", b.machine_id}, {"serial", serial}, {"not_after", until}, {"peer", c.req.peer}});
+  co_return answer;
+}
+
+// A new certificate over the machine's current one (the agent route checked it names this
+// machine and is not revoked). An expired certificate cannot get here: the handshake refuses it.
+asio::awaitable<http_response> renew_certificate(impl& s, route_call& c) {
+  if (!s.opts.ca) co_return no_ca();
+  if (!c.req.tls || !c.req.client.id)
+    co_return error_response(401, "client_certificate_required", "renewal needs the machine's current certificate");
+  auto body = body_of<protocol::certificate_request>(c.req);
+  if (auto* r = std::get_if<http_response>(&body)) co_return std::move(*r);
+  const auto id = c.params[0];
+  auto csr = csr_for(std::get<protocol::certificate_request>(body).csr, id);
+  if (auto* r = std::get_if<http_response>(&csr)) co_return std::move(*r);
+  auto issued = issue(s, id, std::get<pki::csr_info>(csr), s.opts.clock());
+  const auto serial = issued.serial, until = protocol::format_time(issued.not_after);
+  core::event e{"agent:" + id, core::renew_certificate{c.req.client.serial, std::move(issued)}};
+  auto answer = co_await s.perform(std::move(e));
+  if (answer.status < 300)
+    log::info("certificate_renewed", {{"machine_id", id}, {"serial", serial}, {"previous", c.req.client.serial}, {"not_after", until}});
+  else
+    log::warn("certificate_renewal_refused", {{"machine_id", id}, {"status", answer.status}});
+  co_return answer;
+}
+
+asio::awaitable<http_response> revoke_machine(impl& s, route_call& c) {
+  core::event_body what = core::revoke_machine{c.params[0]};  // named: GCC 12 mishandles temporaries in co_await calls
+  co_return co_await perform_now(s, c, std::move(what));
+}
+
+asio::awaitable<http_response> get_ca(impl& s, route_call&) {
+  if (!s.opts.ca) co_return no_ca();
+  http_response r;
+  r.content_type = "application/x-pem-file";
+  r.body = s.opts.ca->chain_pem();
+  co_return r;
+}
+
+// Every revoked certificate that has not yet expired, signed by the fleet CA; made again when a
+// revocation changed it, else at most hourly.
+asio::awaitable<http_response> get_crl(impl& s, route_call&) {
+  if (!s.opts.ca) co_return no_ca();
+  const auto now = std::chrono::floor<std::chrono::seconds>(s.opts.clock());
+  std::vector<pki::revoked_certificate> revoked;
+  for (const auto& [serial, cert] : s.fleet.certificates)
+    if (cert.revoked_at && cert.not_after > now)
+      revoked.push_back({serial, std::chrono::floor<std::chrono::seconds>(*cert.revoked_at)});
+  if (s.crl.pem.empty() || s.crl.entries != revoked.size() || now - s.crl.made >= std::chrono::hours(1)) {
+    s.crl.number = std::max<std::uint64_t>(s.crl.number + 1, static_cast<std::uint64_t>(now.time_since_epoch().count()));
+    s.crl.pem = s.opts.ca->crl(revoked, s.crl.number, now, now + std::chrono::days(1));
+    s.crl.entries = revoked.size();
+    s.crl.made = now;
+  }
+  http_response r;
+  r.content_type = "application/pkix-crl";
+  r.body = s.crl.pem;
+  co_return r;
+}
+
 asio::awaitable<http_response> healthz(impl&, route_call&) { co_return json_response(200, R"({"status":"ok"})"); }
 
 // ---------------------------------------------------------------------------------------------
@@ -457,6 +581,13 @@ const route routes[] = {
     {v::delete_, "/api/v1/machines/{id}/desired", access::operator_key, operation::clear_desired, clear_desired},
     {v::post, "/api/v1/machines/{id}/reports", access::agent, read, post_reports},
     {v::post, "/api/v1/machines/{id}/rollback", access::operator_key, operation::rollback_machine, rollback_machine},
+    {v::post, "/api/v1/machines/{id}/certificate", access::agent, read, renew_certificate},
+    {v::post, "/api/v1/machines/{id}/enroll-token", access::operator_key, operation::enroll_machine,
+     create_enroll_token},
+    {v::post, "/api/v1/machines/{id}/revoke", access::operator_key, operation::revoke_machine, revoke_machine},
+    {v::post, "/api/v1/enroll", access::anyone, read, enroll},
+    {v::get, "/api/v1/ca", access::anyone, read, get_ca},
+    {v::get, "/api/v1/ca/crl", access::anyone, read, get_crl},
     {v::get, "/api/v1/machines", access::operator_key, read, list_machines},
     {v::get, "/api/v1/machines/{id}", access::operator_key, read, get_machine},
     {v::put, "/api/v1/machines/{id}", access::operator_key, operation::update_machine, put_machine},
@@ -542,6 +673,9 @@ asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& ro
                           (req.client.id || opts.insecure_http);
   if (found->who == access::agent) {
     if (auto no = core::authorize_agent(req.client.id, req.client.problem, call.params[0], opts.insecure_http)) co_return refused(*no);
+    if (auto no = core::certificate_refusal(fleet, call.params[0], req.client.serial)) co_return refused(*no);
+  } else if (found->who == access::agent_or_operator && from_agent && req.client.id) {
+    if (auto no = core::certificate_refusal(fleet, *req.client.id, req.client.serial)) co_return refused(*no);
   } else if (found->who == access::operator_key || (found->who == access::agent_or_operator && !from_agent)) {
     auto auth = co_await authenticate(*this, req);
     if (auto* r = std::get_if<http_response>(&auth)) co_return std::move(*r);

@@ -80,6 +80,13 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::set<std::string> keys_used;
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> unknown_keys;
   static constexpr std::size_t unknown_keys_max = 16384;
+  // The fleet CA's last signed CRL, made again when the revoked set changes or it is an hour old.
+  struct {
+    std::string pem;
+    std::size_t entries = 0;
+    std::uint64_t number = 0;
+    std::chrono::sys_seconds made{};
+  } crl;
   // Per machine: what is left of its report budget, as of `at`.
   struct report_budget {
     double reports = 0, bytes = 0;

@@ -119,6 +119,20 @@ CREATE TABLE audit_checkpoints (
   body TEXT NOT NULL
 );
 )sql",
+    // 5: enrollment tokens (their hashes) and the certificates the fleet CA issued (never a key).
+    R"sql(
+CREATE TABLE enroll_tokens (
+  hash TEXT PRIMARY KEY,
+  machine_id TEXT NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE TABLE certificates (
+  serial TEXT PRIMARY KEY,
+  machine_id TEXT NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE INDEX certificates_by_machine ON certificates (machine_id);
+)sql",
 };
 
 class statement {
@@ -274,7 +288,24 @@ class sqlite_storage final : public storage {
       }
     }
     out.keys = list_keys();
+    {
+      auto& s = prepared("SELECT body FROM enroll_tokens ORDER BY hash");
+      reset_on_exit r{s};
+      while (s.step()) out.tokens.push_back(token_from_json(parse_row(s.text(0), "enrollment token")));
+    }
+    {
+      auto& s = prepared("SELECT body FROM certificates ORDER BY serial");
+      reset_on_exit r{s};
+      while (s.step()) out.certificates.push_back(certificate_from_json(parse_row(s.text(0), "certificate")));
+    }
     return out;
+  }
+
+  static json::value parse_row(const std::string& text, const char* what) {
+    boost::system::error_code ec;
+    auto v = json::parse(text, ec);
+    if (ec) throw storage_error(std::string("corrupt ") + what + " row");
+    return v;
   }
 
   std::vector<key_record> list_keys() override {
@@ -589,6 +620,20 @@ class sqlite_storage final : public storage {
     for (const auto& id : c.deleted_keys) {
       auto& s = prepared("DELETE FROM api_keys WHERE id = ?");
       s.bind(1, id);
+      s.run();
+    }
+    for (const auto& t : c.tokens) {
+      auto& s = prepared(
+          "INSERT INTO enroll_tokens (hash, machine_id, body) VALUES (?, ?, ?) "
+          "ON CONFLICT(hash) DO UPDATE SET body = excluded.body");
+      s.bind(1, t.hash).bind(2, t.machine_id).bind(3, json::serialize(to_json(t)));
+      s.run();
+    }
+    for (const auto& cert : c.certificates) {
+      auto& s = prepared(
+          "INSERT INTO certificates (serial, machine_id, body) VALUES (?, ?, ?) "
+          "ON CONFLICT(serial) DO UPDATE SET body = excluded.body");
+      s.bind(1, cert.serial).bind(2, cert.machine_id).bind(3, json::serialize(to_json(cert)));
       s.run();
     }
     for (const auto& a : c.audit) {

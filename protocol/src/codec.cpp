@@ -308,6 +308,8 @@ void describe(V& v, X& x) {
   v.opt("last_report", x.last_report);
   v.opt("health", x.health);
   v.def("history", x.history);
+  v.opt("revoked_at", x.revoked_at);
+  v.opt("certificate_expires_at", x.certificate_expires_at);
 }
 
 template <class V, class X>
@@ -383,6 +385,48 @@ template <class V, class X>
 void describe(V& v, X& x) {
   describe(v, x.info);
   v.req("key", x.key, short_text);
+}
+
+constexpr spec pem_text{.max_len = 32 * 1024};
+
+template <class V, class X>
+  requires is<X, enroll_token_request>
+void describe(V& v, X& x) {
+  v.def("tags", x.tags, tag_list);
+  v.def("ttl_s", x.ttl_s);
+}
+
+template <class V, class X>
+  requires is<X, enroll_token>
+void describe(V& v, X& x) {
+  v.req("machine_id", x.machine_id, id);
+  v.req("token", x.token, short_text);
+  v.req("expires_at", x.expires_at);
+}
+
+template <class V, class X>
+  requires is<X, enroll_request>
+void describe(V& v, X& x) {
+  v.req("machine_id", x.machine_id, id);
+  v.req("token", x.token, short_text);
+  v.req("csr", x.csr, pem_text);
+}
+
+template <class V, class X>
+  requires is<X, certificate_request>
+void describe(V& v, X& x) {
+  v.req("csr", x.csr, pem_text);
+}
+
+template <class V, class X>
+  requires is<X, issued_certificate>
+void describe(V& v, X& x) {
+  v.req("machine_id", x.machine_id, id);
+  v.req("serial", x.serial, hex_hash);
+  v.req("certificate", x.certificate, pem_text);
+  v.req("ca_chain", x.ca_chain, pem_text);
+  v.req("not_before", x.not_before);
+  v.req("not_after", x.not_after);
 }
 
 template <class V, class X>
@@ -497,6 +541,11 @@ NIXFLEET_INSTANTIATE(audit_event)
 NIXFLEET_INSTANTIATE(key_request)
 NIXFLEET_INSTANTIATE(api_key_info)
 NIXFLEET_INSTANTIATE(created_key)
+NIXFLEET_INSTANTIATE(enroll_token_request)
+NIXFLEET_INSTANTIATE(enroll_token)
+NIXFLEET_INSTANTIATE(enroll_request)
+NIXFLEET_INSTANTIATE(certificate_request)
+NIXFLEET_INSTANTIATE(issued_certificate)
 NIXFLEET_INSTANTIATE(audit_verification)
 NIXFLEET_INSTANTIATE(audit_checkpoint)
 NIXFLEET_INSTANTIATE(error_body)

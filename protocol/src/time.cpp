@@ -1,6 +1,8 @@
 // RFC 3339 UTC parsing and formatting.
 #include "nixfleet/protocol/time.hpp"
 
+#include <charconv>
+
 #include <fmt/format.h>
 
 namespace nixfleet::protocol {
@@ -57,6 +59,23 @@ boost::system::result<timestamp> parse_time(std::string_view s) {
   const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
   if (!ymd.ok()) return bad;
   return timestamp{sys_days{ymd}} + hours{h} + minutes{mi} + seconds{sec} + milliseconds{millis};
+}
+
+std::optional<std::chrono::seconds> parse_duration(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  std::int64_t unit = 1;
+  switch (s.back()) {
+    case 's': unit = 1; s.remove_suffix(1); break;
+    case 'm': unit = 60; s.remove_suffix(1); break;
+    case 'h': unit = 3600; s.remove_suffix(1); break;
+    case 'd': unit = 86400; s.remove_suffix(1); break;
+    default: break;
+  }
+  std::int64_t n = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (s.empty() || ec != std::errc() || p != s.data() + s.size() || n < 0) return std::nullopt;
+  if (n > 100LL * 365 * 86400 / unit) return std::nullopt;
+  return std::chrono::seconds(n * unit);
 }
 
 }  // namespace nixfleet::protocol

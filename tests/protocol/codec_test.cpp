@@ -83,6 +83,11 @@ const std::map<std::string, round_trip>& wire_types() {
       {"audit_verification", via<audit_verification>()},
       {"audit_checkpoint", via<audit_checkpoint>()},
       {"error_body", via<error_body>()},
+      {"enroll_token_request", via<enroll_token_request>()},
+      {"enroll_token", via<enroll_token>()},
+      {"enroll_request", via<enroll_request>()},
+      {"certificate_request", via<certificate_request>()},
+      {"issued_certificate", via<issued_certificate>()},
   };
   return table;
 }

@@ -32,6 +32,10 @@ struct agent_config {
   // Plain http to the coordinator only when asked for explicitly.
   bool allow_insecure_http = false;
   tls_files tls;
+  // A one-time token from `nixfleet machines enroll`: without a valid certificate of its own, the
+  // agent makes a key in state_dir, enrolls with the token and renews its certificate from then on
+  // (tls.cert_file and tls.key_file are then its own identity.pem, never configured).
+  std::optional<std::string> enroll_token_file;
 
   std::chrono::milliseconds poll_interval{std::chrono::seconds(60)};
   std::chrono::milliseconds retry_interval{std::chrono::seconds(30)};  // backoff ceiling

@@ -25,6 +25,7 @@ struct tls_options {
   std::string key_file;
   std::optional<std::string> client_ca_file;  // verify client certificates signed by this CA
   bool require_client_cert = false;           // refuse the handshake without one
+  std::optional<std::string> extra_client_ca_file;  // and by this one (the fleet CA beside an own PKI)
 };
 
 struct server_options {
@@ -49,6 +50,7 @@ struct server_options {
 struct client_identity {
   std::optional<std::string> id;
   std::string problem;
+  std::string serial;  // the verified certificate's serial, lowercase hex without leading zeros
 };
 
 struct http_request {

@@ -342,6 +342,8 @@ struct machine_status {
   std::optional<report> last_report;
   std::optional<health_report> health;
   std::vector<confirmed_generation> history;  // newest first
+  std::optional<timestamp> revoked_at;               // cut off: its certificates are refused
+  std::optional<timestamp> certificate_expires_at;   // of its newest fleet-CA certificate
 
   friend bool operator==(const machine_status&, const machine_status&) = default;
 };
@@ -420,6 +422,46 @@ struct created_key {
   api_key_info info;  // flattened on the wire
   std::string key;    // nfk_…
   friend bool operator==(const created_key&, const created_key&) = default;
+};
+
+// Enrollment (the fleet CA). An operator asks for a one-time token bound to a machine id…
+struct enroll_token_request {
+  std::vector<std::string> tags;  // given to the machine when it enrolls
+  std::uint32_t ttl_s = 3600;     // how long the token may be used
+  friend bool operator==(const enroll_token_request&, const enroll_token_request&) = default;
+};
+
+// …the only time the token is shown (the coordinator keeps its hash).
+struct enroll_token {
+  std::string machine_id;
+  std::string token;  // nfe_…
+  timestamp expires_at{};
+  friend bool operator==(const enroll_token&, const enroll_token&) = default;
+};
+
+// The host, with the token and a request over a key it made and keeps: `POST /api/v1/enroll`.
+struct enroll_request {
+  std::string machine_id;
+  std::string token;
+  std::string csr;  // PEM; its CN must be the machine id
+  friend bool operator==(const enroll_request&, const enroll_request&) = default;
+};
+
+// Renewal over the current certificate: `POST /api/v1/machines/{id}/certificate`.
+struct certificate_request {
+  std::string csr;
+  friend bool operator==(const certificate_request&, const certificate_request&) = default;
+};
+
+// A certificate the fleet CA issued, with the CA chain to verify it.
+struct issued_certificate {
+  std::string machine_id;
+  std::string serial;       // lowercase hex
+  std::string certificate;  // PEM
+  std::string ca_chain;     // PEM
+  timestamp not_before{};
+  timestamp not_after{};
+  friend bool operator==(const issued_certificate&, const issued_certificate&) = default;
 };
 
 struct error_body {

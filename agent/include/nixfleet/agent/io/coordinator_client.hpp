@@ -21,6 +21,12 @@ struct revocations_result {
   std::string error;
 };
 
+struct certificate_result {
+  std::optional<std::string> body;  // the issued_certificate answer, for the identity keeper to check
+  bool refused = false;             // 4xx: revoked, decommissioned, a bad request
+  std::string error;
+};
+
 class coordinator_client {
  public:
   virtual ~coordinator_client() = default;
@@ -30,6 +36,10 @@ class coordinator_client {
   virtual boost::asio::awaitable<ack_result> post_reports(std::vector<protocol::report> batch) = 0;
   // GET /api/v1/revocations.
   virtual boost::asio::awaitable<revocations_result> get_revocations() = 0;
+  // POST /api/v1/machines/{id}/certificate: a new certificate over the current one.
+  virtual boost::asio::awaitable<certificate_result> renew_certificate(std::string csr);
+  // The identity file changed (renewed): later exchanges present the new certificate.
+  virtual void reload_identity() {}
 };
 
 // HTTP(S) with Beast: TLS verified against tls.ca_file (or the system store), the client

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 namespace nixfleet::agent::io {
@@ -19,6 +20,10 @@ struct agent_metrics {
   std::uint64_t activations = 0, activation_failures = 0, rollbacks = 0, confirmations = 0;
   double last_activation_seconds = 0, last_rollback_seconds = 0;
   std::int64_t last_poll_unix = 0, last_report_unix = 0;
+  // The fleet CA identity, when the host enrolled: its end and how renewals went.
+  std::optional<std::int64_t> certificate_expiry_unix;
+  double certificate_days_left = 0;
+  std::uint64_t certificate_renewals = 0, certificate_renewal_failures = 0;
   // probe name → 1 pass / 0 fail, from the newest round
   std::map<std::string, int> probe_up;
 };

@@ -8,6 +8,7 @@
 #include "nixfleet/agent/core/poll_schedule.hpp"
 #include "nixfleet/agent/io/coordinator_client.hpp"
 #include "nixfleet/agent/io/deploy_driver.hpp"
+#include "nixfleet/agent/io/identity.hpp"
 #include "nixfleet/agent/io/seams.hpp"
 #include "nixfleet/agent/io/state_store.hpp"
 
@@ -23,6 +24,7 @@ struct runtime_seams {
   activator& activation;
   prober& probes;
   clock& time;
+  identity_keeper* identity = nullptr;  // an enrolled host's identity, renewed while running
 };
 
 class agent_runtime {
@@ -42,6 +44,7 @@ class agent_runtime {
   boost::asio::awaitable<void> poll_loop();
   boost::asio::awaitable<void> report_loop();
   boost::asio::awaitable<void> health_loop();
+  boost::asio::awaitable<void> renew_loop();
   boost::asio::awaitable<void> sleep_for(std::chrono::milliseconds d);
   // Fetches the coordinator's revocation list when the desired state announces a newer one.
   boost::asio::awaitable<void> refresh_revocations(std::optional<std::uint64_t> announced);

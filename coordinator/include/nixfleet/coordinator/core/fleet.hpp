@@ -35,6 +35,9 @@ struct fleet {
   std::map<std::string, protocol::rollout_detail> rollouts;
   std::unordered_map<std::string, membership> active_rollout_of;
   std::unordered_map<std::string, key_record> keys;  // by hash of the secret
+  std::unordered_map<std::string, enroll_token_record> tokens;  // by hash of the token
+  std::map<std::string, certificate_record> certificates;       // by serial
+  std::unordered_map<std::string, std::vector<std::string>> serials_of;  // machine → its serials
   // (hostname, store path) → the newest release holding that entry, for its signature.
   std::map<std::pair<std::string, std::string>, std::string> newest_entry;
 
@@ -57,6 +60,8 @@ enum class operation {
   clear_desired,
   delete_release,
   manage_keys,
+  enroll_machine,       // make a one-time enrollment token
+  revoke_machine,
 };
 
 struct principal {
@@ -79,6 +84,15 @@ std::optional<refusal> authorize(const principal& who, operation op);
 // certificate names no one (two CNs, disagreeing names): refused, with that reason.
 std::optional<refusal> authorize_agent(const std::optional<std::string>& client_id, std::string_view problem,
                                        std::string_view machine_id, bool insecure_http);
+
+// A certificate the fleet CA issued (found by its serial) must be this machine's and not revoked,
+// and a revoked machine is refused whatever it shows (a certificate of the operator's own PKI too).
+std::optional<refusal> certificate_refusal(const fleet& f, std::string_view machine_id, std::string_view serial);
+// Why this token cannot enroll `machine_id` now: unknown, used, expired, bound to another machine.
+std::optional<refusal> enrollment_refusal(const fleet& f, const std::string& token_hash, std::string_view machine_id,
+                                          timestamp now);
+// Tokens are "nfe_" and 64 lowercase hex digits.
+bool is_enroll_token_text(std::string_view t) noexcept;
 
 // ---------------------------------------------------------------------------------------------
 // Events
@@ -125,12 +139,31 @@ struct create_key {
 struct delete_key {
   std::string id;
 };
+struct create_enroll_token {
+  std::string machine_id;
+  std::string secret;  // nfe_…, chosen by the caller; only its hash is kept
+  protocol::enroll_token_request body;
+};
+// The route checked the token (enrollment_refusal), verified the request and had the CA sign;
+// the token is spent here, with the same checks again.
+struct enroll_machine {
+  std::string token_hash;
+  protocol::issued_certificate issued;
+};
+struct renew_certificate {
+  std::string presented_serial;  // of the certificate the request came with
+  protocol::issued_certificate issued;
+};
+struct revoke_machine {
+  std::string id;
+  std::string why = "revoked";
+};
 // Time passed: every active rollout is reconciled.
 struct tick {};
 
 using event_body = std::variant<ingest_reports, update_machine, clear_desired, rollback_machine, publish_revocations,
                                 create_release, delete_release, create_rollout, steer_rollout, create_key, delete_key,
-                                tick>;
+                                create_enroll_token, enroll_machine, renew_certificate, revoke_machine, tick>;
 
 struct event {
   std::string actor;  // "agent:ID", an API key's name, or "coordinator"
@@ -139,7 +172,8 @@ struct event {
 
 // What to answer once the change set is durable.
 using answer = std::variant<std::monostate, protocol::report_ack, protocol::machine_status, protocol::revocation_list,
-                            protocol::release, protocol::rollout_detail, protocol::created_key>;
+                            protocol::release, protocol::rollout_detail, protocol::created_key, protocol::enroll_token,
+                            protocol::issued_certificate>;
 
 struct effects {
   change_set changes;

@@ -45,6 +45,9 @@ struct machine_record {
   std::optional<std::pair<protocol::report_kind, std::optional<std::string>>> last_audited;
   std::vector<protocol::confirmed_generation> history;  // newest first, capped
   std::uint64_t acked_seq = 0;
+  // Cut off by `machines revoke` (or decommissioning): agent routes refuse it, whatever certificate
+  // it shows, until an operator enrolls it again with a new token.
+  std::optional<timestamp> revoked_at;
 
   friend bool operator==(const machine_record&, const machine_record&) = default;
 };
@@ -71,6 +74,28 @@ struct key_record {
   friend bool operator==(const key_record&, const key_record&) = default;
 };
 
+// A one-time enrollment token: only its hash is kept. Used once, or never after it expires.
+struct enroll_token_record {
+  std::string hash;  // sha256 hex of the whole token
+  std::string machine_id;
+  std::vector<std::string> tags;
+  timestamp created_at{};
+  timestamp expires_at{};
+  std::string created_by;
+  std::optional<timestamp> used_at;  // also set when the machine is revoked before it enrolled
+  friend bool operator==(const enroll_token_record&, const enroll_token_record&) = default;
+};
+
+// A client certificate the fleet CA issued (never its key: that stays on the host).
+struct certificate_record {
+  std::string serial;  // lowercase hex
+  std::string machine_id;
+  timestamp not_before{};
+  timestamp not_after{};
+  std::optional<timestamp> revoked_at;
+  friend bool operator==(const certificate_record&, const certificate_record&) = default;
+};
+
 // A rollout write: the rollout without hosts and events, the hosts that changed (by index),
 // and the new timeline events.
 struct rollout_write {
@@ -91,9 +116,12 @@ struct change_set {
   std::vector<std::string> deleted_keys;
   std::vector<audit_entry> audit;  // appended in order and chained
   std::optional<protocol::revocation_list> revocations;  // replaces the stored list
+  std::vector<enroll_token_record> tokens;              // upserts
+  std::vector<certificate_record> certificates;         // upserts
 
   bool empty() const noexcept {
-    return machines.empty() && reports.empty() && releases.empty() && !revocations &&
+    return machines.empty() && reports.empty() && releases.empty() && !revocations && tokens.empty() &&
+           certificates.empty() &&
            deleted_releases.empty() && rollouts.empty() && keys.empty() && deleted_keys.empty() && audit.empty();
   }
   friend bool operator==(const change_set&, const change_set&) = default;
@@ -106,6 +134,8 @@ struct loaded_state {
   std::vector<protocol::rollout_detail> rollouts;
   std::vector<key_record> keys;
   std::optional<protocol::revocation_list> revocations;
+  std::vector<enroll_token_record> tokens;
+  std::vector<certificate_record> certificates;
 };
 
 }  // namespace nixfleet::coordinator::core

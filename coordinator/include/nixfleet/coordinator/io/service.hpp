@@ -15,6 +15,10 @@
 #include <optional>
 #include <string>
 
+namespace nixfleet::pki {
+class authority;
+}
+
 namespace nixfleet::coordinator::io {
 
 using nixfleet::http_request;
@@ -50,6 +54,11 @@ struct service_options {
   // stop, into the database and the journal. Without it the chain is not anchored.
   std::optional<protocol::secret_key> audit_key;
   std::chrono::milliseconds checkpoint_interval{std::chrono::minutes(5)};
+  // The fleet CA (`ca init`): with it, hosts enroll with one-time tokens and renew their client
+  // certificates, which last certificate_lifetime. Without it, enrollment routes answer 404 and
+  // client certificates come from the operator's own PKI.
+  std::shared_ptr<const pki::authority> ca;
+  std::chrono::seconds certificate_lifetime{std::chrono::days(30)};
   // The store; empty opens the SQLite database at db_path. Tests pass a fake.
   std::function<std::unique_ptr<storage>()> open_store;
   // Time source; tests move it.

@@ -87,5 +87,9 @@ using protocol::audit_row_hash;
 // JSON of a machine record as stored (and loaded back).
 boost::json::value to_json(const machine_record& m);
 machine_record machine_from_json(const boost::json::value& v);
+boost::json::value to_json(const core::enroll_token_record& t);
+core::enroll_token_record token_from_json(const boost::json::value& v);
+boost::json::value to_json(const core::certificate_record& c);
+core::certificate_record certificate_from_json(const boost::json::value& v);
 
 }  // namespace nixfleet::coordinator::io
