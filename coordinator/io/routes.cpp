@@ -436,9 +436,12 @@ http_response no_ca() {
 }
 
 // The fleet CA's certificate for `id` over the request's key, valid from a little before now
-// (clocks differ) for the configured lifetime.
+// until the configured lifetime from now.
 protocol::issued_certificate issue(const impl& s, const std::string& id, const pki::csr_info& csr, protocol::timestamp now) {
-  const auto from = std::chrono::floor<std::chrono::seconds>(now) - std::chrono::minutes(5);
+  // Back-dated for clocks that differ, by at most a tenth of the lifetime so that the agent's "renew at
+  // two thirds" still falls well after issuance when lifetimes are short.
+  const auto skew = std::min<std::chrono::seconds>(std::chrono::minutes(5), s.opts.certificate_lifetime / 10);
+  const auto from = std::chrono::floor<std::chrono::seconds>(now) - skew;
   const auto until = std::chrono::floor<std::chrono::seconds>(now) + s.opts.certificate_lifetime;
   protocol::issued_certificate out;
   out.machine_id = id;

@@ -159,11 +159,18 @@ class Host:
     # --- agent -------------------------------------------------------------------------
     def write_agent_config(self, **overrides):
         f = self.fleet
+        if f.enroll:
+            # Only a one-time token: the agent makes its own key and enrolls with the fleet CA.
+            tls = {"ca_file": str(f.pki / "ca.crt")}
+            enrolling = {"enroll_token_file": str(self.dir / "enroll-token")}
+        else:
+            tls = {"ca_file": str(f.pki / "ca.crt"), "cert_file": str(f.pki / f"{self.name}.crt"),
+                   "key_file": str(f.pki / f"{self.name}.key")}
+            enrolling = {}
         cfg = {
             "machine_id": self.name,
             "coordinator_url": f"https://127.0.0.1:{NS_COORDINATOR_PORT}",
-            "tls": {"ca_file": str(f.pki / "ca.crt"), "cert_file": str(f.pki / f"{self.name}.crt"),
-                    "key_file": str(f.pki / f"{self.name}.key")},
+            "tls": tls, **enrolling,
             "poll_interval_s": 1, "retry_interval_s": 2, "startup_jitter_s": 0, "request_timeout_s": 5,
             "health_interval_s": 5, "health_config": str(self.dir / "health.json"),
             "state_dir": str(self.state), "profile": "/nix/var/nix/profiles/system",
@@ -248,7 +255,8 @@ class Host:
 
 
 class Fleet:
-    def __init__(self, root, build_dir, host_names=("web-1", "web-2", "web-3")):
+    def __init__(self, root, build_dir, host_names=("web-1", "web-2", "web-3"), enroll=False,
+                 certificate_lifetime=None):
         self.root = Path(root)
         self.bin = Path(build_dir).resolve() / "bin"
         self.pki = self.root / "pki"
@@ -264,6 +272,10 @@ class Fleet:
         self.op_secret = self.root / "op.sec"
         self.op_public = None
         self.nonce = str(time.time_ns())
+        # With enroll, the coordinator runs the fleet CA (--ca-dir) and hosts join with tokens
+        # from `nixfleet machines enroll` instead of certificates made for them.
+        self.enroll = enroll
+        self.certificate_lifetime = certificate_lifetime
 
     # --- setup -------------------------------------------------------------------------
     def start(self, agents=True):
@@ -283,6 +295,10 @@ class Fleet:
             h.create()
             h.install_initial(base[h.name])
             h.write_health_config()
+            if self.enroll:
+                token = self.cli("machines", "enroll", h.name, "--ttl", "10m").stdout.strip()
+                (h.dir / "enroll-token").write_text(token + "\n")
+                os.chmod(h.dir / "enroll-token", 0o600)
             h.write_agent_config()
             if agents:
                 h.start_agent()
@@ -291,6 +307,13 @@ class Fleet:
     def _pki(self):
         self.pki.mkdir(parents=True, exist_ok=True)
         p = str(self.pki)
+        if self.enroll:
+            coord = str(self.bin / "nixfleet-coordinator")
+            run([coord, "ca", "init", "--dir", f"{p}/fleet-ca"])
+            shutil.copy(f"{p}/fleet-ca/ca.crt", f"{p}/ca.crt")
+            run([coord, "ca", "server-cert", "--dir", f"{p}/fleet-ca", "--name", "127.0.0.1",
+                 "--cert-out", f"{p}/coordinator.crt", "--key-out", f"{p}/coordinator.key"])
+            return
         ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
         run(["openssl", "req", "-x509", *ec, "-keyout", f"{p}/ca.key", "-out", f"{p}/ca.crt", "-days", "2",
              "-subj", "/CN=nixfleet-sim-ca"])
@@ -338,7 +361,9 @@ http {{
         self.coordinator = subprocess.Popen(
             [str(self.bin / "nixfleet-coordinator"), "serve", "--db", str(self.root / "coordinator.db"),
              "--listen", f"127.0.0.1:{port or self.coordinator_port}", "--tls-cert", str(self.pki / "coordinator.crt"),
-             "--tls-key", str(self.pki / "coordinator.key"), "--client-ca", str(self.pki / "ca.crt"),
+             "--tls-key", str(self.pki / "coordinator.key"),
+             *(["--ca-dir", str(self.pki / "fleet-ca")] if self.enroll else ["--client-ca", str(self.pki / "ca.crt")]),
+             *(["--certificate-lifetime", self.certificate_lifetime] if self.certificate_lifetime else []),
              "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--poll-hint", "1", "--log-level", "debug"],
             stdout=subprocess.DEVNULL, stderr=open(self.root / "coordinator.log", "a"))
         wait_for("the coordinator", lambda: self.healthz(port))

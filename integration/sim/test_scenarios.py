@@ -2,7 +2,10 @@
 agents in namespaces, real faults. Each test gets a fresh fleet of three hosts."""
 import json
 import signal
+import ssl
 import time
+import urllib.error
+import urllib.request
 
 from fleet import NIX_BUILD_CONFIG, run, wait_for
 
@@ -450,3 +453,52 @@ def test_14_an_agent_whose_state_directory_is_full_does_not_activate_and_says_wh
     r = fleet.wait_rollout(rid, TERMINAL - {"paused"}, timeout=120)
     assert r["status"] == "completed", r["events"]
     assert h.current() == target
+
+
+def test_15_a_host_with_only_a_token_enrolls_is_deployed_to_renews_and_is_cut_off_when_revoked(fleet_factory):
+    fleet = fleet_factory(host_names=("web-1",), enroll=True, certificate_lifetime="45s")
+    h = fleet.hosts["web-1"]
+    wait_for("web-1 to enroll and report", reported(fleet, "web-1", h.initial), timeout=60)
+    identity = h.state / "identity.pem"
+    assert (identity.stat().st_mode & 0o077) == 0, "the host's key is its own"
+    assert "PRIVATE KEY" in identity.read_text()
+    first_expiry = fleet.machine("web-1")["certificate_expires_at"]
+    assert "machine.enrolled" in audit_actions(fleet)
+
+    # The token is spent: the same enrollment request again is refused.
+    token = (h.dir / "enroll-token").read_text().strip()
+    ctx = ssl.create_default_context(cafile=str(fleet.pki / "ca.crt"))
+    csr = identity.read_text()  # not a request at all: the token is checked first
+    req = urllib.request.Request(f"https://127.0.0.1:{fleet.coordinator_port}/api/v1/enroll", method="POST",
+                                 data=json.dumps({"machine_id": "web-1", "token": token, "csr": csr}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, context=ctx, timeout=10)
+        raise AssertionError("a spent token enrolled again")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403 and json.loads(e.read())["error"] == "invalid_token"
+
+    # Deployed to with its enrolled identity.
+    systems = {"web-1": fleet.build_system("web-1", "1")}
+    fleet.release("good-1", systems)
+    rid = fleet.deploy("good-1", "--hosts", "*", "--soak", "1")
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=120)
+    assert r["status"] == "completed", r["events"]
+    assert h.current() == systems["web-1"]
+
+    # Renewed at two thirds of its 45 s, over its current certificate; it keeps polling with the new one.
+    wait_for("a renewed certificate", lambda: fleet.machine("web-1")["certificate_expires_at"] != first_expiry,
+             timeout=90)
+    assert "machine.certificate_renewed" in audit_actions(fleet)
+    seen = fleet.machine("web-1")["last_seen"]
+    wait_for("a poll with the renewed certificate", lambda: fleet.machine("web-1")["last_seen"] != seen, timeout=20)
+
+    # Revoked: refused from its next request on, and it stays out.
+    fleet.cli("machines", "revoke", "web-1")
+    log = h.dir / "logs" / "agent.log"
+    wait_for("the agent to be refused", lambda: "revoked" in log.read_text(), timeout=30)
+    seen = fleet.machine("web-1")["last_seen"]
+    time.sleep(4)
+    assert fleet.machine("web-1")["last_seen"] == seen, "a revoked host is not heard any more"
+    assert fleet.machine("web-1")["revoked_at"]
+    assert "machine.revoked" in audit_actions(fleet)
