@@ -88,6 +88,9 @@ in
               };
             });
           };
+          enroll_token_file = nullable types.str
+            ("A one-time token from `nixfleet machines enroll` (a path outside the store): the agent makes its own key "
+             + "in state_dir, enrolls with the fleet CA and renews its certificate. Excludes tls.cert_file.");
           poll_interval_s = seconds "Poll interval";
           retry_interval_s = seconds "Longest back-off after failures";
           startup_jitter_s = seconds "Random delay before the first poll";

@@ -25,7 +25,8 @@ let
   durations = [ "poll_interval_s" "retry_interval_s" "request_timeout_s" "health_interval_s" "fetch_timeout_s" "activation_timeout_s" ];
   # Paths the agent takes must be absolute and free of `..` (as its own check).
   absolute = v: v == null || (builtins.substring 0 1 v == "/" && builtins.match ".*/\\.\\.(/.*)?" v == null);
-  pathSettings = [ (get "state_dir") (get "profile") (get "control_socket") (tls.ca_file or null) (tls.cert_file or null) keyFile ];
+  tokenFile = get "enroll_token_file";
+  pathSettings = [ (get "state_dir") (get "profile") (get "control_socket") (tls.ca_file or null) (tls.cert_file or null) keyFile tokenFile ];
   metrics = get "metrics_listen";
   metricsPort = if metrics == null then null else builtins.match "(.+):([0-9]{1,5})" metrics;
 in
@@ -62,13 +63,25 @@ in
       message = "${opt}.tls.key_file is a Nix store path: give a path outside the store (the key would be world-readable)";
     }
     {
+      assertion = tokenFile == null || builtins.substring 0 11 tokenFile != "/nix/store/";
+      message = "${opt}.enroll_token_file is a Nix store path: give a path outside the store (the token would be world-readable)";
+    }
+    {
+      assertion = tokenFile == null || (tls.cert_file or null) == null;
+      message = "${opt}.enroll_token_file and tls.cert_file exclude each other: an enrolled host keeps its own key and certificate in state_dir";
+    }
+    {
+      assertion = tokenFile == null || builtins.substring 0 8 url == "https://";
+      message = "${opt}.enroll_token_file: enrollment sends a token, coordinator_url must be https://";
+    }
+    {
       assertion = builtins.all (n: atLeast n 1) durations;
       message = "${opt}: ${builtins.concatStringsSep ", " durations} must be at least 1 second";
     }
     { assertion = atLeast "outbox_limit" 100; message = "${opt}.outbox_limit: at least 100"; }
     {
       assertion = builtins.all absolute pathSettings;
-      message = "${opt}: state_dir, profile, control_socket and the tls files must be absolute paths without `..`";
+      message = "${opt}: state_dir, profile, control_socket, enroll_token_file and the tls files must be absolute paths without `..`";
     }
     {
       assertion = metrics == null || (metricsPort != null

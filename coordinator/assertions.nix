@@ -26,6 +26,10 @@ in
   # A private key in the Nix store is readable by every user of the machine.
   { assertion = !(inStore (get "tls_key")); message = "${opt}.tls_key is a Nix store path: give a path outside the store (the key would be world-readable)"; }
   { assertion = !(inStore (get "audit_key")); message = "${opt}.audit_key is a Nix store path: give a path outside the store (the key would be world-readable)"; }
+  { assertion = !(inStore (get "ca_key")); message = "${opt}.ca_key is a Nix store path: give a path outside the store (the fleet CA's key would be world-readable)"; }
+  { assertion = set "ca_cert" == set "ca_key"; message = "${opt}.ca_cert and ca_key go together"; }
+  { assertion = !(set "ca_cert") || tls; message = "${opt}.ca_cert (the fleet CA) needs TLS"; }
+  { assertion = !(set "ca_cert") || (get "require_client_cert") != true; message = "${opt}.ca_cert and require_client_cert exclude each other: hosts enroll before they have a certificate"; }
   { assertion = between "checkpoint_interval" 1 86400; message = "${opt}.checkpoint_interval: between 1 and 86400 seconds"; }
   { assertion = between "report_retention_days" 1 3650; message = "${opt}.report_retention_days: between 1 and 3650"; }
   { assertion = between "poll_hint" 1 3600; message = "${opt}.poll_hint: between 1 and 3600 seconds"; }

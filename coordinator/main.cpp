@@ -47,7 +47,7 @@ struct serve_flags {
   std::optional<std::size_t> max_connections;  // default: 20000, or what the descriptor limit allows
   std::size_t max_connections_per_ip = 1024;
   std::optional<std::string> audit_key;
-  std::optional<std::string> ca_dir;
+  std::optional<std::string> ca_dir, ca_cert, ca_key;
   std::string certificate_lifetime = "30d";
   double checkpoint_interval = 300;
   std::uint64_t report_budget = 1200, report_budget_mb = 8, report_retention_mb = 1024;
@@ -102,6 +102,8 @@ void add_serve_flags(CLI::App* sub, serve_flags& f) {
   sub->add_option("--ca-dir", f.ca_dir,
                   "the fleet CA (ca.crt, ca.key from `ca init`): hosts enroll with one-time tokens and renew their "
                   "client certificates");
+  sub->add_option("--ca-cert", f.ca_cert, "the fleet CA's certificate chain, instead of --ca-dir (with --ca-key)");
+  sub->add_option("--ca-key", f.ca_key, "the fleet CA's private key, instead of --ca-dir (with --ca-cert)");
   sub->add_option("--certificate-lifetime", f.certificate_lifetime,
                   "how long a certificate the fleet CA issues lasts (s, m, h or d); agents renew at two thirds")
       ->capture_default_str();
@@ -168,19 +170,22 @@ int to_options(const serve_flags& f, cio::service_options& o) {
     if (auto* why = std::get_if<std::string>(&key)) return bad("--audit-key: " + *why);
     o.audit_key = std::get<nixfleet::protocol::secret_key>(std::move(key));
   }
-  if (f.ca_dir) {
-    if (!f.tls_cert) return bad("--ca-dir needs TLS (--tls-cert, --tls-key)");
+  if (f.ca_dir && (f.ca_cert || f.ca_key)) return bad("--ca-dir and --ca-cert/--ca-key exclude each other");
+  if (f.ca_cert.has_value() != f.ca_key.has_value()) return bad("--ca-cert and --ca-key go together");
+  if (f.ca_dir || f.ca_cert) {
+    const auto cert = f.ca_dir ? *f.ca_dir + "/ca.crt" : *f.ca_cert;
+    const auto key = f.ca_dir ? *f.ca_dir + "/ca.key" : *f.ca_key;
+    if (!f.tls_cert) return bad("the fleet CA (--ca-dir) needs TLS (--tls-cert, --tls-key)");
     if (f.require_client_cert)
-      return bad("--ca-dir and --require-client-cert exclude each other: a host enrolls before it has a "
+      return bad("the fleet CA (--ca-dir) and --require-client-cert exclude each other: a host enrolls before it has a "
                  "certificate (agent routes require one regardless)");
-    const auto key = *f.ca_dir + "/ca.key";
     struct stat st {};
     if (::stat(key.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-      return bad("--ca-dir: " + key + " is readable by others; chmod 600 it");
+      return bad("the fleet CA key " + key + " is readable by others; chmod 600 it");
     try {
-      o.ca = std::make_shared<const nixfleet::pki::authority>(nixfleet::pki::authority::load(*f.ca_dir + "/ca.crt", key));
+      o.ca = std::make_shared<const nixfleet::pki::authority>(nixfleet::pki::authority::load(cert, key));
     } catch (const std::exception& e) {
-      return bad(std::string("--ca-dir: ") + e.what());
+      return bad(std::string("the fleet CA: ") + e.what());
     }
     auto life = nixfleet::protocol::parse_duration(f.certificate_lifetime);
     if (!life || *life < std::chrono::seconds(30) || *life > std::chrono::days(397))
@@ -188,8 +193,8 @@ int to_options(const serve_flags& f, cio::service_options& o) {
     o.certificate_lifetime = *life;
     // The fleet CA verifies the certificates it issues, beside an operator's own CA if given.
     if (o.api.tls) {
-      if (o.api.tls->client_ca_file) o.api.tls->extra_client_ca_file = *f.ca_dir + "/ca.crt";
-      else o.api.tls->client_ca_file = *f.ca_dir + "/ca.crt";
+      if (o.api.tls->client_ca_file) o.api.tls->extra_client_ca_file = cert;
+      else o.api.tls->client_ca_file = cert;
     }
   }
   o.checkpoint_interval = std::chrono::milliseconds(static_cast<long>(f.checkpoint_interval * 1000));
@@ -236,6 +241,8 @@ int check_config(const serve_flags& f, const cio::service_options& o) {
                           {"report_budget_mb", f.report_budget_mb},
                           {"report_retention_mb", f.report_retention_mb},
                           {"ca_dir", opt(f.ca_dir)},
+                          {"ca_cert", opt(f.ca_cert)},
+                          {"ca_key", opt(f.ca_key)},
                           {"certificate_lifetime_s", o.certificate_lifetime.count()},
                           {"log_level", f.log_level}};
   std::cout << boost::json::serialize(out) << "\n";

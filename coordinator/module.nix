@@ -17,6 +17,8 @@ let
     (if s.tls_key != null then "tls-key:${s.tls_key}" else null)
     (if s.client_ca != null then "client-ca:${s.client_ca}" else null)
     (if s.audit_key != null then "audit-key:${s.audit_key}" else null)
+    (if s.ca_cert != null then "ca-cert:${s.ca_cert}" else null)
+    (if s.ca_key != null then "ca-key:${s.ca_key}" else null)
   ];
   keys = pkgs.writeShellScriptBin "nixfleet-coordinator-keys" ''
     # Runs `nixfleet-coordinator keys create` as the service's user, on its database.
@@ -77,6 +79,10 @@ in
           audit_key = nullable types.str
             "ed25519 secret key (nix-store --generate-binary-cache-key) signing audit checkpoints; a path outside the store.";
           checkpoint_interval = nullable types.number "Seconds between audit checkpoints.";
+          ca_cert = nullable types.str
+            "The fleet CA's certificate (from `nixfleet-coordinator ca init`): hosts enroll with tokens and renew.";
+          ca_key = nullable types.str "The fleet CA's private key, a path outside the store (never in /nix/store).";
+          certificate_lifetime = nullable types.str "Lifetime of the certificates the fleet CA issues, e.g. \"30d\".";
           report_budget = nullable types.ints.unsigned "Reports one machine may send per 10 minutes (0: no limit).";
           report_budget_mb = nullable types.ints.unsigned "Report MiB one machine may send per 10 minutes (0: no limit).";
           report_retention_mb = nullable types.ints.positive "Stored reports at most, in MiB of bodies.";

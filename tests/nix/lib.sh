@@ -9,4 +9,9 @@ make_credentials() {
   # The audit checkpoint key, as Nix makes one.
   nix-store --generate-binary-cache-key coordinator-audit-1 "$1/audit-key" "$1/audit-key.pub"
   chmod 600 "$1/audit-key"
+  # The fleet CA, as `nixfleet-coordinator ca init` makes it ($coordinator: the binary under test).
+  "$coordinator" ca init --dir "$1/fleet-ca" >/dev/null
+  cp "$1/fleet-ca/ca.crt" "$1/ca-cert"
+  cp "$1/fleet-ca/ca.key" "$1/ca-key"
+  chmod 600 "$1/ca-key"
 }

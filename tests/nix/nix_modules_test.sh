@@ -87,6 +87,8 @@ bad_agents=(
   "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; tls = { cert_file = \"/a.pem\"; key_file = \"/nix/store/00000000000000000000000000000000-k\"; }; };|key_file"
   "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; poll_interval_s = 0; };|poll_interval_s"
   "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; caches = [ \"file:///c?trusted=1\" ]; };|caches"
+  "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; enroll_token_file = \"/nix/store/00000000000000000000000000000000-token\"; };|enroll_token_file is a Nix store path"
+  "settings = { coordinator_url = \"https://x\"; trusted_keys = [ \"$key\" ]; enroll_token_file = \"/run/t\"; tls = { cert_file = \"/a.pem\"; key_file = \"/k.pem\"; }; };|exclude each other"
 )
 for row in "${bad_agents[@]}"; do
   setting=${row%|*}
@@ -105,7 +107,8 @@ make_credentials "$creds"
 good_coord='{ services.nixfleet-coordinator = { enable = true; openFirewall = true; settings = {
   db = "/tmp/100%done $HOME.db"; listen = "[::]:8443"; tls_cert = "/etc/nixfleet/c.pem"; tls_key = "/etc/nixfleet/k.pem";
   client_ca = "/etc/nixfleet/ca.pem"; metrics_listen = "127.0.0.1:9464"; poll_hint = 2;
-  audit_key = "/etc/nixfleet/audit.sec"; }; }; }'
+  audit_key = "/etc/nixfleet/audit.sec"; ca_cert = "/etc/nixfleet/fleet-ca.crt"; ca_key = "/etc/nixfleet/fleet-ca.key";
+  certificate_lifetime = "30d"; }; }; }'
 out=$(evaluate coordinator "$good_coord") || fail "the coordinator module does not evaluate"
 [ "$(field failed <<<"$out")" = "[]" ] || fail "good coordinator settings fail assertions: $(field failed <<<"$out")"
 [ "$(field ports <<<"$out")" = "[8443]" ] || fail "openFirewall opens $(field ports <<<"$out")"
@@ -115,7 +118,7 @@ for k in DynamicUser ProtectSystem NoNewPrivileges LoadCredential SystemCallFilt
 done
 [ "$(field serviceConfig LimitNOFILE <<<"$unit")" = 21024 ] ||
   fail "the coordinator unit's LimitNOFILE does not cover its connections: $(field serviceConfig LimitNOFILE <<<"$unit")"
-[ "$(field serviceConfig LoadCredential <<<"$unit")" = '["tls-cert:/etc/nixfleet/c.pem", "tls-key:/etc/nixfleet/k.pem", "client-ca:/etc/nixfleet/ca.pem", "audit-key:/etc/nixfleet/audit.sec"]' ] ||
+[ "$(field serviceConfig LoadCredential <<<"$unit")" = '["tls-cert:/etc/nixfleet/c.pem", "tls-key:/etc/nixfleet/k.pem", "client-ca:/etc/nixfleet/ca.pem", "audit-key:/etc/nixfleet/audit.sec", "ca-cert:/etc/nixfleet/fleet-ca.crt", "ca-key:/etc/nixfleet/fleet-ca.key"]' ] ||
   fail "credentials: $(field serviceConfig LoadCredential <<<"$unit")"
 # ExecStart as systemd reads it: JSON-quoted words, `%%` a literal %, `%d` the credentials directory.
 field serviceConfig ExecStart <<<"$unit" > "$work/exec"
@@ -131,6 +134,9 @@ bad_coords=(
   'tls_cert = "/etc/c.pem";|go together'
   'insecure_http = true; listen = "8443";|listen'
   'insecure_http = true; require_client_cert = true;|need TLS'
+  'tls_cert = "/c"; tls_key = "/k"; ca_cert = "/a"; ca_key = "/nix/store/00000000000000000000000000000000-ca.key";|ca_key is a Nix store path'
+  'tls_cert = "/c"; tls_key = "/k"; ca_cert = "/a";|ca_cert and ca_key go together'
+  'tls_cert = "/c"; tls_key = "/k"; client_ca = "/ca"; require_client_cert = true; ca_cert = "/a"; ca_key = "/b";|exclude each other'
 )
 for row in "${bad_coords[@]}"; do
   out=$(evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; settings = { ${row%|*} }; }; }") ||
