@@ -312,6 +312,12 @@ effects on(fleet& f, const std::string& actor, const update_machine& e, timestam
     m.state = *e.update.state;
     detail["lifecycle"] = protocol::to_string(m.state);
   }
+  // Set active again, a revoked machine is let back in by name: certificates of the operator's own
+  // PKI work again, while those the fleet CA issued stay revoked (it needs a new token).
+  if (e.update.state == protocol::lifecycle::active && m.revoked_at) {
+    m.revoked_at.reset();
+    detail["readmitted"] = true;
+  }
   fx.changes.audit.push_back({now, actor, created ? "machine.created" : "machine.updated", e.id, std::move(detail)});
   // A decommissioned host keeps no access: its certificates and tokens go with it.
   if (decommissioning) revoke_into(f, m, fx, actor, now, "decommissioned");

@@ -1,5 +1,5 @@
 # NixOS VM tests (`nix flake check` where KVM and nixpkgs are available): the fleet-in-a-box
-# scenarios on real NixOS. A coordinator VM (mTLS, nix-serve as the signed binary cache) and two
+# scenarios on real NixOS. A coordinator VM (mTLS with its fleet CA, nix-serve as the signed binary cache) and two
 # host VMs running the agent module. The "releases" are NixOS specialisations of each host, built
 # with it, so their closures are already valid on the host (the fetch finds them present); one is
 # broken on purpose.
@@ -8,19 +8,12 @@ let
   lib = pkgs.lib;
 
   # Test-only PKI and keys, made at build time (never used outside the VMs).
-  pki = pkgs.runCommand "nixfleet-test-pki" { nativeBuildInputs = [ pkgs.openssl pkgs.nix ]; } ''
+  pki = pkgs.runCommand "nixfleet-test-pki" { nativeBuildInputs = [ pkgs.nixfleet pkgs.nix ]; } ''
     mkdir -p $out
     cd $out
-    ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    openssl req -x509 $ec -keyout ca.key -out ca.crt -days 3650 -subj /CN=nixfleet-test-ca
-    issue() {
-      echo "$3" > $1.ext
-      openssl req $ec -keyout $1.key -out $1.csr -subj /CN=$2
-      openssl x509 -req -in $1.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $1.crt -days 3650 -extfile $1.ext
-    }
-    issue coordinator coordinator "subjectAltName=DNS:coordinator"
-    issue host1 host1 "extendedKeyUsage=clientAuth"
-    issue host2 host2 "extendedKeyUsage=clientAuth"
+    nixfleet-coordinator ca init --dir fleet-ca --name nixfleet-test-ca
+    cp fleet-ca/ca.crt fleet-ca/ca.key .
+    nixfleet-coordinator ca server-cert --dir fleet-ca --name coordinator --cert-out coordinator.crt --key-out coordinator.key
     export NIX_STATE_DIR=$TMPDIR/nix HOME=$TMPDIR
     nix-store --generate-binary-cache-key test-op-1 op.sec op.pub
   '';
@@ -41,8 +34,13 @@ let
     coordinator.succeed("install -m 600 ${pki}/op.sec /root/op.sec")
     cli = ("NIXFLEET_COORDINATOR=https://coordinator:8443 NIXFLEET_CA_FILE=${pki}/ca.crt "
            "NIXFLEET_API_KEY_FILE=/root/key nixfleet ")
+    # Each host gets a one-time token and enrolls itself with the fleet CA.
+    for h in (host1, host2):
+        token = coordinator.succeed(cli + f"machines enroll {h.name} --ttl 10m").strip()
+        h.succeed(f"install -m 600 /dev/null /root/enroll-token && echo {token} > /root/enroll-token")
     for h in (host1, host2):
         h.wait_for_unit("nixfleet-agent.service")
+        h.wait_until_succeeds("test -s /var/lib/nixfleet-agent/identity.pem", timeout=60)
 
     def spec(host, which):
         return host.succeed(f"readlink -f /run/current-system/specialisation/{which}").strip()

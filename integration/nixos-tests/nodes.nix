@@ -1,4 +1,4 @@
-# The VM test nodes: a coordinator (mTLS, nix-serve as the signed binary cache) and hosts whose
+# The VM test nodes: a coordinator (mTLS with its fleet CA, nix-serve as the signed binary cache) and hosts whose
 # specialisations are the releases. A function of the test PKI, so that CI can evaluate the node
 # configurations against the modules without building anything.
 { pkgs, self, pki, opPublic }:
@@ -13,13 +13,16 @@
         # key under /nix/store).
         tls_cert = "/etc/nixfleet/coordinator.crt";
         tls_key = "/etc/nixfleet/coordinator.key";
-        client_ca = "/etc/nixfleet/ca.crt";
+        # The fleet CA: hosts enroll with one-time tokens (made in the test script).
+        ca_cert = "/etc/nixfleet/ca.crt";
+        ca_key = "/etc/nixfleet/ca.key";
         poll_hint = 1;
       };
     };
     environment.etc."nixfleet/coordinator.crt".source = "${pki}/coordinator.crt";
     environment.etc."nixfleet/coordinator.key" = { source = "${pki}/coordinator.key"; mode = "0400"; };
     environment.etc."nixfleet/ca.crt".source = "${pki}/ca.crt";
+    environment.etc."nixfleet/ca.key" = { source = "${pki}/ca.key"; mode = "0400"; };
     services.nix-serve = { enable = true; secretKeyFile = "${pki}/op.sec"; };
     environment.systemPackages = [ pkgs.nixfleet ];
   };
@@ -28,12 +31,14 @@
   hostNode = name: { config, ... }: {
     imports = [ self.nixosModules.agent ];
     networking.hostName = name;
-    environment.etc."nixfleet/${name}.key" = { source = "${pki}/${name}.key"; mode = "0400"; };
     services.nixfleet-agent = {
       enable = true;
       settings = {
         coordinator_url = "https://coordinator:8443";
-        tls = { ca_file = "${pki}/ca.crt"; cert_file = "${pki}/${name}.crt"; key_file = "/etc/nixfleet/${name}.key"; };
+        # Only the CA and a token the test script puts there: the host makes its own key and enrolls.
+        tls = { ca_file = "${pki}/ca.crt"; };
+        enroll_token_file = "/root/enroll-token";
+        retry_interval_s = 2;
         trusted_keys = [ opPublic ];
         cache_public_keys = [ opPublic ];
         poll_interval_s = 2;

@@ -37,16 +37,17 @@ def main():
     root = Path(tempfile.mkdtemp(prefix="nixfleet-demo-"))
     fleet = Fleet(root, args.build_dir)
     try:
-        say("Starting a coordinator (TLS, client certificates), a signed binary cache and three hosts")
+        say("Starting a coordinator (TLS and its fleet CA), a signed binary cache and three hosts")
         print("Each host is a mount + network namespace with its own /nix store and system profile,\n"
               "running a real nixfleet-agent; it reaches the coordinator and the cache only through a\n"
               "forwarder on loopback. The systems are tiny Nix derivations with a switch-to-configuration\n"
-              "that starts a small HTTP service, which the agents' health probes check.")
+              "that starts a small HTTP service, which the agents' health probes check. Each host gets\n"
+              "only a one-time token (nixfleet machines enroll): it makes its own key and enrolls.")
         fleet.start()
         for h in fleet.hosts.values():
             wait_for(f"{h.name} to report", lambda h=h: fleet.machine(h.name).get("current_path") == h.initial, 30)
         show("nixfleet status", fleet.cli("status").stdout)
-        shown.append("three hosts registered and reported the generation they run")
+        shown.append("three hosts enrolled with one-time tokens, registered and reported the generation they run")
 
         say("Release v1: build every host's system, sign the closures and the entries, push, register")
         fleet.release("base", {n: h.initial for n, h in fleet.hosts.items()})

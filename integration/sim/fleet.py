@@ -255,7 +255,7 @@ class Host:
 
 
 class Fleet:
-    def __init__(self, root, build_dir, host_names=("web-1", "web-2", "web-3"), enroll=False,
+    def __init__(self, root, build_dir, host_names=("web-1", "web-2", "web-3"), enroll=True,
                  certificate_lifetime=None):
         self.root = Path(root)
         self.bin = Path(build_dir).resolve() / "bin"
@@ -272,8 +272,9 @@ class Fleet:
         self.op_secret = self.root / "op.sec"
         self.op_public = None
         self.nonce = str(time.time_ns())
-        # With enroll, the coordinator runs the fleet CA (--ca-dir) and hosts join with tokens
-        # from `nixfleet machines enroll` instead of certificates made for them.
+        # With enroll (the default), the coordinator runs the fleet CA (--ca-dir) and hosts join
+        # with tokens from `nixfleet machines enroll`, as in production; without it, certificates
+        # are made for them with openssl (an operator's own PKI).
         self.enroll = enroll
         self.certificate_lifetime = certificate_lifetime
 
@@ -299,6 +300,11 @@ class Fleet:
                 token = self.cli("machines", "enroll", h.name, "--ttl", "10m").stdout.strip()
                 (h.dir / "enroll-token").write_text(token + "\n")
                 os.chmod(h.dir / "enroll-token", 0o600)
+                # Where the tampering proxy looks for a host's identity to speak upstream as it.
+                for suffix in ("crt", "key"):
+                    link = self.pki / f"{h.name}.{suffix}"
+                    if not link.is_symlink():
+                        link.symlink_to(h.state / "identity.pem")
             h.write_agent_config()
             if agents:
                 h.start_agent()

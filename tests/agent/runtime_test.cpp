@@ -4,6 +4,9 @@
 #include "manual_clock.hpp"
 #include "nixfleet/agent/io/control.hpp"
 #include "nixfleet/agent/io/runtime.hpp"
+#include "nixfleet/agent/io/metrics.hpp"
+#include "nixfleet/common/pki.hpp"
+#include "nixfleet/protocol/codec.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -14,6 +17,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <fstream>
 #include <future>
 #include <map>
 #include <set>
@@ -100,6 +104,29 @@ struct fake_coordinator final : io::coordinator_client {
     a.acked_seq = batch.empty() ? 0 : batch.back().seq;
     co_return a;
   }
+  // Renewal by a real CA over the agent's request, when `ca` is set.
+  const pki::authority* ca = nullptr;
+  std::vector<protocol::timestamp> renewed_at;
+  int reloads = 0;
+  asio::awaitable<io::certificate_result> renew_certificate(std::string csr) override {
+    io::certificate_result r;
+    if (down || ca == nullptr) {
+      r.error = "connection refused";
+      co_return r;
+    }
+    const auto now = std::chrono::floor<std::chrono::seconds>(clock->wall_now());
+    protocol::issued_certificate c;
+    c.machine_id = "web-01";
+    c.serial = pki::random_serial();
+    c.certificate = ca->issue_client(*pki::read_csr(csr), "web-01", c.serial, now, now + 3h);
+    c.ca_chain = ca->chain_pem();
+    c.not_before = now;
+    c.not_after = now + 3h;
+    renewed_at.push_back(clock->wall_now());
+    r.body = protocol::serialize(c);
+    co_return r;
+  }
+  void reload_identity() override { ++reloads; }
   std::vector<protocol::report_kind> kinds() const {
     std::vector<protocol::report_kind> out;
     for (const auto& [seq, r] : received)
@@ -167,9 +194,9 @@ struct fixture {
   }
 
   // An agent over the fixture's seams, owned here so that it outlives its coroutines.
-  io::agent_runtime& agent(std::uint64_t seed) {
-    return *agents.emplace_back(
-        std::make_unique<io::agent_runtime>(cfg, io::runtime_seams{coordinator, host, host, host, time}, gate, seed));
+  io::agent_runtime& agent(std::uint64_t seed, io::identity_keeper* identity = nullptr) {
+    return *agents.emplace_back(std::make_unique<io::agent_runtime>(
+        cfg, io::runtime_seams{coordinator, host, host, host, time, identity}, gate, seed));
   }
 
   // Starts `rt` (stopping whichever runtime ran before: a restart of the agent).
@@ -530,6 +557,55 @@ BOOST_AUTO_TEST_CASE(an_announced_revocation_list_is_verified_kept_and_enforced)
   coordinator.desired->attempt = 1;  // a new ETag: the announcement is read
   BOOST_TEST(run_until(rt, [&] { return coordinator.revocation_fetches > fetches; }));
   BOOST_TEST(rt.driver().state().revocations->sequence == 2u);
+}
+
+// A certificate valid for 3 h is renewed at 2 h; the coordinator is down from 1 h 50 to 2 h 30, so the
+// renewal backs off (the old identity untouched) and happens soon after it is back; polls go on.
+BOOST_AUTO_TEST_CASE(the_certificate_is_renewed_at_two_thirds_and_later_when_the_coordinator_was_down) {
+  const auto w0 = std::chrono::floor<std::chrono::seconds>(time.wall_now());
+  pki::init_authority((dir / "ca").string(), pki::key_type::p256, "test CA", false, std::chrono::days(30), w0);
+  auto ca = pki::authority::load((dir / "ca/ca.crt").string(), (dir / "ca/ca.key").string());
+  coordinator.ca = &ca;
+  coordinator.desired.reset();
+  const auto key = pki::generate_key(pki::key_type::p256);
+  const auto first = ca.issue_client(*pki::read_csr(pki::make_csr(key, "web-01")), "web-01", pki::random_serial(), w0,
+                                     w0 + 3h);
+  { std::ofstream(dir / "identity.pem") << key << first << ca.chain_pem(); }
+  const auto original = key + first + ca.chain_pem();
+  cfg.enroll_token_file = (dir / "token").string();
+  cfg.poll_interval = 30s;
+  cfg.retry_interval = 1s;
+  cfg.health_interval = 10min;
+  io::identity_keeper keeper(cfg);
+  BOOST_REQUIRE(keeper.load());
+  const auto serial = keeper.current()->serial;
+  auto& rt = agent(7, &keeper);
+
+  BOOST_TEST(!run_until(rt, [&] { return !coordinator.renewed_at.empty(); }, 110min), "nothing before two thirds");
+  coordinator.down = true;
+  BOOST_TEST(!run_until(rt, [&] { return !coordinator.renewed_at.empty(); }, 40min));
+  BOOST_TEST(rt.driver().metrics().certificate_renewal_failures > 0u);
+  {
+    std::ifstream in(dir / "identity.pem");
+    std::string now((std::istreambuf_iterator<char>(in)), {});
+    BOOST_TEST(now == original, "a failed renewal leaves the identity as it was");
+  }
+  BOOST_TEST(keeper.current()->serial == serial);
+  coordinator.down = false;
+  const auto polls = coordinator.polls;
+  BOOST_TEST(run_until(rt, [&] { return !coordinator.renewed_at.empty(); }, 5min));
+  BOOST_TEST((coordinator.renewed_at[0] >= protocol::timestamp(w0 + 150min)));
+  BOOST_TEST((coordinator.renewed_at[0] < protocol::timestamp(w0 + 153min)), "soon after the coordinator is back");
+  BOOST_TEST(keeper.current()->serial != serial);
+  BOOST_TEST(coordinator.reloads == 1);
+  BOOST_TEST(coordinator.polls > polls);
+  BOOST_TEST(rt.driver().metrics().certificate_renewals == 1u);
+  // The next renewal waits for two thirds of the new certificate.
+  BOOST_TEST(!run_until(rt, [&] { return coordinator.renewed_at.size() > 1; }, 110min));
+  BOOST_TEST(run_until(rt, [&] { return coordinator.renewed_at.size() > 1; }, 15min));
+  const auto text = io::render_metrics(rt);
+  BOOST_TEST(text.find("nixfleet_agent_certificate_days_left") != std::string::npos);
+  BOOST_TEST(text.find("nixfleet_agent_certificate_renewal_failures_total") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -502,6 +502,8 @@ BOOST_AUTO_TEST_CASE(auth_policy_is_principal_by_operation) {
       {operation::clear_desired, role::admin},
       {operation::delete_release, role::admin},
       {operation::manage_keys, role::admin},
+      {operation::enroll_machine, role::deploy},
+      {operation::revoke_machine, role::admin},
   };
   const auto rank = [](role r) { return r == role::readonly ? 0 : r == role::deploy ? 1 : 2; };
   for (const auto& r : table) {
@@ -525,6 +527,93 @@ BOOST_AUTO_TEST_CASE(auth_policy_is_principal_by_operation) {
   BOOST_TEST(ambiguous->code == "bad_client_certificate");
   BOOST_TEST(ambiguous->message == "the client certificate's subject has 2 CNs");
   BOOST_TEST(authorize_agent(std::string("web 01/../x"), "", "web-01", false)->code == "bad_client_certificate");
+}
+
+// Tokens are spent once and only for their machine; revocation refuses every certificate of a
+// machine, a new token brings it back with a new one, and `active` readmits an own-PKI host by name.
+BOOST_AUTO_TEST_CASE(enrollment_tokens_certificates_and_revocation) {
+  auto f = base();
+  const std::string secret = "nfe_" + std::string(64, 'a');
+  const auto hash = protocol::sha256_hex(secret);
+  auto made = apply(f, {"ci", create_enroll_token{"web-09", secret, {{"db"}, 600}}}, NOW);
+  BOOST_REQUIRE(!made.refused);
+  BOOST_TEST(made.status == 201u);
+  BOOST_TEST(made.changes.tokens.size() == 1u);
+  BOOST_TEST(made.changes.tokens[0].hash == hash);
+  BOOST_TEST((made.changes.tokens[0].expires_at == NOW + 600s));
+  BOOST_TEST(made.changes.audit.at(0).action == "machine.enroll_token_created");
+  BOOST_TEST(apply(f, {"ci", create_enroll_token{"web-09", "nfk_" + std::string(64, 'a'), {}}}, NOW).refused->code ==
+             "invalid_field");
+  BOOST_TEST(apply(f, {"ci", create_enroll_token{"web-09", secret + "b", {{}, 30}}}, NOW).refused.has_value());
+
+  BOOST_TEST(!enrollment_refusal(f, hash, "web-09", NOW).has_value());
+  BOOST_TEST(enrollment_refusal(f, hash, "web-01", NOW)->code == "invalid_token");
+  BOOST_TEST(enrollment_refusal(f, hash, "web-09", NOW + 600s)->code == "invalid_token");
+  BOOST_TEST(enrollment_refusal(f, protocol::sha256_hex("x"), "web-09", NOW)->code == "invalid_token");
+
+  auto cert = [](std::string serial, std::string id) {
+    protocol::issued_certificate c;
+    c.machine_id = std::move(id);
+    c.serial = std::move(serial);
+    c.certificate = "PEM";
+    c.ca_chain = "CA";
+    c.not_before = NOW - 1min;
+    c.not_after = NOW + 24h;
+    return c;
+  };
+  auto enrolled = apply(f, {"enroll:web-09", enroll_machine{hash, cert("a1", "web-09")}}, NOW);
+  BOOST_REQUIRE(!enrolled.refused);
+  BOOST_TEST(enrolled.status == 201u);
+  BOOST_TEST(f.machines.at("web-09").tags == std::vector<std::string>{"db"});
+  BOOST_TEST(f.tokens.at(hash).used_at.has_value());
+  BOOST_TEST(enrolled.changes.certificates.size() == 1u);
+  BOOST_TEST(apply(f, {"enroll:web-09", enroll_machine{hash, cert("a2", "web-09")}}, NOW).refused->code ==
+             "invalid_token", "a spent token");
+  BOOST_TEST((status_of(f, f.machines.at("web-09")).certificate_expires_at == NOW + 24h));
+
+  BOOST_TEST(!certificate_refusal(f, "web-09", "a1").has_value());
+  BOOST_TEST(certificate_refusal(f, "web-01", "a1")->code == "bad_client_certificate", "another machine's serial");
+  BOOST_TEST(!certificate_refusal(f, "web-01", "ffff").has_value(), "not ours: an operator's own PKI");
+  auto renewed = apply(f, {"agent:web-09", renew_certificate{"a1", cert("a3", "web-09")}}, NOW);
+  BOOST_REQUIRE(!renewed.refused);
+  BOOST_TEST(renewed.changes.audit.at(0).action == "machine.certificate_renewed");
+
+  // A token still out when the machine is revoked is spent with it.
+  const std::string spare = "nfe_" + std::string(64, 'c');
+  BOOST_REQUIRE(!apply(f, {"ci", create_enroll_token{"web-09", spare, {}}}, NOW).refused);
+  auto revoked = apply(f, {"alice", revoke_machine{"web-09"}}, NOW);
+  BOOST_REQUIRE(!revoked.refused);
+  BOOST_TEST(revoked.changes.certificates.size() == 2u);
+  BOOST_TEST(revoked.changes.tokens.size() == 1u);
+  BOOST_TEST(revoked.changes.audit.at(0).action == "machine.revoked");
+  for (auto serial : {"a1", "a3", ""}) BOOST_TEST(certificate_refusal(f, "web-09", serial)->code == "revoked");
+  BOOST_TEST(apply(f, {"agent:web-09", renew_certificate{"a3", cert("a4", "web-09")}}, NOW).refused->code == "revoked");
+  BOOST_TEST(enrollment_refusal(f, protocol::sha256_hex(spare), "web-09", NOW).has_value());
+  BOOST_TEST(apply(f, {"alice", revoke_machine{"nobody"}}, NOW).refused->status == 404u);
+
+  // A new token: back in with a new certificate; the revoked ones stay revoked.
+  const std::string again = "nfe_" + std::string(64, 'd');
+  BOOST_REQUIRE(!apply(f, {"ci", create_enroll_token{"web-09", again, {}}}, NOW).refused);
+  BOOST_REQUIRE(!apply(f, {"enroll:web-09", enroll_machine{protocol::sha256_hex(again), cert("a5", "web-09")}}, NOW).refused);
+  BOOST_TEST(!certificate_refusal(f, "web-09", "a5").has_value());
+  BOOST_TEST(certificate_refusal(f, "web-09", "a1")->code == "revoked");
+
+  // An own-PKI host, revoked by name, is readmitted by setting it active; decommissioning revokes.
+  BOOST_REQUIRE(!apply(f, {"alice", revoke_machine{"web-01"}}, NOW).refused);
+  BOOST_TEST(certificate_refusal(f, "web-01", "ffff")->code == "revoked");
+  protocol::machine_update active;
+  active.state = protocol::lifecycle::active;
+  auto back = apply(f, {"alice", update_machine{"web-01", active}}, NOW);
+  BOOST_TEST(back.changes.audit.at(0).detail.at("readmitted").as_bool());
+  BOOST_TEST(!certificate_refusal(f, "web-01", "ffff").has_value());
+  protocol::machine_update gone;
+  gone.state = protocol::lifecycle::decommissioned;
+  auto out = apply(f, {"alice", update_machine{"web-09", gone}}, NOW);
+  BOOST_TEST(out.changes.audit.size() == 2u);
+  BOOST_TEST(out.changes.audit.at(1).action == "machine.revoked");
+  BOOST_TEST(certificate_refusal(f, "web-09", "a5")->code == "revoked");
+  BOOST_TEST(apply(f, {"ci", create_enroll_token{"web-09", "nfe_" + std::string(64, 'e'), {}}}, NOW).refused->code ==
+             "decommissioned");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
