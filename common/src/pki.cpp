@@ -324,12 +324,16 @@ std::string random_serial() {
   return out;
 }
 
-struct authority::impl {
+namespace {
+struct authority_state {
   x509_ptr cert;
   pkey_ptr key;
   std::string chain;
   certificate_info about;
 };
+}  // namespace
+
+struct authority::impl : authority_state {};
 
 authority::authority() : impl_(std::make_unique<impl>()) {}
 authority::~authority() = default;
@@ -359,46 +363,53 @@ authority authority::load(const std::string& cert_file, const std::string& key_f
   }
 }
 
+namespace {
+
+// A leaf certificate over `key` named `cn`, issued by this CA, with what every leaf carries; the
+// caller adds its usage and names.
+x509_ptr leaf(const authority_state& ca, EVP_PKEY* key, std::string_view cn, std::string_view serial,
+              time_point not_before, time_point not_after) {
+  x509_ptr x(X509_new());
+  if (!x) fail("cannot allocate a certificate");
+  X509_set_version(x.get(), 2);
+  set_serial(x.get(), serial);
+  set_time(X509_getm_notBefore(x.get()), not_before);
+  set_time(X509_getm_notAfter(x.get()), not_after);
+  X509_set_pubkey(x.get(), key);
+  add_cn(X509_get_subject_name(x.get()), cn);
+  X509_set_issuer_name(x.get(), X509_get_subject_name(ca.cert.get()));
+  add_ext(x.get(), ca.cert.get(), NID_basic_constraints, "critical,CA:FALSE");
+  add_ext(x.get(), ca.cert.get(), NID_subject_key_identifier, "hash");
+  add_ext(x.get(), ca.cert.get(), NID_authority_key_identifier, "keyid");
+  return x;
+}
+
+std::string sign(const authority_state& ca, X509* x) {
+  if (X509_sign(x, ca.key.get(), digest_for(ca.key.get())) <= 0) fail("cannot sign the certificate");
+  return write_x509(x);
+}
+
+}  // namespace
+
 std::string authority::issue_client(const csr_info& req, std::string_view machine_id, std::string_view serial,
                                     time_point not_before, time_point not_after) const {
   auto kb = mem_in(req.public_key_pem);
   pkey_ptr pub(PEM_read_bio_PUBKEY(kb.get(), nullptr, nullptr, nullptr));
   if (!pub) fail("the request's key cannot be read back");
-  x509_ptr x(X509_new());
-  X509_set_version(x.get(), 2);
-  set_serial(x.get(), serial);
-  set_time(X509_getm_notBefore(x.get()), not_before);
-  set_time(X509_getm_notAfter(x.get()), not_after);
-  X509_set_pubkey(x.get(), pub.get());
-  add_cn(X509_get_subject_name(x.get()), machine_id);
-  X509_set_issuer_name(x.get(), X509_get_subject_name(impl_->cert.get()));
-  add_ext(x.get(), impl_->cert.get(), NID_basic_constraints, "critical,CA:FALSE");
+  auto x = leaf(*impl_, pub.get(), machine_id, serial, not_before, not_after);
   add_ext(x.get(), impl_->cert.get(), NID_key_usage, "critical,digitalSignature");
   add_ext(x.get(), impl_->cert.get(), NID_ext_key_usage, "clientAuth");
-  add_ext(x.get(), impl_->cert.get(), NID_subject_key_identifier, "hash");
-  add_ext(x.get(), impl_->cert.get(), NID_authority_key_identifier, "keyid");
   add_san(x.get(), {{GEN_URI, "nixfleet://machine/" + std::string(machine_id)}});
-  if (X509_sign(x.get(), impl_->key.get(), digest_for(impl_->key.get())) <= 0) fail("cannot sign the certificate");
-  return write_x509(x.get());
+  return sign(*impl_, x.get());
 }
 
 std::string authority::issue_server(std::string_view key_pem, const std::vector<std::string>& names,
                                     std::string_view serial, time_point not_before, time_point not_after) const {
   if (names.empty()) throw error("a server certificate needs at least one name");
   auto key = read_key(key_pem);
-  x509_ptr x(X509_new());
-  X509_set_version(x.get(), 2);
-  set_serial(x.get(), serial);
-  set_time(X509_getm_notBefore(x.get()), not_before);
-  set_time(X509_getm_notAfter(x.get()), not_after);
-  X509_set_pubkey(x.get(), key.get());
-  add_cn(X509_get_subject_name(x.get()), names.front());
-  X509_set_issuer_name(x.get(), X509_get_subject_name(impl_->cert.get()));
-  add_ext(x.get(), impl_->cert.get(), NID_basic_constraints, "critical,CA:FALSE");
+  auto x = leaf(*impl_, key.get(), names.front(), serial, not_before, not_after);
   add_ext(x.get(), impl_->cert.get(), NID_key_usage, "critical,digitalSignature,keyEncipherment");
   add_ext(x.get(), impl_->cert.get(), NID_ext_key_usage, "serverAuth");
-  add_ext(x.get(), impl_->cert.get(), NID_subject_key_identifier, "hash");
-  add_ext(x.get(), impl_->cert.get(), NID_authority_key_identifier, "keyid");
   std::vector<std::pair<int, std::string>> san;
   for (const auto& n : names) {
     ASN1_OCTET_STRING* ip = a2i_IPADDRESS(n.c_str());
@@ -407,8 +418,7 @@ std::string authority::issue_server(std::string_view key_pem, const std::vector<
     ASN1_OCTET_STRING_free(ip);
   }
   add_san(x.get(), san);
-  if (X509_sign(x.get(), impl_->key.get(), digest_for(impl_->key.get())) <= 0) fail("cannot sign the certificate");
-  return write_x509(x.get());
+  return sign(*impl_, x.get());
 }
 
 std::string authority::crl(const std::vector<revoked_certificate>& revoked, std::uint64_t number,

@@ -39,7 +39,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                  rollout_host, rollout_wave, rollout_event, rollout_detail, resume_request, confirmed_generation,
                  machine_status, machine_update, rollback_request, audit_event, key_request, api_key_info,
                  created_key, error_body, rollback_statement, revocation_list, audit_checkpoint,
-                 audit_verification>(text);
+                 audit_verification, enroll_token_request, enroll_token, enroll_request, certificate_request,
+                 issued_certificate>(text);
 
   // What an agent computes from a decoded statement to check its signature never fails.
   if (auto d = parse<desired_state>(text)) {

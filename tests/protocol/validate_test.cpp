@@ -15,6 +15,17 @@ std::string store(std::string_view name) { return "/nix/store/" + hash32 + "-" +
 
 BOOST_AUTO_TEST_SUITE(validate)
 
+BOOST_AUTO_TEST_CASE(durations_as_operators_write_them) {
+  using std::chrono::seconds;
+  BOOST_TEST(nixfleet::protocol::parse_duration("90s").value().count() == 90);
+  BOOST_TEST(nixfleet::protocol::parse_duration("15m").value().count() == 900);
+  BOOST_TEST(nixfleet::protocol::parse_duration("1h").value().count() == 3600);
+  BOOST_TEST(nixfleet::protocol::parse_duration("30d").value().count() == 30 * 86400);
+  BOOST_TEST(nixfleet::protocol::parse_duration("42").value().count() == 42);
+  for (const char* bad : {"", "d", "1w", "-1h", "1.5h", "1 h", "h1", "99999999999999999999s", "40000d"})
+    BOOST_TEST(!nixfleet::protocol::parse_duration(bad).has_value(), bad);
+}
+
 BOOST_AUTO_TEST_CASE(store_paths_accept_nix_names) {
   const std::string names[] = {"nixos-system-web-01-25.11", "a", "foo+bar_baz.drv", "x?y=z", "-rf", std::string(211, 'n')};
   for (const auto& name : names) BOOST_TEST(!check_store_path(store(name)), name);
