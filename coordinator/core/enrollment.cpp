@@ -12,6 +12,8 @@ namespace json = boost::json;
 
 namespace {
 
+constexpr long max_live_certificates = 8;
+
 refusal forbidden(std::string code, std::string message) { return {403, std::move(code), std::move(message)}; }
 
 effects refuse(refusal r) {
@@ -157,6 +159,15 @@ effects on_renew_certificate(fleet& f, const std::string& actor, const renew_cer
   if (m != f.machines.end() && m->second.state == protocol::lifecycle::decommissioned)
     return refuse(forbidden("decommissioned", "a decommissioned machine's certificate is not renewed"));
   if (f.certificates.contains(e.issued.serial)) return refuse({409, "exists", "a certificate with this serial exists"});
+  // A host renews about once per two thirds of a lifetime, a few times more when storing one failed:
+  // a certificate holder asking in a loop is not a table of certificates without end.
+  const auto live = std::count_if(serials_of(f, id).begin(), serials_of(f, id).end(), [&](const std::string& s) {
+    const auto& c = f.certificates.at(s);
+    return !c.revoked_at && c.not_after > now;
+  });
+  if (live >= max_live_certificates)
+    return refuse({429, "too_many_certificates",
+                   "this machine holds " + std::to_string(live) + " unexpired certificates; renew after one expires"});
   effects fx;
   auto c = record_of(e.issued);
   fx.changes.certificates.push_back(c);

@@ -483,7 +483,15 @@ asio::awaitable<http_response> enroll(impl& s, route_call& c) {
   const auto now = s.opts.clock();
   const auto hash = core::is_enroll_token_text(b.token) ? protocol::sha256_hex(b.token) : std::string();
   if (auto no = core::enrollment_refusal(s.fleet, hash, b.machine_id, now)) {
-    log::warn("enrollment refused", {{"machine_id", b.machine_id}, {"peer", c.req.peer}, {"reason", no->message}});
+    // Anyone may send these: one line per 10 s at most, with how many were not logged.
+    const auto t = std::chrono::steady_clock::now();
+    if (t - s.enroll_refusals.logged_at >= std::chrono::seconds(10)) {
+      log::warn("enrollment_refused", {{"machine_id", b.machine_id}, {"peer", c.req.peer},
+                                       {"not_logged_since", s.enroll_refusals.not_logged}});
+      s.enroll_refusals = {t, 0};
+    } else {
+      ++s.enroll_refusals.not_logged;
+    }
     co_return refused(*no);
   }
   auto csr = csr_for(b.csr, b.machine_id);

@@ -80,6 +80,11 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::set<std::string> keys_used;
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> unknown_keys;
   static constexpr std::size_t unknown_keys_max = 16384;
+  // Refused enrollments since the last one logged (they are logged once per 10 s at most).
+  struct {
+    std::chrono::steady_clock::time_point logged_at{};
+    std::uint64_t not_logged = 0;
+  } enroll_refusals;
   // The fleet CA's last signed CRL, made again when the revoked set changes or it is an hour old.
   struct {
     std::string pem;

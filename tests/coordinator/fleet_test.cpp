@@ -577,13 +577,19 @@ BOOST_AUTO_TEST_CASE(enrollment_tokens_certificates_and_revocation) {
   auto renewed = apply(f, {"agent:web-09", renew_certificate{"a1", cert("a3", "web-09")}}, NOW);
   BOOST_REQUIRE(!renewed.refused);
   BOOST_TEST(renewed.changes.audit.at(0).action == "machine.certificate_renewed");
+  // A holder renewing in a loop stops at eight live certificates.
+  for (int i = 0; i < 6; ++i)
+    BOOST_REQUIRE(!apply(f, {"agent:web-09", renew_certificate{"a3", cert("b" + std::to_string(i), "web-09")}}, NOW).refused);
+  auto looping = apply(f, {"agent:web-09", renew_certificate{"a3", cert("b9", "web-09")}}, NOW);
+  BOOST_REQUIRE(looping.refused.has_value());
+  BOOST_TEST(looping.refused->status == 429u);
 
   // A token still out when the machine is revoked is spent with it.
   const std::string spare = "nfe_" + std::string(64, 'c');
   BOOST_REQUIRE(!apply(f, {"ci", create_enroll_token{"web-09", spare, {}}}, NOW).refused);
   auto revoked = apply(f, {"alice", revoke_machine{"web-09"}}, NOW);
   BOOST_REQUIRE(!revoked.refused);
-  BOOST_TEST(revoked.changes.certificates.size() == 2u);
+  BOOST_TEST(revoked.changes.certificates.size() == 8u);
   BOOST_TEST(revoked.changes.tokens.size() == 1u);
   BOOST_TEST(revoked.changes.audit.at(0).action == "machine.revoked");
   for (auto serial : {"a1", "a3", ""}) BOOST_TEST(certificate_refusal(f, "web-09", serial)->code == "revoked");
