@@ -350,4 +350,37 @@ BOOST_AUTO_TEST_CASE(the_agent_enrolls_renews_through_an_outage_and_survives_a_f
   BOOST_TEST(stored.find(serial1) != std::string::npos, "the certificates are recorded by serial");
 }
 
+// `ca init --intermediate`: the operator's root signs the request, the chain goes in ca.crt, and
+// what the fleet CA then issues verifies against that root alone.
+BOOST_AUTO_TEST_CASE(an_intermediate_signed_by_an_own_root_issues_certificates_that_root_verifies) {
+  const auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+  const auto root = dir / "own-root", mid = dir / "fleet-int";
+  auto files = pki::init_authority(mid.string(), pki::key_type::ed25519, "fleet intermediate", true, std::chrono::days(1), now);
+  BOOST_TEST(files.cert_file.empty());
+  BOOST_REQUIRE(fs::exists(files.csr_file));
+  const auto sh = [](const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); };
+  // The operator's own root, made as an operator would (a fleet CA root has pathlen 0: it signs leaves).
+  fs::create_directories(root);
+  BOOST_REQUIRE(sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " +
+                   (root / "ca.key").string() + " -out " + (root / "ca.crt").string() + " -days 2 -subj /CN=own-root") == 0);
+  BOOST_REQUIRE(sh("openssl x509 -req -in " + files.csr_file + " -CA " + (root / "ca.crt").string() + " -CAkey " +
+                   (root / "ca.key").string() + " -CAcreateserial -days 2 -copy_extensions copy -out " +
+                   (mid / "signed.crt").string()) == 0);
+  spit(mid / "ca.crt", slurp(mid / "signed.crt") + slurp(root / "ca.crt"));
+  auto ca = pki::authority::load((mid / "ca.crt").string(), files.key_file);
+  const auto key = pki::generate_key(pki::key_type::p256);
+  const auto cert = ca.issue_client(*pki::read_csr(pki::make_csr(key, "web-1")), "web-1", pki::random_serial(), now,
+                                    now + std::chrono::hours(1));
+  spit(dir / "leaf.crt", cert);
+  spit(dir / "chain.crt", ca.chain_pem());
+  BOOST_TEST(sh("openssl verify -CAfile " + (root / "ca.crt").string() + " -untrusted " + (dir / "chain.crt").string() +
+                " " + (dir / "leaf.crt").string()) == 0);
+  BOOST_TEST(sh("openssl verify -CAfile " + (dir / "chain.crt").string() + " -partial_chain " +
+                (dir / "leaf.crt").string()) == 0);
+  // A key that is not the CA's, or a certificate that is not a CA, is refused at load.
+  BOOST_CHECK_THROW(pki::authority::load((mid / "ca.crt").string(), (root / "ca.key").string()), pki::error);
+  spit(dir / "leaf.key", key);
+  BOOST_CHECK_THROW(pki::authority::load((dir / "leaf.crt").string(), (dir / "leaf.key").string()), pki::error);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
