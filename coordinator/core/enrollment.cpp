@@ -50,7 +50,8 @@ bool is_enroll_token_text(std::string_view t) noexcept {
   return std::all_of(t.begin() + 4, t.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-std::optional<refusal> certificate_refusal(const fleet& f, std::string_view machine_id, std::string_view serial) {
+std::optional<refusal> certificate_refusal(const fleet& f, std::string_view machine_id, std::string_view serial,
+                                           timestamp now) {
   if (auto m = f.machines.find(std::string(machine_id)); m != f.machines.end() && m->second.revoked_at)
     return forbidden("revoked", "this machine's access was revoked; it needs a new enrollment token");
   if (serial.empty()) return std::nullopt;
@@ -59,6 +60,8 @@ std::optional<refusal> certificate_refusal(const fleet& f, std::string_view mach
   if (c->second.machine_id != machine_id)
     return forbidden("bad_client_certificate", "the fleet CA issued this certificate to another machine");
   if (c->second.revoked_at) return forbidden("revoked", "this certificate was revoked");
+  if (c->second.not_after <= now)
+    return forbidden("certificate_expired", "this certificate has expired; the machine needs a new enrollment token");
   return std::nullopt;
 }
 
@@ -154,7 +157,7 @@ effects on_enroll_machine(fleet& f, const std::string& actor, const enroll_machi
 
 effects on_renew_certificate(fleet& f, const std::string& actor, const renew_certificate& e, timestamp now) {
   const auto& id = e.issued.machine_id;
-  if (auto no = certificate_refusal(f, id, e.presented_serial)) return refuse(*no);
+  if (auto no = certificate_refusal(f, id, e.presented_serial, now)) return refuse(*no);
   auto m = f.machines.find(id);
   if (m != f.machines.end() && m->second.state == protocol::lifecycle::decommissioned)
     return refuse(forbidden("decommissioned", "a decommissioned machine's certificate is not renewed"));

@@ -684,9 +684,9 @@ asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& ro
                           (req.client.id || opts.insecure_http);
   if (found->who == access::agent) {
     if (auto no = core::authorize_agent(req.client.id, req.client.problem, call.params[0], opts.insecure_http)) co_return refused(*no);
-    if (auto no = core::certificate_refusal(fleet, call.params[0], req.client.serial)) co_return refused(*no);
+    if (auto no = core::certificate_refusal(fleet, call.params[0], req.client.serial, opts.clock())) co_return refused(*no);
   } else if (found->who == access::agent_or_operator && from_agent && req.client.id) {
-    if (auto no = core::certificate_refusal(fleet, *req.client.id, req.client.serial)) co_return refused(*no);
+    if (auto no = core::certificate_refusal(fleet, *req.client.id, req.client.serial, opts.clock())) co_return refused(*no);
   } else if (found->who == access::operator_key || (found->who == access::agent_or_operator && !from_agent)) {
     auto auth = co_await authenticate(*this, req);
     if (auto* r = std::get_if<http_response>(&auth)) co_return std::move(*r);

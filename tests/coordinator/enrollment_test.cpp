@@ -189,6 +189,13 @@ BOOST_AUTO_TEST_CASE(a_token_enrolls_its_machine_once) {
   auto audit = call(verb::get, "/api/v1/audit?target=web-1", "", reader).body;
   BOOST_TEST(audit.find("machine.enroll_token_created") != std::string::npos);
   BOOST_TEST(audit.find("machine.enrolled") != std::string::npos);
+
+  // Past its end by the coordinator's clock it is refused on the request too, not only at a full
+  // handshake (a resumed session would skip that check).
+  advance(std::chrono::days(31));
+  auto late = call(verb::get, "/api/v1/machines/web-1/desired", "", std::nullopt, path("web-1.pem"));
+  BOOST_TEST(late.status == 403u);
+  BOOST_TEST(late.json().at("error").as_string() == "certificate_expired");
 }
 
 BOOST_AUTO_TEST_CASE(an_expired_token_is_refused) {

@@ -571,9 +571,10 @@ BOOST_AUTO_TEST_CASE(enrollment_tokens_certificates_and_revocation) {
              "invalid_token", "a spent token");
   BOOST_TEST((status_of(f, f.machines.at("web-09")).certificate_expires_at == NOW + 24h));
 
-  BOOST_TEST(!certificate_refusal(f, "web-09", "a1").has_value());
-  BOOST_TEST(certificate_refusal(f, "web-01", "a1")->code == "bad_client_certificate", "another machine's serial");
-  BOOST_TEST(!certificate_refusal(f, "web-01", "ffff").has_value(), "not ours: an operator's own PKI");
+  BOOST_TEST(!certificate_refusal(f, "web-09", "a1", NOW).has_value());
+  BOOST_TEST(certificate_refusal(f, "web-01", "a1", NOW)->code == "bad_client_certificate", "another machine's serial");
+  BOOST_TEST(!certificate_refusal(f, "web-01", "ffff", NOW).has_value(), "not ours: an operator's own PKI");
+  BOOST_TEST(certificate_refusal(f, "web-09", "a1", NOW + 24h)->code == "certificate_expired");
   auto renewed = apply(f, {"agent:web-09", renew_certificate{"a1", cert("a3", "web-09")}}, NOW);
   BOOST_REQUIRE(!renewed.refused);
   BOOST_TEST(renewed.changes.audit.at(0).action == "machine.certificate_renewed");
@@ -592,7 +593,7 @@ BOOST_AUTO_TEST_CASE(enrollment_tokens_certificates_and_revocation) {
   BOOST_TEST(revoked.changes.certificates.size() == 8u);
   BOOST_TEST(revoked.changes.tokens.size() == 1u);
   BOOST_TEST(revoked.changes.audit.at(0).action == "machine.revoked");
-  for (auto serial : {"a1", "a3", ""}) BOOST_TEST(certificate_refusal(f, "web-09", serial)->code == "revoked");
+  for (auto serial : {"a1", "a3", ""}) BOOST_TEST(certificate_refusal(f, "web-09", serial, NOW)->code == "revoked");
   BOOST_TEST(apply(f, {"agent:web-09", renew_certificate{"a3", cert("a4", "web-09")}}, NOW).refused->code == "revoked");
   BOOST_TEST(enrollment_refusal(f, protocol::sha256_hex(spare), "web-09", NOW).has_value());
   BOOST_TEST(apply(f, {"alice", revoke_machine{"nobody"}}, NOW).refused->status == 404u);
@@ -601,23 +602,23 @@ BOOST_AUTO_TEST_CASE(enrollment_tokens_certificates_and_revocation) {
   const std::string again = "nfe_" + std::string(64, 'd');
   BOOST_REQUIRE(!apply(f, {"ci", create_enroll_token{"web-09", again, {}}}, NOW).refused);
   BOOST_REQUIRE(!apply(f, {"enroll:web-09", enroll_machine{protocol::sha256_hex(again), cert("a5", "web-09")}}, NOW).refused);
-  BOOST_TEST(!certificate_refusal(f, "web-09", "a5").has_value());
-  BOOST_TEST(certificate_refusal(f, "web-09", "a1")->code == "revoked");
+  BOOST_TEST(!certificate_refusal(f, "web-09", "a5", NOW).has_value());
+  BOOST_TEST(certificate_refusal(f, "web-09", "a1", NOW)->code == "revoked");
 
   // An own-PKI host, revoked by name, is readmitted by setting it active; decommissioning revokes.
   BOOST_REQUIRE(!apply(f, {"alice", revoke_machine{"web-01"}}, NOW).refused);
-  BOOST_TEST(certificate_refusal(f, "web-01", "ffff")->code == "revoked");
+  BOOST_TEST(certificate_refusal(f, "web-01", "ffff", NOW)->code == "revoked");
   protocol::machine_update active;
   active.state = protocol::lifecycle::active;
   auto back = apply(f, {"alice", update_machine{"web-01", active}}, NOW);
   BOOST_TEST(back.changes.audit.at(0).detail.at("readmitted").as_bool());
-  BOOST_TEST(!certificate_refusal(f, "web-01", "ffff").has_value());
+  BOOST_TEST(!certificate_refusal(f, "web-01", "ffff", NOW).has_value());
   protocol::machine_update gone;
   gone.state = protocol::lifecycle::decommissioned;
   auto out = apply(f, {"alice", update_machine{"web-09", gone}}, NOW);
   BOOST_TEST(out.changes.audit.size() == 2u);
   BOOST_TEST(out.changes.audit.at(1).action == "machine.revoked");
-  BOOST_TEST(certificate_refusal(f, "web-09", "a5")->code == "revoked");
+  BOOST_TEST(certificate_refusal(f, "web-09", "a5", NOW)->code == "revoked");
   BOOST_TEST(apply(f, {"ci", create_enroll_token{"web-09", "nfe_" + std::string(64, 'e'), {}}}, NOW).refused->code ==
              "decommissioned");
 }

@@ -85,9 +85,11 @@ std::optional<refusal> authorize(const principal& who, operation op);
 std::optional<refusal> authorize_agent(const std::optional<std::string>& client_id, std::string_view problem,
                                        std::string_view machine_id, bool insecure_http);
 
-// A certificate the fleet CA issued (found by its serial) must be this machine's and not revoked,
-// and a revoked machine is refused whatever it shows (a certificate of the operator's own PKI too).
-std::optional<refusal> certificate_refusal(const fleet& f, std::string_view machine_id, std::string_view serial);
+// A certificate the fleet CA issued (found by its serial) must be this machine's, not revoked and
+// not expired (a resumed TLS session skips the handshake's own check), and a revoked machine is
+// refused whatever it shows (a certificate of the operator's own PKI too).
+std::optional<refusal> certificate_refusal(const fleet& f, std::string_view machine_id, std::string_view serial,
+                                           timestamp now);
 // Why this token cannot enroll `machine_id` now: unknown, used, expired, bound to another machine.
 std::optional<refusal> enrollment_refusal(const fleet& f, const std::string& token_hash, std::string_view machine_id,
                                           timestamp now);
