@@ -49,6 +49,8 @@ struct serve_flags {
   std::optional<std::string> audit_key;
   std::optional<std::string> ca_dir, ca_cert, ca_key;
   std::string certificate_lifetime = "30d";
+  std::optional<std::string> ui_listen, ui_tls_cert, ui_tls_key;
+  std::string ui_session_ttl = "8h", ui_session_idle = "1h";
   double checkpoint_interval = 300;
   std::uint64_t report_budget = 1200, report_budget_mb = 8, report_retention_mb = 1024;
   std::string log_level = "info";
@@ -106,6 +108,14 @@ void add_serve_flags(CLI::App* sub, serve_flags& f) {
   sub->add_option("--ca-key", f.ca_key, "the fleet CA's private key, instead of --ca-dir (with --ca-cert)");
   sub->add_option("--certificate-lifetime", f.certificate_lifetime,
                   "how long a certificate the fleet CA issues lasts (s, m, h or d); agents renew at two thirds")
+      ->capture_default_str();
+  sub->add_option("--ui-listen", f.ui_listen,
+                  "the web dashboard's address, HOST:PORT (its own listener; TLS as the API's unless --ui-tls-cert)");
+  sub->add_option("--ui-tls-cert", f.ui_tls_cert, "the dashboard's certificate chain (PEM), e.g. one browsers trust");
+  sub->add_option("--ui-tls-key", f.ui_tls_key, "the dashboard's private key (PEM)");
+  sub->add_option("--ui-session-ttl", f.ui_session_ttl, "a dashboard session's life from sign-in (s, m, h or d)")
+      ->capture_default_str();
+  sub->add_option("--ui-session-idle", f.ui_session_idle, "a dashboard session ends after this long without a request")
       ->capture_default_str();
   sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error")->capture_default_str();
 }
@@ -197,6 +207,31 @@ int to_options(const serve_flags& f, cio::service_options& o) {
       else o.api.tls->client_ca_file = cert;
     }
   }
+  if (f.ui_tls_cert.has_value() != f.ui_tls_key.has_value()) return bad("--ui-tls-cert and --ui-tls-key go together");
+  if (f.ui_tls_cert && !f.ui_listen) return bad("--ui-tls-cert needs --ui-listen");
+  if (f.ui_listen) {
+    auto u = nixfleet::parse_listen(*f.ui_listen);
+    if (!u) return bad("--ui-listen: expected HOST:PORT", exit_usage);
+    if (*u == o.api.listen) return bad("--ui-listen must differ from --listen: the dashboard has a listener of its own");
+    cio::server_options ui;
+    ui.listen = *u;
+    ui.body_limit = 64 * 1024;
+    ui.max_connections = 1024;
+    ui.max_connections_per_address = 64;
+    ui.idle_timeout = std::chrono::seconds(60);
+    // Browsers' connections carry no client certificate: the dashboard's TLS asks for none.
+    if (f.ui_tls_cert) ui.tls = cio::tls_options{*f.ui_tls_cert, *f.ui_tls_key, std::nullopt, false};
+    else if (f.tls_cert) ui.tls = cio::tls_options{*f.tls_cert, *f.tls_key, std::nullopt, false};
+    auto ttl = nixfleet::protocol::parse_duration(f.ui_session_ttl);
+    auto idle = nixfleet::protocol::parse_duration(f.ui_session_idle);
+    if (!ttl || *ttl < std::chrono::minutes(1) || *ttl > std::chrono::days(30))
+      return bad("--ui-session-ttl: a duration from 1m to 30d, e.g. 8h");
+    if (!idle || *idle < std::chrono::minutes(1) || *idle > *ttl)
+      return bad("--ui-session-idle: a duration from 1m to the session's ttl, e.g. 1h");
+    o.ui = ui;
+    o.ui_session_ttl = *ttl;
+    o.ui_session_idle = *idle;
+  }
   o.checkpoint_interval = std::chrono::milliseconds(static_cast<long>(f.checkpoint_interval * 1000));
   o.report_budget_count = f.report_budget;
   o.report_budget_bytes = f.report_budget_mb << 20;
@@ -217,6 +252,14 @@ int check_config(const serve_flags& f, const cio::service_options& o) {
       ctx.load_verify_file(*o.api.tls->client_ca_file, ec);
       if (ec) return bad("--client-ca: cannot load " + *o.api.tls->client_ca_file + ": " + ec.message());
     }
+  }
+  if (o.ui && o.ui->tls) {
+    boost::asio::ssl::context ctx(boost::asio::ssl::context::tls_server);
+    boost::system::error_code ec;
+    ctx.use_certificate_chain_file(o.ui->tls->cert_file, ec);
+    if (ec) return bad("the dashboard's certificate: cannot load " + o.ui->tls->cert_file + ": " + ec.message());
+    ctx.use_private_key_file(o.ui->tls->key_file, boost::asio::ssl::context::pem, ec);
+    if (ec) return bad("the dashboard's key: cannot load " + o.ui->tls->key_file + ": " + ec.message());
   }
   auto opt = [](const std::optional<std::string>& v) { return v ? boost::json::value(*v) : boost::json::value(nullptr); };
   boost::json::object out{{"db", f.db},
@@ -244,6 +287,10 @@ int check_config(const serve_flags& f, const cio::service_options& o) {
                           {"ca_cert", opt(f.ca_cert)},
                           {"ca_key", opt(f.ca_key)},
                           {"certificate_lifetime_s", o.certificate_lifetime.count()},
+                          {"ui_listen", opt(f.ui_listen)},
+                          {"ui_tls", o.ui && o.ui->tls.has_value()},
+                          {"ui_session_ttl_s", o.ui_session_ttl.count()},
+                          {"ui_session_idle_s", std::chrono::duration_cast<std::chrono::seconds>(o.ui_session_idle).count()},
                           {"log_level", f.log_level}};
   std::cout << boost::json::serialize(out) << "\n";
   return 0;

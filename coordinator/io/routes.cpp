@@ -91,35 +91,7 @@ asio::awaitable<std::variant<core::principal, http_response>> authenticate(impl&
   std::string_view v = it->value();
   if (!v.starts_with("Bearer ") || !is_key_text(v.substr(7)))
     co_return error_response(401, "unauthenticated", "the Authorization header does not hold an API key");
-  const std::string hash = protocol::sha256_hex(v.substr(7));
-  auto k = s.fleet.keys.find(hash);
-  if (k == s.fleet.keys.end()) {
-    const auto now = std::chrono::steady_clock::now();
-    if (auto u = s.unknown_keys.find(hash); u != s.unknown_keys.end()) {
-      if (u->second > now) {
-        ++s.key_lookups.cached;
-        co_return error_response(401, "unauthenticated", "unknown API key");
-      }
-      s.unknown_keys.erase(u);
-    }
-    // Made by `nixfleet-coordinator keys create` after this process loaded the store.
-    auto job = [hash](storage& st) { return st.find_key(hash); };
-    auto found = co_await s.db->run<std::optional<core::key_record>>(std::move(job));
-    k = s.fleet.keys.find(hash);  // another request may have found it meanwhile
-    if (k == s.fleet.keys.end()) {
-      if (!found) {
-        ++s.key_lookups.unknown;
-        if (s.unknown_keys.size() >= s.unknown_keys_max) s.unknown_keys.clear();
-        s.unknown_keys.emplace(hash, now + s.opts.unknown_key_ttl);
-        co_return error_response(401, "unauthenticated", "unknown API key");
-      }
-      ++s.key_lookups.found;
-      k = s.fleet.keys.emplace(hash, std::move(*found)).first;
-    }
-  }
-  k->second.info.last_used_at = s.opts.clock();
-  s.keys_used.insert(hash);
-  co_return core::principal{k->second.info.name, k->second.info.role};
+  co_return co_await s.key_principal(v.substr(7));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,6 +158,28 @@ asio::awaitable<http_response> get_machine(impl& s, route_call& c) {
   auto it = s.fleet.machines.find(c.params[0]);
   if (it == s.fleet.machines.end()) co_return error_response(404, "not_found", "no such machine");
   co_return json_response(200, protocol::serialize(core::status_of(s.fleet, it->second)));
+}
+
+// Its timeline: the reports kept (retention permitting), newest first, each as received.
+asio::awaitable<http_response> machine_reports(impl& s, route_call& c) {
+  if (!s.fleet.machines.contains(c.params[0])) co_return error_response(404, "not_found", "no such machine");
+  std::uint32_t limit = 100;
+  if (auto it = c.query.find("limit"); it != c.query.end()) {
+    const auto& t = it->second;
+    auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), limit);
+    if (ec != std::errc() || p != t.data() + t.size() || limit < 1 || limit > 1000)
+      co_return error_response(400, "invalid_query", "limit: 1 to 1000");
+  }
+  auto job = [id = c.params[0], limit](storage& st) { return st.reports(id, limit); };
+  auto rows = co_await s.db->run<std::vector<core::stored_report>>(std::move(job));
+  json::array a;
+  a.reserve(rows.size());
+  for (const auto& r : rows) {
+    auto o = protocol::to_json(r.body).as_object();
+    o["received_at"] = protocol::format_time(r.received_at);
+    a.push_back(std::move(o));
+  }
+  co_return json_response(200, json::serialize(a));
 }
 
 asio::awaitable<http_response> put_machine(impl& s, route_call& c) {
@@ -601,6 +595,7 @@ const route routes[] = {
     {v::get, "/api/v1/ca/crl", access::anyone, read, get_crl},
     {v::get, "/api/v1/machines", access::operator_key, read, list_machines},
     {v::get, "/api/v1/machines/{id}", access::operator_key, read, get_machine},
+    {v::get, "/api/v1/machines/{id}/reports", access::operator_key, read, machine_reports},
     {v::put, "/api/v1/machines/{id}", access::operator_key, operation::update_machine, put_machine},
     {v::get, "/api/v1/revocations", access::agent_or_operator, read, get_revocations},
     {v::put, "/api/v1/revocations", access::operator_key, operation::publish_revocations, put_revocations},
@@ -645,7 +640,41 @@ bool match(std::string_view pattern, const std::vector<std::string>& seg, std::v
 
 }  // namespace
 
-asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& route_name) {
+asio::awaitable<std::variant<core::principal, http_response>> impl::key_principal(std::string_view key) {
+  if (!is_key_text(key)) co_return error_response(401, "unauthenticated", "not an API key (nfk_ and 64 hex digits)");
+  const std::string hash = protocol::sha256_hex(key);
+  auto k = fleet.keys.find(hash);
+  if (k == fleet.keys.end()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (auto u = unknown_keys.find(hash); u != unknown_keys.end()) {
+      if (u->second > now) {
+        ++key_lookups.cached;
+        co_return error_response(401, "unauthenticated", "unknown API key");
+      }
+      unknown_keys.erase(u);
+    }
+    // Made by `nixfleet-coordinator keys create` after this process loaded the store.
+    auto job = [hash](storage& st) { return st.find_key(hash); };
+    auto found = co_await db->run<std::optional<core::key_record>>(std::move(job));
+    k = fleet.keys.find(hash);  // another request may have found it meanwhile
+    if (k == fleet.keys.end()) {
+      if (!found) {
+        ++key_lookups.unknown;
+        if (unknown_keys.size() >= unknown_keys_max) unknown_keys.clear();
+        unknown_keys.emplace(hash, now + opts.unknown_key_ttl);
+        co_return error_response(401, "unauthenticated", "unknown API key");
+      }
+      ++key_lookups.found;
+      k = fleet.keys.emplace(hash, std::move(*found)).first;
+    }
+  }
+  k->second.info.last_used_at = opts.clock();
+  keys_used.insert(hash);
+  co_return core::principal{k->second.info.name, k->second.info.role};
+}
+
+asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& route_name,
+                                              const core::principal* session) {
   // Memory may hold a change the store refused: nothing more is served from it.
   if (fatal) co_return error_response(503, "unavailable", "the coordinator lost its store and is stopping");
   if (auto h = req.msg.find(protocol::protocol_header); h != req.msg.end()) {
@@ -680,9 +709,17 @@ asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& ro
   }
   if (!found) co_return error_response(405, "method_not_allowed", "this path does not take that method");
 
-  const bool from_agent = req.msg.find(http::field::authorization) == req.msg.end() &&
+  if (session) {
+    // The dashboard reaches operator routes only, as the session's key.
+    if (found->who != access::operator_key && found->who != access::agent_or_operator)
+      co_return error_response(404, "not_found", "no such route");
+    call.who = *session;
+    if (auto no = core::authorize(call.who, found->op)) co_return refused(*no);
+  }
+  const bool from_agent = !session && req.msg.find(http::field::authorization) == req.msg.end() &&
                           (req.client.id || opts.insecure_http);
-  if (found->who == access::agent) {
+  if (session) {
+  } else if (found->who == access::agent) {
     if (auto no = core::authorize_agent(req.client.id, req.client.problem, call.params[0], opts.insecure_http)) co_return refused(*no);
     if (auto no = core::certificate_refusal(fleet, call.params[0], req.client.serial, opts.clock())) co_return refused(*no);
   } else if (found->who == access::agent_or_operator && from_agent && req.client.id) {

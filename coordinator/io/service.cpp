@@ -72,7 +72,24 @@ void service::impl::publish_all() {
   for (const auto& [id, m] : fleet.machines) publish(id);
 }
 
+void service::impl::changed(bool machines, bool rollouts, bool releases, bool audit) {
+  if (!(machines || rollouts || releases || audit)) return;
+  changes.machines += machines;
+  changes.rollouts += rollouts;
+  changes.releases += releases;
+  changes.audit += audit;
+  wake_waiters();
+}
+
+void service::impl::wake_waiters() {
+  // At most one wake per stream and hold: a stream leaves the set while it holds (ui.cpp).
+  for (auto* t : change_waiters) t->cancel();
+}
+
 asio::awaitable<bool> service::impl::commit(core::change_set cs, std::vector<std::string> republish, bool all) {
+  const bool machines = !cs.machines.empty() || !cs.reports.empty() || !cs.certificates.empty(),
+             rollouts = !cs.rollouts.empty(), releases = !cs.releases.empty() || !cs.deleted_releases.empty(),
+             audit = !cs.audit.empty();
   if (!cs.empty()) {
     ++writes_in_flight;
     std::string err = co_await db->commit(std::move(cs));
@@ -87,6 +104,7 @@ asio::awaitable<bool> service::impl::commit(core::change_set cs, std::vector<std
   if (all) publish_all();
   else
     for (const auto& id : republish) publish(id);
+  changed(machines, rollouts, releases, audit);
   co_return true;
 }
 
@@ -265,6 +283,19 @@ void service::start() {
         });
     self->metrics_server->start();
   }
+  if (self->opts.ui) {
+    self->ui_server.emplace(
+        self->ctx, *self->opts.ui,
+        [weak](http_request& req) -> asio::awaitable<http_response> {
+          auto s = weak.lock();
+          if (!s) co_return error_response(503, "unavailable", "shutting down");
+          co_return co_await s->handle_ui(req);
+        },
+        [](unsigned status, std::string code, std::string message) {
+          return error_response(status, std::move(code), std::move(message));
+        });
+    self->ui_server->start();
+  }
   const auto& o = self->opts;
   asio::co_spawn(self->ctx, periodic(self, o.reconcile_interval, false, "reconcile_failed", &impl::reconcile_all),
                  asio::detached);
@@ -279,6 +310,11 @@ void service::start() {
 
 asio::ip::tcp::endpoint service::api_endpoint() const { return impl_->api->local_endpoint(); }
 
+std::optional<asio::ip::tcp::endpoint> service::ui_endpoint() const {
+  if (!impl_->ui_server) return std::nullopt;
+  return impl_->ui_server->local_endpoint();
+}
+
 std::optional<asio::ip::tcp::endpoint> service::metrics_endpoint() const {
   if (!impl_->metrics_server) return std::nullopt;
   return impl_->metrics_server->local_endpoint();
@@ -287,6 +323,8 @@ std::optional<asio::ip::tcp::endpoint> service::metrics_endpoint() const {
 asio::awaitable<void> service::stop(std::chrono::milliseconds drain) {
   auto self = impl_;
   self->stopping = true;
+  self->wake_waiters();  // the dashboards' live streams end
+  if (self->ui_server) co_await self->ui_server->shutdown(std::chrono::milliseconds(500));
   if (self->api) co_await self->api->shutdown(drain);
   if (self->metrics_server) co_await self->metrics_server->shutdown(std::chrono::milliseconds(100));
   for (auto& t : self->loop_timers) t.cancel();
@@ -341,6 +379,9 @@ int run_serve(service_options opts) {
   log::info("coordinator_listening", {{"api", svc->api_endpoint().address().to_string() + ":" +
                                                    std::to_string(svc->api_endpoint().port())},
                                       {"tls", opts.api.tls.has_value()}});
+  if (auto ui = svc->ui_endpoint())
+    log::info("dashboard_listening", {{"ui", ui->address().to_string() + ":" + std::to_string(ui->port())},
+                                      {"tls", opts.ui->tls.has_value()}});
   if (opts.insecure_http)
     log::warn("insecure_http", {{"detail", "plain HTTP: API keys travel in clear and agent routes are open to anyone "
                                            "who can reach this address"}});

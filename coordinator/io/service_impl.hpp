@@ -18,6 +18,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <variant>
 #include <vector>
 
 namespace nixfleet::coordinator::io {
@@ -61,6 +62,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::optional<db_worker> db;
   std::optional<http_server> api;
   std::optional<http_server> metrics_server;
+  std::optional<http_server> ui_server;
   bool stopping = false;
   bool fatal = false;
 
@@ -103,6 +105,28 @@ struct service::impl : std::enable_shared_from_this<impl> {
   // they are taken from its budget).
   std::chrono::seconds spend_report_budget(const std::string& machine, std::uint64_t count, std::uint64_t bytes);
 
+  // The dashboard's sessions, by the SHA-256 of the cookie's secret (ui.cpp).
+  struct ui_session {
+    std::string key_hash;  // the API key signed in with: deleted, the session ends
+    core::principal who;
+    std::string csrf;      // sent back in X-CSRF-Token on every state-changing request
+    protocol::timestamp expires_at{};
+    std::chrono::steady_clock::time_point ends, idle_until;
+    std::size_t streams = 0;
+  };
+  std::unordered_map<std::string, ui_session> ui_sessions;
+  std::size_t ui_streams = 0;
+
+  // What changed since start, by kind: a dashboard compares these to what it shows. Bumped after
+  // each durable commit; the live-update streams waiting in `change_waiters` are woken then.
+  struct change_counters {
+    std::uint64_t machines = 0, rollouts = 0, releases = 0, audit = 0;
+    friend bool operator==(const change_counters&, const change_counters&) = default;
+  } changes;
+  std::set<boost::asio::steady_timer*> change_waiters;
+  void changed(bool machines, bool rollouts, bool releases, bool audit);
+  void wake_waiters();
+
   struct key_lookup_counts {
     std::uint64_t found = 0, unknown = 0, cached = 0;
   } key_lookups;
@@ -129,7 +153,15 @@ struct service::impl : std::enable_shared_from_this<impl> {
 
   // routes.cpp
   boost::asio::awaitable<http_response> handle(http_request& req);
-  boost::asio::awaitable<http_response> dispatch(http_request& req, std::string& route);
+  // An API route; `session`, from the dashboard, stands for the API key (and only operator
+  // routes are reached through it).
+  boost::asio::awaitable<http_response> dispatch(http_request& req, std::string& route,
+                                                 const core::principal* session = nullptr);
+  // Who holds API key `key` (its text as sent), or the 401 to answer.
+  boost::asio::awaitable<std::variant<core::principal, http_response>> key_principal(std::string_view key);
+
+  // ui.cpp
+  boost::asio::awaitable<http_response> handle_ui(http_request& req);
 
   // metrics_text.cpp
   std::string render_metrics() const;

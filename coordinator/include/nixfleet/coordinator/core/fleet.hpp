@@ -8,6 +8,7 @@
 #include "nixfleet/coordinator/core/rollout.hpp"
 #include "nixfleet/protocol/types.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -199,5 +200,44 @@ effects apply(fleet& f, const event& e, timestamp now);
 std::optional<protocol::desired_state> served(const fleet& f, const machine_record& m, std::uint32_t poll_hint_s);
 protocol::machine_status status_of(const fleet& f, const machine_record& m);
 protocol::release_diff diff(const protocol::release& a, const protocol::release& b);
+
+// Where a machine stands against what it is told to run: running it; behind (not yet); failing
+// (its last outcome about the desired path was a failure: fetch, activation, health or rejection);
+// unmanaged (nothing assigned); unknown (it has never said what it runs).
+enum class sync_state { in_sync, behind, failing, unmanaged, unknown };
+std::string_view to_string(sync_state s) noexcept;
+sync_state sync_of(const machine_record& m) noexcept;
+// "passing", "failing" or "unknown" (no health report yet).
+std::string_view health_of(const machine_record& m) noexcept;
+
+// The dashboard's fleet page: counts over the whole fleet, and one page (by id) of the machines
+// that match every given filter. `text` matches a substring of the id, a tag or the paths.
+struct fleet_filter {
+  std::optional<std::string> tag;
+  std::optional<protocol::lifecycle> state;
+  std::optional<sync_state> sync;
+  std::optional<std::string> health;
+  bool stale_only = false;
+  std::string text;
+  std::size_t offset = 0;
+  std::size_t limit = 50;
+  std::chrono::seconds stale_after{std::chrono::minutes(5)};
+};
+
+struct fleet_row {
+  const machine_record* machine = nullptr;
+  sync_state sync = sync_state::unknown;
+  std::string_view health;
+  bool stale = false;
+  const std::string* rollout = nullptr;  // the active rollout it is in
+};
+
+struct fleet_page {
+  std::uint64_t total = 0, matched = 0, stale = 0;
+  std::map<std::string, std::uint64_t, std::less<>> by_sync, by_health, by_lifecycle;
+  std::vector<fleet_row> rows;  // valid while the fleet is not changed
+};
+
+fleet_page page_of(const fleet& f, const fleet_filter& q, timestamp now);
 
 }  // namespace nixfleet::coordinator::core

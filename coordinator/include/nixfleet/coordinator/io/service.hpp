@@ -59,6 +59,15 @@ struct service_options {
   // client certificates come from the operator's own PKI.
   std::shared_ptr<const pki::authority> ca;
   std::chrono::seconds certificate_lifetime{std::chrono::days(30)};
+  // The dashboard (/ui/) on a listener of its own (never the agents'): operators sign in with an
+  // API key and get a server-side session (lost on restart: they sign in again). A session ends
+  // at its ttl, after idle without a request, at sign-out, or when its key is deleted.
+  std::optional<server_options> ui;
+  std::chrono::seconds ui_session_ttl{std::chrono::hours(8)};
+  std::chrono::milliseconds ui_session_idle{std::chrono::hours(1)};
+  std::size_t ui_max_sessions = 1024;       // past it, the session nearest its end goes
+  std::size_t ui_max_streams = 64;          // live-update streams open at once, all sessions
+  std::size_t ui_streams_per_session = 4;
   // The store; empty opens the SQLite database at db_path. Tests pass a fake.
   std::function<std::unique_ptr<storage>()> open_store;
   // Time source; tests move it.
@@ -79,6 +88,7 @@ class service {
   void start();
   boost::asio::ip::tcp::endpoint api_endpoint() const;
   std::optional<boost::asio::ip::tcp::endpoint> metrics_endpoint() const;
+  std::optional<boost::asio::ip::tcp::endpoint> ui_endpoint() const;
   // Stops accepting, drains requests in flight (up to `drain`), waits for pending writes.
   boost::asio::awaitable<void> stop(std::chrono::milliseconds drain);
   // Runs one reconcile pass over every active rollout now (tests; the loop does it periodically).
