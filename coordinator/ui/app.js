@@ -23,6 +23,11 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// Replaces an element's children, leaving out the absent ones (null, undefined, false).
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== undefined && c !== null && c !== false));
+}
+
 const link = (href, text, attrs = {}) => h("a", { href, "data-nav": true, ...attrs }, text);
 const badge = (s, label = s) => h("span", { class: `badge s-${s}` }, label.replaceAll("_", " "));
 const main = () => document.getElementById("main");
@@ -140,20 +145,20 @@ function renderSignIn(message) {
       class: "stack",
       onsubmit: async (ev) => {
         ev.preventDefault();
-        out.replaceChildren();
+        fill(out);
         try {
           state.session = await api("/ui/api/session", { method: "POST", body: { key: input.value.trim() } });
           input.value = "";
           await start();
         } catch (e) {
-          out.replaceChildren(errorBox(e));
+          fill(out, errorBox(e));
         }
       },
     },
     h("label", { for: "key" }, "API key", input),
     h("button", { class: "primary", type: "submit" }, "Sign in"),
   );
-  main().replaceChildren(
+  fill(main(),
     h("section", { class: "signin", "aria-labelledby": "signin-title" },
       h("h1", { id: "signin-title" }, "Sign in to nixfleet"),
       h("p", { class: "muted" }, "With an operator API key (", h("code", {}, "nixfleet-coordinator keys create"),
@@ -218,11 +223,11 @@ async function render() {
     try {
       await page(...args);
     } catch (e) {
-      main().replaceChildren(errorBox(e));
+      fill(main(), errorBox(e));
     }
     return;
   }
-  main().replaceChildren(h("h1", {}, "Not found"), h("p", {}, link("/ui/", "To the fleet")));
+  fill(main(), h("h1", {}, "Not found"), h("p", {}, link("/ui/", "To the fleet")));
 }
 
 async function refresh(now) {
@@ -249,7 +254,7 @@ function throttled(fn, gap) {
 
 function setPage(title, ...content) {
   document.title = `${title} · nixfleet`;
-  main().replaceChildren(...content);
+  fill(main(), ...content);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,7 +316,7 @@ async function fleetPage() {
       h("section", { class: "card", "aria-label": title }, h("h2", {}, title),
         h("ul", {}, order.filter((k) => counts[k]).map((k) =>
           h("li", {}, h("button", { type: "button", onclick: () => quick(name, k) }, k.replaceAll("_", " ")), h("strong", {}, counts[k])))));
-    cards.replaceChildren(
+    fill(cards,
       h("section", { class: "card", "aria-label": "Machines" }, h("h2", {}, "Machines"),
         h("ul", {}, h("li", {}, "total", h("strong", { id: "fleet-total" }, page.total)),
           h("li", {}, h("button", { type: "button", onclick: () => quick("stale", "1") }, "stale"), h("strong", {}, page.stale)))),
@@ -333,7 +338,7 @@ async function fleetPage() {
     const from = page.matched ? page.offset + 1 : 0, to = page.offset + page.items.length;
     const prev = h("button", { class: "action", type: "button", disabled: page.offset === 0, onclick: () => apply(Math.max(0, page.offset - limit)) }, "← Previous");
     const next = h("button", { class: "action", type: "button", disabled: to >= page.matched, onclick: () => apply(page.offset + limit) }, "Next →");
-    table.replaceChildren(
+    fill(table,
       h("table", { id: "fleet-table" },
         h("caption", {}, `${from}–${to} of ${page.matched} matching (${page.total} in the fleet)`),
         h("thead", {}, h("tr", {}, ["Host", "Sync", "Health", "Lifecycle", "Running", "Desired", "Last seen", "Rollout", "Tags"].map((c) => h("th", { scope: "col" }, c)))),
@@ -403,7 +408,7 @@ async function machinePage(id) {
       });
       actions.push(b);
     }
-    box.replaceChildren(
+    fill(box,
       facts,
       actions.length ? h("div", { class: "actions" }, actions) : null,
       h("h2", {}, "Health"), health,
@@ -485,7 +490,7 @@ async function rolloutPage(id) {
       pathCell(x.target_path), h("td", {}, x.message || ""), h("td", {}, when(x.updated_at))));
     const events = [...r.events].reverse().map((e) => h("tr", {},
       h("td", {}, when(e.at)), h("td", {}, e.kind), h("td", {}, e.wave || "–"), h("td", {}, e.hostname || "–"), h("td", {}, e.message)));
-    box.replaceChildren(
+    fill(box,
       h("dl", { class: "facts" },
         h("dt", {}, "Status"), h("dd", { id: "rollout-status" }, badge(r.status)),
         h("dt", {}, "Release"), h("dd", {}, link(`/ui/releases/${encodeURIComponent(r.spec.release_id)}`, r.spec.release_id)),
@@ -531,7 +536,7 @@ async function newRolloutPage() {
     class: "stack",
     onsubmit: async (ev) => {
       ev.preventDefault();
-      out.replaceChildren();
+      fill(out);
       const list = target.value.split(",").map((s) => s.trim()).filter(Boolean);
       const body = {
         release_id: release.value,
@@ -546,7 +551,7 @@ async function newRolloutPage() {
         const r = await v1("/rollouts", { method: "POST", body });
         navigate(`/ui/rollouts/${encodeURIComponent(r.id)}`);
       } catch (e) {
-        out.replaceChildren(errorBox(e));
+        fill(out, errorBox(e));
       } finally {
         submit.disabled = false;
       }
@@ -681,6 +686,6 @@ document.getElementById("signout").addEventListener("click", async () => {
     await start();
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) renderSignIn();
-    else main().replaceChildren(errorBox(e));
+    else fill(main(), errorBox(e));
   }
 })();
