@@ -345,8 +345,9 @@ async function fleetPage() {
         h("tbody", {}, rows)),
       h("nav", { class: "pager", "aria-label": "Pages" }, prev, h("span", {}, `${from}–${to} of ${page.matched}`), next),
     );
+    // The first time the table is on screen (the frame after it was drawn): the browser tests time it.
     if (!performance.getEntriesByName("fleet-rendered").length)
-      requestAnimationFrame(() => performance.mark("fleet-rendered"));
+      requestAnimationFrame(() => setTimeout(() => performance.mark("fleet-rendered"), 0));
   }
 
   setPage("Fleet", h("h1", {}, "Fleet"), cards, form, table);
