@@ -53,11 +53,12 @@ fleet_page page_of(const fleet& f, const fleet_filter& q, timestamp now) {
   fleet_page p;
   p.total = f.machines.size();
   std::vector<fleet_row> matched;
+  matched.reserve(f.machines.size());
   for (const auto& [id, m] : f.machines) {
     fleet_row row{&m, sync_of(m), health_of(m), !m.last_seen || now - *m.last_seen > q.stale_after, nullptr};
-    ++p.by_sync[std::string(to_string(row.sync))];
-    ++p.by_health[std::string(row.health)];
-    ++p.by_lifecycle[std::string(protocol::to_string(m.state))];
+    ++p.by_sync[static_cast<std::size_t>(row.sync)];
+    ++p.by_health[!m.health ? 2 : m.health->passed ? 0 : 1];
+    ++p.by_lifecycle[static_cast<std::size_t>(m.state)];
     if (row.stale) ++p.stale;
     if (q.state && m.state != *q.state) continue;
     if (q.sync && row.sync != *q.sync) continue;

@@ -124,6 +124,14 @@ struct service::impl : std::enable_shared_from_this<impl> {
     friend bool operator==(const change_counters&, const change_counters&) = default;
   } changes;
   std::set<boost::asio::steady_timer*> change_waiters;
+  // The dashboards' fleet pages as last computed, by query (ui.cpp).
+  struct fleet_page_cache {
+    std::string body;
+    change_counters at;
+    std::chrono::steady_clock::time_point made;
+  };
+  std::unordered_map<std::string, fleet_page_cache> fleet_pages;
+  std::uint64_t fleet_pages_shared = 0;
   void changed(bool machines, bool rollouts, bool releases, bool audit);
   void wake_waiters();
 

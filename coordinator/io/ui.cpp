@@ -242,16 +242,20 @@ std::variant<core::fleet_filter, http_response> fleet_filter_of(const std::map<s
   return f;
 }
 
-http_response fleet_page(impl& s, const std::map<std::string, std::string>& query) {
+http_response fleet_page_now(impl& s, const std::map<std::string, std::string>& query) {
   auto f = fleet_filter_of(query);
   if (auto* r = std::get_if<http_response>(&f)) return std::move(*r);
   const auto& filter = std::get<core::fleet_filter>(f);
   auto page = core::page_of(s.fleet, filter, s.opts.clock());
-  auto counts = [](const auto& m) {
+  auto counts = [](const auto& n, auto name) {
     json::object o;
-    for (const auto& [k, n] : m) o[k] = n;
+    for (std::size_t i = 0; i < n.size(); ++i)
+      if (n[i]) o[name(i)] = n[i];
     return o;
   };
+  auto sync_name = [](std::size_t i) { return core::to_string(static_cast<core::sync_state>(i)); };
+  auto health_name = [](std::size_t i) { return core::health_names[i]; };
+  auto lifecycle_name = [](std::size_t i) { return protocol::to_string(static_cast<protocol::lifecycle>(i)); };
   json::array rows;
   rows.reserve(page.rows.size());
   for (const auto& row : page.rows) {
@@ -275,11 +279,33 @@ http_response fleet_page(impl& s, const std::map<std::string, std::string>& quer
                    {"offset", filter.offset},
                    {"limit", filter.limit},
                    {"stale", page.stale},
-                   {"sync", counts(page.by_sync)},
-                   {"health", counts(page.by_health)},
-                   {"lifecycle", counts(page.by_lifecycle)},
+                   {"sync", counts(page.by_sync, sync_name)},
+                   {"health", counts(page.by_health, health_name)},
+                   {"lifecycle", counts(page.by_lifecycle, lifecycle_name)},
                    {"items", std::move(rows)}};
   return json_response(200, json::serialize(out));
+}
+
+// The page as computed for this query, shared by every dashboard asking the same: made again
+// when the fleet changed, but not more than once a second while it keeps changing (the page is
+// an overview; a rollout's page is always exact). Bounded: cleared whole when full.
+http_response fleet_page(impl& s, const std::map<std::string, std::string>& query) {
+  std::string key;
+  for (const auto& [k, v] : query) key += k + '=' + v + '&';
+  const auto now = clock_type::now();
+  if (auto it = s.fleet_pages.find(key); it != s.fleet_pages.end()) {
+    const auto& c = it->second;
+    if (c.at == s.changes || now - c.made < std::chrono::seconds(1)) {
+      ++s.fleet_pages_shared;
+      return json_response(200, c.body);
+    }
+  }
+  auto r = fleet_page_now(s, query);
+  if (r.status == 200) {
+    if (s.fleet_pages.size() >= 64) s.fleet_pages.clear();
+    s.fleet_pages[key] = {r.body, s.changes, now};
+  }
+  return r;
 }
 
 // ---------------------------------------------------------------------------------------------

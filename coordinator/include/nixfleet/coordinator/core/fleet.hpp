@@ -8,6 +8,7 @@
 #include "nixfleet/coordinator/core/rollout.hpp"
 #include "nixfleet/protocol/types.hpp"
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -234,9 +235,12 @@ struct fleet_row {
 
 struct fleet_page {
   std::uint64_t total = 0, matched = 0, stale = 0;
-  std::map<std::string, std::uint64_t, std::less<>> by_sync, by_health, by_lifecycle;
+  std::array<std::uint64_t, 5> by_sync{};       // indexed by sync_state
+  std::array<std::uint64_t, 3> by_health{};     // passing, failing, unknown
+  std::array<std::uint64_t, 3> by_lifecycle{};  // indexed by protocol::lifecycle
   std::vector<fleet_row> rows;  // valid while the fleet is not changed
 };
+inline constexpr std::array<std::string_view, 3> health_names = {"passing", "failing", "unknown"};
 
 fleet_page page_of(const fleet& f, const fleet_filter& q, timestamp now);
 
