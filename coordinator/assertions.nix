@@ -30,6 +30,11 @@ in
   { assertion = set "ca_cert" == set "ca_key"; message = "${opt}.ca_cert and ca_key go together"; }
   { assertion = !(set "ca_cert") || tls; message = "${opt}.ca_cert (the fleet CA) needs TLS"; }
   { assertion = !(set "ca_cert") || (get "require_client_cert") != true; message = "${opt}.ca_cert and require_client_cert exclude each other: hosts enroll before they have a certificate"; }
+  { assertion = !(set "ui_listen") || hostPort (get "ui_listen"); message = "${opt}.ui_listen: expected HOST:PORT"; }
+  { assertion = !(set "ui_listen") || get "ui_listen" != (s.listen or "[::]:8443"); message = "${opt}.ui_listen must differ from listen: the dashboard has a listener of its own"; }
+  { assertion = set "ui_tls_cert" == set "ui_tls_key"; message = "${opt}.ui_tls_cert and ui_tls_key go together"; }
+  { assertion = !(set "ui_tls_cert") || set "ui_listen"; message = "${opt}.ui_tls_cert needs ui_listen"; }
+  { assertion = !(inStore (get "ui_tls_key")); message = "${opt}.ui_tls_key is a Nix store path: give a path outside the store (the key would be world-readable)"; }
   { assertion = between "checkpoint_interval" 1 86400; message = "${opt}.checkpoint_interval: between 1 and 86400 seconds"; }
   { assertion = between "report_retention_days" 1 3650; message = "${opt}.report_retention_days: between 1 and 3650"; }
   { assertion = between "poll_hint" 1 3600; message = "${opt}.poll_hint: between 1 and 3600 seconds"; }

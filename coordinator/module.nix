@@ -19,6 +19,8 @@ let
     (if s.audit_key != null then "audit-key:${s.audit_key}" else null)
     (if s.ca_cert != null then "ca-cert:${s.ca_cert}" else null)
     (if s.ca_key != null then "ca-key:${s.ca_key}" else null)
+    (if s.ui_tls_cert != null then "ui-tls-cert:${s.ui_tls_cert}" else null)
+    (if s.ui_tls_key != null then "ui-tls-key:${s.ui_tls_key}" else null)
   ];
   keys = pkgs.writeShellScriptBin "nixfleet-coordinator-keys" ''
     # Runs `nixfleet-coordinator keys create` as the service's user, on its database.
@@ -86,6 +88,12 @@ in
           report_budget = nullable types.ints.unsigned "Reports one machine may send per 10 minutes (0: no limit).";
           report_budget_mb = nullable types.ints.unsigned "Report MiB one machine may send per 10 minutes (0: no limit).";
           report_retention_mb = nullable types.ints.positive "Stored reports at most, in MiB of bodies.";
+          ui_listen = nullable types.str
+            "The web dashboard's address, HOST:PORT (a listener of its own; TLS as the API's unless ui_tls_cert).";
+          ui_tls_cert = nullable types.str "The dashboard's certificate chain (PEM), e.g. one the operators' browsers trust.";
+          ui_tls_key = nullable types.str "The dashboard's private key (PEM), a path outside the store.";
+          ui_session_ttl = nullable types.str "A dashboard session's life from sign-in, e.g. \"8h\".";
+          ui_session_idle = nullable types.str "A dashboard session ends after this long without a request, e.g. \"1h\".";
           log_level = nullable (types.enum [ "trace" "debug" "info" "warn" "error" ]) "Log level.";
         };
       };
@@ -98,9 +106,9 @@ in
       message = "services.nixfleet-coordinator.persistence is set but impermanence's NixOS module is not imported";
     }];
     environment.systemPackages = [ cfg.package keys ];
-    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall ([
       (lib.toInt (lib.last (lib.splitString ":" s.listen)))
-    ];
+    ] ++ lib.optional (s.ui_listen != null) (lib.toInt (lib.last (lib.splitString ":" s.ui_listen))));
 
     systemd.services.nixfleet-coordinator = {
       description = "nixfleet coordinator";

@@ -6,6 +6,9 @@ make_credentials() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$1/tls-key" \
     -out "$1/tls-cert" -days 1 -subj /CN=coordinator >/dev/null 2>&1
   cp "$1/tls-cert" "$1/client-ca"
+  # The dashboard's own certificate (one the operators' browsers trust, in production).
+  cp "$1/tls-cert" "$1/ui-tls-cert"
+  cp "$1/tls-key" "$1/ui-tls-key"
   # The audit checkpoint key, as Nix makes one.
   nix-store --generate-binary-cache-key coordinator-audit-1 "$1/audit-key" "$1/audit-key.pub"
   chmod 600 "$1/audit-key"

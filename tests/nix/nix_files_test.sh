@@ -108,6 +108,8 @@ coordinator_sets=(
   '{ db = "/tmp/c.db"; listen = "127.0.0.1:9443"; tls_cert = "/a"; tls_key = "/b"; client_ca = "/c"; require_client_cert = true; insecure_http = false; metrics_listen = "127.0.0.1:9464"; report_retention_days = 30; poll_hint = 2; idle_timeout = 0.5; request_timeout = 5; max_connections = 1000; max_connections_per_ip = 0; audit_key = "/run/keys/audit.sec"; checkpoint_interval = 60; report_budget = 600; report_budget_mb = 4; report_retention_mb = 512; log_level = "warn"; }'
   '{ db = "/tmp/d.db"; listen = "127.0.0.1:8080"; tls_cert = null; tls_key = null; client_ca = null; require_client_cert = false; insecure_http = true; }'
   '{ db = "/tmp/f.db"; listen = "127.0.0.1:9443"; tls_cert = "/a"; tls_key = "/b"; ca_cert = "/run/keys/ca.crt"; ca_key = "/run/keys/ca.key"; certificate_lifetime = "7d"; }'
+  '{ db = "/tmp/g.db"; listen = "127.0.0.1:9443"; tls_cert = "/a"; tls_key = "/b"; ui_listen = "127.0.0.1:9444"; ui_tls_cert = "/c"; ui_tls_key = "/d"; ui_session_ttl = "12h"; ui_session_idle = "30m"; }'
+  '{ db = "/tmp/h.db"; listen = "127.0.0.1:8080"; insecure_http = true; ui_listen = "127.0.0.1:8081"; }'
 )
 for set in "${coordinator_sets[@]}"; do
   mapfile -t args < <(python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' \

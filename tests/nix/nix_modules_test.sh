@@ -108,17 +108,18 @@ good_coord='{ services.nixfleet-coordinator = { enable = true; openFirewall = tr
   db = "/tmp/100%done $HOME.db"; listen = "[::]:8443"; tls_cert = "/etc/nixfleet/c.pem"; tls_key = "/etc/nixfleet/k.pem";
   client_ca = "/etc/nixfleet/ca.pem"; metrics_listen = "127.0.0.1:9464"; poll_hint = 2;
   audit_key = "/etc/nixfleet/audit.sec"; ca_cert = "/etc/nixfleet/fleet-ca.crt"; ca_key = "/etc/nixfleet/fleet-ca.key";
-  certificate_lifetime = "30d"; }; }; }'
+  certificate_lifetime = "30d"; ui_listen = "[::]:8444"; ui_tls_cert = "/etc/nixfleet/ui.pem";
+  ui_tls_key = "/etc/nixfleet/ui.key"; ui_session_idle = "20m"; }; }; }'
 out=$(evaluate coordinator "$good_coord") || fail "the coordinator module does not evaluate"
 [ "$(field failed <<<"$out")" = "[]" ] || fail "good coordinator settings fail assertions: $(field failed <<<"$out")"
-[ "$(field ports <<<"$out")" = "[8443]" ] || fail "openFirewall opens $(field ports <<<"$out")"
+[ "$(field ports <<<"$out")" = "[8443, 8444]" ] || fail "openFirewall opens $(field ports <<<"$out")"
 unit=$(field units nixfleet-coordinator <<<"$out")
 for k in DynamicUser ProtectSystem NoNewPrivileges LoadCredential SystemCallFilter; do
   field serviceConfig "$k" <<<"$unit" >/dev/null || fail "coordinator unit lacks $k"
 done
 [ "$(field serviceConfig LimitNOFILE <<<"$unit")" = 21024 ] ||
   fail "the coordinator unit's LimitNOFILE does not cover its connections: $(field serviceConfig LimitNOFILE <<<"$unit")"
-[ "$(field serviceConfig LoadCredential <<<"$unit")" = '["tls-cert:/etc/nixfleet/c.pem", "tls-key:/etc/nixfleet/k.pem", "client-ca:/etc/nixfleet/ca.pem", "audit-key:/etc/nixfleet/audit.sec", "ca-cert:/etc/nixfleet/fleet-ca.crt", "ca-key:/etc/nixfleet/fleet-ca.key"]' ] ||
+[ "$(field serviceConfig LoadCredential <<<"$unit")" = '["tls-cert:/etc/nixfleet/c.pem", "tls-key:/etc/nixfleet/k.pem", "client-ca:/etc/nixfleet/ca.pem", "audit-key:/etc/nixfleet/audit.sec", "ca-cert:/etc/nixfleet/fleet-ca.crt", "ca-key:/etc/nixfleet/fleet-ca.key", "ui-tls-cert:/etc/nixfleet/ui.pem", "ui-tls-key:/etc/nixfleet/ui.key"]' ] ||
   fail "credentials: $(field serviceConfig LoadCredential <<<"$unit")"
 # ExecStart as systemd reads it: JSON-quoted words, `%%` a literal %, `%d` the credentials directory.
 field serviceConfig ExecStart <<<"$unit" > "$work/exec"
@@ -137,6 +138,10 @@ bad_coords=(
   'tls_cert = "/c"; tls_key = "/k"; ca_cert = "/a"; ca_key = "/nix/store/00000000000000000000000000000000-ca.key";|ca_key is a Nix store path'
   'tls_cert = "/c"; tls_key = "/k"; ca_cert = "/a";|ca_cert and ca_key go together'
   'tls_cert = "/c"; tls_key = "/k"; client_ca = "/ca"; require_client_cert = true; ca_cert = "/a"; ca_key = "/b";|exclude each other'
+  'insecure_http = true; listen = "127.0.0.1:8443"; ui_listen = "127.0.0.1:8443";|ui_listen must differ'
+  'insecure_http = true; ui_listen = "[::]:8444"; ui_tls_cert = "/c"; ui_tls_key = "/nix/store/00000000000000000000000000000000-ui.key";|ui_tls_key is a Nix store path'
+  'insecure_http = true; ui_tls_cert = "/c"; ui_tls_key = "/k";|ui_tls_cert needs ui_listen'
+  'insecure_http = true; ui_listen = "dashboard";|ui_listen: expected'
 )
 for row in "${bad_coords[@]}"; do
   out=$(evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; settings = { ${row%|*} }; }; }") ||
