@@ -76,6 +76,15 @@ std::string service::impl::render_metrics() const {
     t.sample("nixfleet_coordinator_tls_handshakes_total", {{"resumed", "false"}}, s.tls_handshakes - s.tls_resumed);
     t.sample("nixfleet_coordinator_tls_handshakes_total", {{"resumed", "true"}}, s.tls_resumed);
   }
+  if (ui_server) {
+    t.scalar("nixfleet_coordinator_ui_sessions", "gauge", "Dashboard sessions held (some may have ended unseen).",
+             ui_sessions.size());
+    t.scalar("nixfleet_coordinator_ui_streams", "gauge", "Dashboard live-update streams open.", ui_streams);
+    t.scalar("nixfleet_coordinator_ui_open_connections", "gauge", "Open dashboard connections.",
+             ui_server->stats().open_connections);
+    t.scalar("nixfleet_coordinator_ui_fleet_pages_shared_total", "counter",
+             "Fleet pages answered from the one computed for the same query.", fleet_pages_shared);
+  }
   return t.take();
 }
 

@@ -284,7 +284,10 @@ BOOST_AUTO_TEST_CASE(the_fleet_page_counts_the_whole_fleet_and_pages_the_filtere
 }
 
 BOOST_AUTO_TEST_CASE(the_event_stream_tells_of_changes_at_once_is_bounded_and_ends_with_the_session) {
-  start([](auto& o) { o.ui_streams_per_session = 2; });
+  start([](auto& o) {
+    o.ui_streams_per_session = 2;
+    o.metrics_listen = asio::ip::tcp::endpoint{asio::ip::make_address("127.0.0.1"), 0};
+  });
   auto s = sign_in(reader);
   stream_reader a(ui, s.cookie);
   BOOST_REQUIRE(a.wait_for("\"machines\":0", 2s));
@@ -306,6 +309,9 @@ BOOST_AUTO_TEST_CASE(the_event_stream_tells_of_changes_at_once_is_bounded_and_en
   BOOST_REQUIRE(b.wait_for("event: change", 2s));
   auto third = get("/ui/api/events", s.cookie);
   BOOST_TEST(third.status == 429u);
+  auto metrics = send(*c->service().metrics_endpoint(), {verb::get, "/metrics", {}, {}}).body;
+  BOOST_TEST(metrics.find("nixfleet_coordinator_ui_streams 2\n") != std::string::npos);
+  BOOST_TEST(metrics.find("nixfleet_coordinator_ui_sessions 1\n") != std::string::npos);
   // Signing out ends the session's streams.
   a.consume();
   BOOST_TEST(post("/ui/api/signout", "", s).status == 204u);
