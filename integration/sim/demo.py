@@ -98,7 +98,9 @@ def main():
             print(f"\nThe fleet keeps running (work directory {root}). Try:\n"
                   f"  export NIXFLEET_COORDINATOR=https://127.0.0.1:{fleet.coordinator_port} "
                   f"NIXFLEET_API_KEY_FILE={fleet.key_file} NIXFLEET_CA_FILE={fleet.pki / 'ca.crt'}\n"
-                  f"  {fleet.bin / 'nixfleet'} status\nPress Ctrl-C to tear it down.")
+                  f"  {fleet.bin / 'nixfleet'} status\n"
+                  f"or open the dashboard at https://127.0.0.1:{fleet.ui_port}/ui/ (its certificate is the demo's own CA's)\n"
+                  f"and sign in with the key in {fleet.key_file}.\nPress Ctrl-C to tear it down.")
             try:
                 while True:
                     time.sleep(3600)

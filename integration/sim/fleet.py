@@ -268,6 +268,7 @@ class Fleet:
         self.coordinator_port = free_port()
         self.cache_port = free_port()
         self.metrics_port = free_port()
+        self.ui_port = free_port()  # the dashboard, with the coordinator's own certificate
         self.key_file = self.root / "admin.key"
         self.op_secret = self.root / "op.sec"
         self.op_public = None
@@ -370,7 +371,8 @@ http {{
              "--tls-key", str(self.pki / "coordinator.key"),
              *(["--ca-dir", str(self.pki / "fleet-ca")] if self.enroll else ["--client-ca", str(self.pki / "ca.crt")]),
              *(["--certificate-lifetime", self.certificate_lifetime] if self.certificate_lifetime else []),
-             "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--poll-hint", "1", "--log-level", "debug"],
+             "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--ui-listen", f"127.0.0.1:{self.ui_port}",
+             "--poll-hint", "1", "--log-level", "debug"],
             stdout=subprocess.DEVNULL, stderr=open(self.root / "coordinator.log", "a"))
         wait_for("the coordinator", lambda: self.healthz(port))
 

@@ -123,6 +123,7 @@ describe("the dashboard", { timeout: 300000, skip: chromiumPath() ? false : "no 
     assert.equal(waves.length, 2);
     assert.ok(waves[1].includes(`${HOSTS - 1}/${HOSTS - 1} confirmed`), waves[1]);
     await screenshot(page, "rollout");
+    await screenshot(page, "rollout-viewport", { fullPage: false });  // the README's picture
   }));
 
   test("pause, resume and cancel a rollout from its page", () => step("steer", async () => {
