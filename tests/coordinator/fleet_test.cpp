@@ -623,4 +623,84 @@ BOOST_AUTO_TEST_CASE(enrollment_tokens_certificates_and_revocation) {
              "decommissioned");
 }
 
+
+BOOST_AUTO_TEST_CASE(the_dashboard_s_view_of_where_each_machine_stands) {
+  fleet f;
+  auto add = [&](const std::string& id, std::optional<std::string> current, std::optional<std::string> desired) -> machine_record& {
+    auto& m = f.machines[id];
+    m.id = id;
+    m.current_path = std::move(current);
+    if (desired) {
+      m.desired.emplace();
+      m.desired->store_path = *desired;
+    }
+    m.last_seen = NOW - 10s;
+    return m;
+  };
+  add("a-synced", A, A);
+  add("b-behind", A, B);
+  auto& failing = add("c-failing", A, B);
+  failing.last_report.emplace();
+  failing.last_report->kind = report_kind::activation_failed;
+  failing.last_report->store_path = B;
+  auto& old_failure = add("d-behind-again", A, C);  // failed on B; C is new: behind, not failing
+  old_failure.last_report.emplace();
+  old_failure.last_report->kind = report_kind::fetch_failed;
+  old_failure.last_report->store_path = B;
+  add("e-unmanaged", A, std::nullopt);
+  auto& silent = add("f-unknown", std::nullopt, A);
+  silent.last_seen.reset();
+  auto& sick = add("g-sick", A, A);
+  sick.health = protocol::health_report{false, {}};
+  sick.tags = {"db"};
+  sick.state = protocol::lifecycle::maintenance;
+
+  BOOST_TEST(to_string(sync_of(f.machines["a-synced"])) == "in_sync");
+  BOOST_TEST(to_string(sync_of(f.machines["b-behind"])) == "behind");
+  BOOST_TEST(to_string(sync_of(failing)) == "failing");
+  BOOST_TEST(to_string(sync_of(old_failure)) == "behind");
+  BOOST_TEST(to_string(sync_of(f.machines["e-unmanaged"])) == "unmanaged");
+  BOOST_TEST(to_string(sync_of(silent)) == "unknown");
+  BOOST_TEST(health_of(sick) == "failing");
+  BOOST_TEST(health_of(f.machines["a-synced"]) == "unknown");
+
+  fleet_filter all;
+  all.limit = 3;
+  auto p = page_of(f, all, NOW);
+  BOOST_TEST(p.total == 7u);
+  BOOST_TEST(p.matched == 7u);
+  BOOST_REQUIRE_EQUAL(p.rows.size(), 3u);
+  BOOST_TEST(p.rows[0].machine->id == "a-synced");  // by id
+  BOOST_TEST(p.rows[2].machine->id == "c-failing");
+  BOOST_TEST(p.by_sync[static_cast<std::size_t>(sync_state::behind)] == 2u);
+  BOOST_TEST(p.by_sync[static_cast<std::size_t>(sync_state::failing)] == 1u);
+  BOOST_TEST(p.by_health[1] == 1u);  // failing
+  BOOST_TEST(p.by_health[2] == 6u);  // unknown
+  BOOST_TEST(p.by_lifecycle[static_cast<std::size_t>(protocol::lifecycle::maintenance)] == 1u);
+  BOOST_TEST(p.stale == 1u);  // never seen
+
+  fleet_filter behind;
+  behind.sync = sync_state::behind;
+  behind.offset = 1;
+  auto b = page_of(f, behind, NOW);
+  BOOST_TEST(b.matched == 2u);
+  BOOST_REQUIRE_EQUAL(b.rows.size(), 1u);
+  BOOST_TEST(b.rows[0].machine->id == "d-behind-again");
+  BOOST_TEST(b.total == 7u);  // counts stay the fleet's
+
+  fleet_filter text;
+  text.text = "system-c";  // a store path's name
+  BOOST_TEST(page_of(f, text, NOW).matched == 1u);
+  text.text = "db";  // a tag
+  BOOST_TEST(page_of(f, text, NOW).rows.at(0).machine->id == "g-sick");
+  fleet_filter stale;
+  stale.stale_only = true;
+  BOOST_TEST(page_of(f, stale, NOW).rows.at(0).machine->id == "f-unknown");
+  stale.stale_after = 5s;  // seen 10 s ago: stale now too
+  BOOST_TEST(page_of(f, stale, NOW).matched == 7u);
+  fleet_filter past_end;
+  past_end.offset = 100;
+  BOOST_TEST(page_of(f, past_end, NOW).rows.empty());
+}
+
 BOOST_AUTO_TEST_SUITE_END()
