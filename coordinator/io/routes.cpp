@@ -478,14 +478,8 @@ asio::awaitable<http_response> enroll(impl& s, route_call& c) {
   const auto hash = core::is_enroll_token_text(b.token) ? protocol::sha256_hex(b.token) : std::string();
   if (auto no = core::enrollment_refusal(s.fleet, hash, b.machine_id, now)) {
     // Anyone may send these: one line per 10 s at most, with how many were not logged.
-    const auto t = std::chrono::steady_clock::now();
-    if (t - s.enroll_refusals.logged_at >= std::chrono::seconds(10)) {
-      log::warn("enrollment_refused", {{"machine_id", b.machine_id}, {"peer", c.req.peer},
-                                       {"not_logged_since", s.enroll_refusals.not_logged}});
-      s.enroll_refusals = {t, 0};
-    } else {
-      ++s.enroll_refusals.not_logged;
-    }
+    if (auto skipped = s.enroll_refusals.take(std::chrono::steady_clock::now()))
+      log::warn("enrollment_refused", {{"machine_id", b.machine_id}, {"peer", c.req.peer}, {"not_logged_since", *skipped}});
     co_return refused(*no);
   }
   auto csr = csr_for(b.csr, b.machine_id);
@@ -744,14 +738,18 @@ asio::awaitable<http_response> impl::handle(http_request& req) {
   std::string route = "unmatched";
   http_response r = co_await dispatch(req, route);
   r.headers.emplace_back(std::string(protocol::protocol_header), std::to_string(protocol::protocol_version));
+  observe(route, r.status, start);
+  co_return r;
+}
+
+void impl::observe(const std::string& route, unsigned status, std::chrono::steady_clock::time_point start) {
   auto& m = route_stats[route];
-  ++m.by_status[r.status];
+  ++m.by_status[status];
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++m.count;
   m.sum += secs;
   for (std::size_t i = 0; i < latency_buckets.size(); ++i)
     if (secs <= latency_buckets[i]) ++m.buckets[i];
-  co_return r;
 }
 
 }  // namespace nixfleet::coordinator::io

@@ -39,6 +39,23 @@ struct route_metrics {
   double sum = 0;
 };
 
+// A warning anyone can cause, logged once per 10 s at most, with how many were not.
+struct rate_limited_log {
+  std::chrono::steady_clock::time_point logged_at{};
+  std::uint64_t not_logged = 0;
+  // How many went unlogged since the last line, when this one is to be logged; else none (counted).
+  std::optional<std::uint64_t> take(std::chrono::steady_clock::time_point now) {
+    if (now - logged_at < std::chrono::seconds(10)) {
+      ++not_logged;
+      return std::nullopt;
+    }
+    const auto skipped = not_logged;
+    logged_at = now;
+    not_logged = 0;
+    return skipped;
+  }
+};
+
 // One request matched to a route: its path parameters, query and (for operator routes) who asks.
 struct route_call {
   http_request& req;
@@ -82,11 +99,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::set<std::string> keys_used;
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> unknown_keys;
   static constexpr std::size_t unknown_keys_max = 16384;
-  // Refused enrollments since the last one logged (they are logged once per 10 s at most).
-  struct {
-    std::chrono::steady_clock::time_point logged_at{};
-    std::uint64_t not_logged = 0;
-  } enroll_refusals;
+  rate_limited_log enroll_refusals;  // refused enrollments
   // The fleet CA's last signed CRL, made again when the revoked set changes or it is an hour old.
   struct {
     std::string pem;
@@ -115,6 +128,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
     std::size_t streams = 0;
   };
   std::unordered_map<std::string, ui_session> ui_sessions;
+  rate_limited_log ui_refusals;  // refused dashboard sign-ins
   std::size_t ui_streams = 0;
 
   // What changed since start, by kind: a dashboard compares these to what it shows. Bumped after
@@ -161,6 +175,8 @@ struct service::impl : std::enable_shared_from_this<impl> {
 
   // routes.cpp
   boost::asio::awaitable<http_response> handle(http_request& req);
+  // Counts an answer in the route's metrics (requests by status, latency).
+  void observe(const std::string& route, unsigned status, std::chrono::steady_clock::time_point start);
   // An API route; `session`, from the dashboard, stands for the API key (and only operator
   // routes are reached through it).
   boost::asio::awaitable<http_response> dispatch(http_request& req, std::string& route,

@@ -163,7 +163,8 @@ asio::awaitable<http_response> sign_in(impl& s, http_request& req) {
   }
   auto who = co_await s.key_principal(key);
   if (auto* r = std::get_if<http_response>(&who)) {
-    log::warn("ui_sign_in_refused", {{"peer", req.peer}});
+    if (auto skipped = s.ui_refusals.take(clock_type::now()))
+      log::warn("ui_sign_in_refused", {{"peer", req.peer}, {"not_logged_since", *skipped}});
     co_return std::move(*r);
   }
   const auto now = clock_type::now();
@@ -488,13 +489,7 @@ asio::awaitable<http_response> impl::handle_ui(http_request& req) {
   std::string route = "ui:unmatched";
   http_response r = co_await route_ui(*this, req, route);
   secure_headers(r, req.tls, route == "ui:asset" || route == "ui:page");
-  auto& m = route_stats[route];
-  ++m.by_status[r.status];
-  const double secs = std::chrono::duration<double>(clock_type::now() - start).count();
-  ++m.count;
-  m.sum += secs;
-  for (std::size_t i = 0; i < latency_buckets.size(); ++i)
-    if (secs <= latency_buckets[i]) ++m.buckets[i];
+  observe(route, r.status, start);
   co_return r;
 }
 
