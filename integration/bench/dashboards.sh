@@ -23,19 +23,7 @@ curl -sf -X POST -H 'Content-Type: application/json' "http://127.0.0.1:$cport/ap
 {"reports":[{"seq":1,"at":"$now","kind":"confirmed","store_path":"$path","release_id":"r1","current_path":"$path","booted_path":"$path","agent_version":"0.1.0","uptime_s":60}]}
 JSON
 kill -TERM $coord; wait $coord || true; coord=
-python3 - "$work/db" "$machines" <<'PY'
-import json, sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-(body,) = db.execute("select body from machines where id = 'm000000'").fetchone()
-def swap(v, new):
-    if isinstance(v, dict): return {k: swap(x, new) for k, x in v.items()}
-    if isinstance(v, list): return [swap(x, new) for x in v]
-    return new if v == "m000000" else v
-template = json.loads(body)
-db.executemany("insert or replace into machines (id, body) values (?, ?)",
-               ((f"m{i:06d}", json.dumps(swap(template, f"m{i:06d}"), separators=(",", ":"))) for i in range(int(sys.argv[2]))))
-db.commit()
-PY
+clone_machines "$work/db" "$machines"
 
 uport=$(free_port)
 cport=$(free_port)

@@ -69,3 +69,21 @@ start_operator_coordinator() {
   nix-store --generate-binary-cache-key bench-1 "$work/op.sec" "$work/op.pub" 2>/dev/null
   chmod 600 "$work/op.sec"
 }
+
+# Fills the store at $1 with machines m000000…m(N-1) ($2), copies of m000000 (made through the API
+# first) with its id swapped in: the coordinator must be stopped.
+clone_machines() {
+  python3 - "$1" "$2" <<'PY'
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+(body,) = db.execute("select body from machines where id = 'm000000'").fetchone()
+def swap(v, new):
+    if isinstance(v, dict): return {k: swap(x, new) for k, x in v.items()}
+    if isinstance(v, list): return [swap(x, new) for x in v]
+    return new if v == "m000000" else v
+template = json.loads(body)
+db.executemany("insert or replace into machines (id, body) values (?, ?)",
+               ((f"m{i:06d}", json.dumps(swap(template, f"m{i:06d}"), separators=(",", ":"))) for i in range(int(sys.argv[2]))))
+db.commit()
+PY
+}

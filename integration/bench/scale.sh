@@ -39,19 +39,7 @@ curl -sf -X POST -H 'Content-Type: application/json' -H 'X-Nixfleet-Protocol: 1'
 JSON
 "$bin/nixfleet" machines tag m000000 web eu-west >/dev/null
 kill -TERM $coord; wait $coord || true; coord=
-python3 - "$work/db" "$machines" <<'PY'
-import json, sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-(body,) = db.execute("select body from machines where id = 'm000000'").fetchone()
-def swap(v, new):
-    if isinstance(v, dict): return {k: swap(x, new) for k, x in v.items()}
-    if isinstance(v, list): return [swap(x, new) for x in v]
-    return new if v == "m000000" else v
-template = json.loads(body)
-db.executemany("insert or replace into machines (id, body) values (?, ?)",
-               ((f"m{i:06d}", json.dumps(swap(template, f"m{i:06d}"), separators=(",", ":"))) for i in range(int(sys.argv[2]))))
-db.commit()
-PY
+clone_machines "$work/db" "$machines"
 
 rss() { awk '/^VmRSS:/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 start_coordinator() {  # extra serve flags...
