@@ -388,7 +388,7 @@ async function machinePage(id) {
             h("td", {}, `${p.duration_ms} ms`), h("td", {}, p.message || "")))))
       : h("p", { class: "muted" }, "No health report yet.");
     const history = m.history.length
-      ? h("ol", {}, m.history.map((g) => h("li", {}, h("span", { class: "mono" }, g.store_path), " — confirmed ", when(g.confirmed_at))))
+      ? h("ol", { id: "history" }, m.history.map((g) => h("li", {}, h("span", { class: "mono" }, g.store_path), " — confirmed ", when(g.confirmed_at))))
       : h("p", { class: "muted" }, "No confirmed generation yet.");
     const rollbacks = reports.filter((r) => r.kind === "rolled_back" || r.kind === "rollback_failed");
     const rollbackList = rollbacks.length

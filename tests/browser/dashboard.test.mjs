@@ -126,6 +126,19 @@ describe("the dashboard", { timeout: 300000, skip: chromiumPath() ? false : "no 
     await screenshot(page, "rollout-viewport", { fullPage: false });  // the README's picture
   }));
 
+  test("roll a host back from its page", () => step("rollback", async () => {
+    await page.goto(`${fleet.ui}/ui/machines/host-0005`, { waitUntil: "domcontentloaded" });
+    await page.waitForSelector("#timeline");
+    const history = await page.$$eval("#history li", (l) => l.length);
+    assert.ok(history >= 2, `confirmed generations: ${history}`);
+    page.once("dialog", (d) => d.accept());
+    await page.click("button.danger");
+    await waitFor("the rollback", async () => (await fleet.apiGet("/api/v1/machines/host-0005")).desired_path === PATH_A);
+    const audit = await fleet.apiGet("/api/v1/audit?target=host-0005");
+    assert.ok(audit.some((e) => e.actor === "bob" && e.action.includes("rollback")), JSON.stringify(audit.map((e) => e.action)));
+    await screenshot(page, "machine-rolled-back");
+  }));
+
   test("pause, resume and cancel a rollout from its page", () => step("steer", async () => {
     fleet.cli("deploy", "--release", "r1", "--hosts", "host-*", "--waves", "1,100%", "--soak", "600");
     const list = await fleet.apiGet("/api/v1/rollouts?status=running");
