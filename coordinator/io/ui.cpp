@@ -173,11 +173,13 @@ asio::awaitable<http_response> sign_in(impl& s, http_request& req) {
     std::erase_if(s.ui_sessions, [&](const auto& kv) {
       return kv.second.streams == 0 && (now >= kv.second.ends || now >= kv.second.idle_until);
     });
+    // Sessions with a stream open are at most ui_max_streams: the others make room.
     while (s.ui_sessions.size() >= s.opts.ui_max_sessions) {
-      auto oldest = std::min_element(s.ui_sessions.begin(), s.ui_sessions.end(),
-                                     [](const auto& a, const auto& b) { return a.second.ends < b.second.ends; });
-      oldest->second.ends = now;
-      if (oldest->second.streams > 0) break;  // its streams close it
+      auto oldest = s.ui_sessions.end();
+      for (auto it = s.ui_sessions.begin(); it != s.ui_sessions.end(); ++it)
+        if (it->second.streams == 0 && (oldest == s.ui_sessions.end() || it->second.ends < oldest->second.ends))
+          oldest = it;
+      if (oldest == s.ui_sessions.end()) break;
       s.ui_sessions.erase(oldest);
     }
   }

@@ -642,9 +642,13 @@ async function auditPage() {
   h("button", { class: "primary", type: "submit" }, "Filter"));
   const q = new URLSearchParams();
   for (const k of ["actor", "action", "target"]) if (params.get(k)) q.set(k, params.get(k));
-  // The newest first: the log is read forward from `after`, so the last page is found from the count.
+  // The newest first: the log is read forward from `after` and its rows are numbered 1…N (the
+  // verification checks it), so the newest 1,000 start after N − 1,000.
   q.set("limit", "1000");
-  const [rows, verify] = await Promise.all([v1(`/audit?${q}`), v1("/audit/verify")]);
+  const verify = await v1("/audit/verify");
+  const filtered = ["actor", "action", "target"].some((k) => q.has(k));
+  if (!filtered && verify.ok && verify.rows > 1000) q.set("after", String(verify.rows - 1000));
+  const rows = await v1(`/audit?${q}`);
   const verdict = verify.ok
     ? badge("completed", `chain verified: ${verify.rows} rows${verify.checkpoints ? `, ${verify.checkpoints} signed checkpoints` : ", not anchored"}`)
     : badge("failed", `chain BROKEN at ${verify.bad_seq}: ${verify.reason}`);
@@ -654,7 +658,9 @@ async function auditPage() {
       " · ", h("a", { href: "/ui/api/v1/audit/export?format=csv", download: "audit.csv" }, "CSV")),
     form,
     h("table", { id: "audit" },
-      h("caption", {}, `${rows.length} entries${rows.length === 1000 ? " (the first 1,000; narrow the filter)" : ""}`),
+      h("caption", {}, rows.length < 1000 ? `${rows.length} entries, newest first`
+        : filtered ? "the first 1,000 matching entries (narrow the filter), newest first"
+        : `the newest 1,000 of ${verify.rows} entries`),
       h("thead", {}, h("tr", {}, ["#", "At", "Actor", "Action", "Target", "Detail"].map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", {}, [...rows].reverse().map((e) => h("tr", {},
         h("td", {}, e.seq), h("td", {}, when(e.at)), h("td", {}, e.actor), h("td", {}, e.action), h("td", {}, e.target),

@@ -255,6 +255,25 @@ BOOST_AUTO_TEST_CASE(a_session_ends_when_idle_or_when_its_key_is_deleted) {
   BOOST_TEST(get("/ui/api/session", alice.cookie).status == 200u);
 }
 
+BOOST_AUTO_TEST_CASE(sessions_are_bounded_and_the_one_nearest_its_end_goes_first) {
+  start([](auto& o) { o.ui_max_sessions = 3; });
+  std::vector<session> held;
+  for (int i = 0; i < 5; ++i) {
+    held.push_back(sign_in(reader));
+    std::this_thread::sleep_for(5ms);  // each ends a little after the one before
+  }
+  BOOST_TEST(get("/ui/api/session", held[0].cookie).status == 401u);
+  BOOST_TEST(get("/ui/api/session", held[1].cookie).status == 401u);
+  for (int i = 2; i < 5; ++i) BOOST_TEST(get("/ui/api/session", held[static_cast<std::size_t>(i)].cookie).status == 200u);
+  // A session with a live stream is not the one that makes room.
+  stream_reader live(ui, held[2].cookie);
+  BOOST_REQUIRE(live.wait_for("event: change", 2s));
+  auto next = sign_in(reader);
+  BOOST_TEST(get("/ui/api/session", held[2].cookie).status == 200u);
+  BOOST_TEST(get("/ui/api/session", held[3].cookie).status == 401u);
+  BOOST_TEST(get("/ui/api/session", next.cookie).status == 200u);
+}
+
 BOOST_AUTO_TEST_CASE(the_fleet_page_counts_the_whole_fleet_and_pages_the_filtered_part) {
   start();
   for (int i = 0; i < 7; ++i) report("web-" + std::to_string(i), 1, "heartbeat", i % 2 ? P1 : P2);
