@@ -163,14 +163,10 @@ asio::awaitable<http_response> get_machine(impl& s, route_call& c) {
 // Its timeline: the reports kept (retention permitting), newest first, each as received.
 asio::awaitable<http_response> machine_reports(impl& s, route_call& c) {
   if (!s.fleet.machines.contains(c.params[0])) co_return error_response(404, "not_found", "no such machine");
-  std::uint32_t limit = 100;
-  if (auto it = c.query.find("limit"); it != c.query.end()) {
-    const auto& t = it->second;
-    auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), limit);
-    if (ec != std::errc() || p != t.data() + t.size() || limit < 1 || limit > 1000)
-      co_return error_response(400, "invalid_query", "limit: 1 to 1000");
-  }
-  auto job = [id = c.params[0], limit](storage& st) { return st.reports(id, limit); };
+  std::uint64_t limit = 100;
+  if (!query_number(c.query, "limit", 1000, limit) || limit == 0)
+    co_return error_response(400, "invalid_query", "limit: 1 to 1000");
+  auto job = [id = c.params[0], n = static_cast<std::uint32_t>(limit)](storage& st) { return st.reports(id, n); };
   auto rows = co_await s.db->run<std::vector<core::stored_report>>(std::move(job));
   json::array a;
   a.reserve(rows.size());
@@ -297,15 +293,7 @@ asio::awaitable<http_response> list_audit(impl& s, route_call& c) {
     if (!t) co_return error_response(400, "invalid_query", "since: expected an RFC 3339 UTC time");
     aq.since = *t;
   }
-  auto number = [&](const char* key, std::uint64_t max, std::uint64_t& out) {
-    auto it = q.find(key);
-    if (it == q.end()) return true;
-    std::uint64_t v = 0;
-    auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
-    if (ec != std::errc() || p != it->second.data() + it->second.size() || v > max) return false;
-    out = v;
-    return true;
-  };
+  auto number = [&](const char* key, std::uint64_t max, std::uint64_t& out) { return query_number(q, key, max, out); };
   std::uint64_t limit = 100, after = 0;
   if (!number("limit", 1000, limit)) co_return error_response(400, "invalid_query", "limit: 0 to 1000");
   if (!number("after", std::numeric_limits<std::int64_t>::max(), after))
@@ -634,6 +622,17 @@ bool match(std::string_view pattern, const std::vector<std::string>& seg, std::v
 
 }  // namespace
 
+bool query_number(const std::map<std::string, std::string>& query, const char* key, std::uint64_t max,
+                  std::uint64_t& out) {
+  auto it = query.find(key);
+  if (it == query.end()) return true;
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
+  if (ec != std::errc() || p != it->second.data() + it->second.size() || v > max) return false;
+  out = v;
+  return true;
+}
+
 asio::awaitable<std::variant<core::principal, http_response>> impl::key_principal(std::string_view key) {
   if (!is_key_text(key)) co_return error_response(401, "unauthenticated", "not an API key (nfk_ and 64 hex digits)");
   const std::string hash = protocol::sha256_hex(key);
@@ -713,6 +712,7 @@ asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& ro
   const bool from_agent = !session && req.msg.find(http::field::authorization) == req.msg.end() &&
                           (req.client.id || opts.insecure_http);
   if (session) {
+    // Authorised above.
   } else if (found->who == access::agent) {
     if (auto no = core::authorize_agent(req.client.id, req.client.problem, call.params[0], opts.insecure_http)) co_return refused(*no);
     if (auto no = core::certificate_refusal(fleet, call.params[0], req.client.serial, opts.clock())) co_return refused(*no);

@@ -56,6 +56,11 @@ struct rate_limited_log {
   }
 };
 
+// A query parameter as a whole number up to `max` into `out`: true when absent (out untouched) or
+// valid, false for anything else.
+bool query_number(const std::map<std::string, std::string>& query, const char* key, std::uint64_t max,
+                  std::uint64_t& out);
+
 // One request matched to a route: its path parameters, query and (for operator routes) who asks.
 struct route_call {
   http_request& req;

@@ -212,11 +212,11 @@ http_response signed_out() {
 std::variant<core::fleet_filter, http_response> fleet_filter_of(const std::map<std::string, std::string>& q) {
   core::fleet_filter f;
   auto bad = [](std::string m) { return error_response(400, "invalid_query", std::move(m)); };
-  auto number = [&](const char* key, std::size_t max, std::size_t& out) {
-    auto it = q.find(key);
-    if (it == q.end()) return true;
-    auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), out);
-    return ec == std::errc() && p == it->second.data() + it->second.size() && out <= max;
+  auto number = [&](const char* key, std::uint64_t max, std::size_t& out) {
+    std::uint64_t v = out;
+    if (!query_number(q, key, max, v)) return false;
+    out = static_cast<std::size_t>(v);
+    return true;
   };
   if (!number("offset", 100'000'000, f.offset)) return bad("offset: a number");
   if (!number("limit", 500, f.limit) || f.limit == 0) return bad("limit: 1 to 500");
