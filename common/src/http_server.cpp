@@ -3,6 +3,7 @@
 #include "nixfleet/common/http_server.hpp"
 
 #include "nixfleet/common/log.hpp"
+#include "nixfleet/common/tls_stream.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -12,9 +13,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <openssl/bn.h>
 
@@ -39,6 +38,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   struct connection {
     bool idle = true;
     std::function<void()> close;
+    std::weak_ptr<asio::steady_timer> wake;  // of a held answer
   };
 
   impl(asio::any_io_executor c, server_options o, http_handler h, error_renderer e)
@@ -220,6 +220,52 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     return who;
   }
 
+  // A connection's one deadline: whatever it is doing (handshake, reading, writing) must be done
+  // by `due`, else the socket's operations are cancelled and `expired` says why. Moving the
+  // deadline later costs nothing (the timer looks again when it fires); earlier re-arms it.
+  struct watchdog : std::enable_shared_from_this<watchdog> {
+    explicit watchdog(asio::any_io_executor ex, tcp::socket& s) : timer(ex), sock(&s) {}
+    asio::steady_timer timer;
+    tcp::socket* sock;
+    std::chrono::steady_clock::time_point due{};
+    bool expired = false, waiting = false, done = false;
+
+    void set(std::chrono::milliseconds d) {
+      due = std::chrono::steady_clock::now() + d;
+      expired = false;
+      if (!waiting) {
+        timer.expires_at(due);
+        wait();
+      } else if (due < timer.expiry()) {
+        timer.expires_at(due);  // the pending wait ends (aborted) and waits again for the new one
+      }
+    }
+    void wait() {
+      waiting = true;
+      timer.async_wait([self = shared_from_this()](boost::system::error_code) {
+        self->waiting = false;
+        if (self->done) return;
+        if (std::chrono::steady_clock::now() >= self->due) {
+          self->expired = true;
+          boost::system::error_code ignored;
+          self->sock->cancel(ignored);
+          return;
+        }
+        self->timer.expires_at(self->due);
+        self->wait();
+      });
+    }
+    void stop() {
+      done = true;
+      timer.cancel();
+    }
+  };
+
+  static tcp::socket& socket_of(tls_stream& s) { return s.socket(); }
+  static tcp::socket& socket_of(tcp::socket& s) { return s; }
+  static bool pending(tls_stream& s) { return s.has_pending(); }
+  static bool pending(tcp::socket&) { return false; }
+
   static asio::awaitable<void> session(std::shared_ptr<impl> self, tcp::socket sock, tcp::endpoint from,
                                       asio::ip::address source) {
     std::string peer = from.address().to_string() + ":" + std::to_string(from.port());
@@ -228,41 +274,67 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     struct release_address {
       impl& s;
       asio::ip::address a;
+      std::list<connection>::iterator c;
       ~release_address() {
         auto it = s.per_address.find(a);
         if (it != s.per_address.end() && --it->second == 0) s.per_address.erase(it);
+        s.connections.erase(c);
       }
-    } counted{*self, source};
+    } counted{*self, source, conn};
     if (self->ssl) {
-      beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(sock)), *self->ssl);
-      conn->close = [&stream] { beast::get_lowest_layer(stream).cancel(); };
-      beast::get_lowest_layer(stream).expires_after(self->opts.first_request_timeout);
-      auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, use_tuple);
+      std::optional<tls_stream> stream;
+      try {
+        stream.emplace(std::move(sock), self->ssl->native_handle(), tls_stream::role::server);
+      } catch (const std::exception& e) {
+        log::warn("tls_setup_failed", {{"peer", peer}, {"error", e.what()}});
+        co_return;
+      }
+      auto dog = std::make_shared<watchdog>(self->ctx, stream->socket());
+      struct stop_dog {
+        watchdog& d;
+        ~stop_dog() { d.stop(); }
+      } stops{*dog};
+      conn->close = [&stream, c = &*conn] {
+        boost::system::error_code ignored;
+        stream->socket().cancel(ignored);
+        if (auto w = c->wake.lock()) w->expires_at(std::chrono::steady_clock::now());
+      };
+      dog->set(self->opts.first_request_timeout);
+      auto [ec] = co_await stream->async_handshake(use_tuple);
       if (!ec) {
         ++self->st.tls_handshakes;
-        if (SSL_session_reused(stream.native_handle())) ++self->st.tls_resumed;
+        if (SSL_session_reused(stream->native_handle())) ++self->st.tls_resumed;
         // Named first: GCC 12 destroys a temporary passed into a coroutine call twice.
-        client_identity who = peer_identity(stream.native_handle());
-        co_await self->serve(stream, conn, std::move(who), true, peer);
-        beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
-        co_await stream.async_shutdown(use_tuple);
+        client_identity who = peer_identity(stream->native_handle());
+        co_await self->serve(*stream, *dog, conn, std::move(who), true, peer);
+        dog->set(std::chrono::seconds(2));
+        co_await stream->async_shutdown(use_tuple);
       } else {
+        if (dog->expired) ++self->st.timed_out;
         log::debug("tls_handshake_failed", {{"peer", peer}, {"error", ec.message()}});
       }
     } else {
-      beast::tcp_stream stream(std::move(sock));
-      conn->close = [&stream] { stream.cancel(); };
+      tcp::socket stream(std::move(sock));
+      auto dog = std::make_shared<watchdog>(self->ctx, stream);
+      struct stop_dog {
+        watchdog& d;
+        ~stop_dog() { d.stop(); }
+      } stops{*dog};
+      conn->close = [&stream, c = &*conn] {
+        boost::system::error_code ignored;
+        stream.cancel(ignored);
+        if (auto w = c->wake.lock()) w->expires_at(std::chrono::steady_clock::now());
+      };
       client_identity nobody;
-      co_await self->serve(stream, conn, std::move(nobody), false, peer);
+      co_await self->serve(stream, *dog, conn, std::move(nobody), false, peer);
       boost::system::error_code ignored;
-      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      stream.shutdown(tcp::socket::shutdown_send, ignored);
     }
-    self->connections.erase(conn);
   }
 
   template <class Stream>
-  asio::awaitable<bool> send(Stream& stream, http_response r, unsigned version, bool keep_alive) {
-    if (r.stream) co_return co_await send_chunked(stream, std::move(r), version, keep_alive);
+  asio::awaitable<bool> send(Stream& stream, watchdog& dog, http_response r, unsigned version, bool keep_alive) {
+    if (r.stream) co_return co_await send_chunked(stream, dog, std::move(r), version, keep_alive);
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, opts.server_name);
     if (!r.body.empty() || r.status != 204) res.set(http::field::content_type, r.content_type);
@@ -270,13 +342,13 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     res.body() = std::move(r.body);
     res.keep_alive(keep_alive);
     res.prepare_payload();
-    beast::get_lowest_layer(stream).expires_after(opts.write_timeout);
+    dog.set(opts.write_timeout);
     auto [ec, n] = co_await http::async_write(stream, res, use_tuple);
     co_return !ec;
   }
 
   template <class Stream>
-  asio::awaitable<bool> send_chunked(Stream& stream, http_response r, unsigned version, bool keep_alive) {
+  asio::awaitable<bool> send_chunked(Stream& stream, watchdog& dog, http_response r, unsigned version, bool keep_alive) {
     http::response<http::empty_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, opts.server_name);
     res.set(http::field::content_type, r.content_type);
@@ -284,8 +356,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     res.keep_alive(keep_alive);
     res.chunked(true);
     http::response_serializer<http::empty_body> sr{res};
-    auto& lowest = beast::get_lowest_layer(stream);
-    lowest.expires_after(opts.write_timeout);
+    dog.set(opts.write_timeout);
     if (auto [ec, n] = co_await http::async_write_header(stream, sr, use_tuple); ec) co_return false;
     for (;;) {
       std::string chunk;
@@ -295,7 +366,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         log::error("response_stream_failed", {{"error", e.what()}});
         co_return false;
       }
-      lowest.expires_after(opts.write_timeout);
+      dog.set(opts.write_timeout);
       if (chunk.empty()) {
         auto [ec, n] = co_await asio::async_write(stream, http::make_chunk_last(), use_tuple);
         co_return !ec;
@@ -306,33 +377,69 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   }
 
   template <class Stream>
-  asio::awaitable<void> drain(Stream& stream) {
-    auto& lowest = beast::get_lowest_layer(stream);
+  asio::awaitable<void> drain(Stream& stream, watchdog& dog) {
+    auto& sock = socket_of(stream);
     boost::system::error_code ignored;
-    lowest.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    lowest.expires_after(std::chrono::seconds(1));
+    sock.shutdown(tcp::socket::shutdown_send, ignored);
+    dog.set(std::chrono::seconds(1));
     std::array<char, 16384> sink;
     for (std::size_t total = 0; total < 8u << 20;) {
-      auto [ec, n] = co_await lowest.async_read_some(asio::buffer(sink), use_tuple);
+      auto [ec, n] = co_await sock.async_read_some(asio::buffer(sink), use_tuple);
       if (ec) break;
       total += n;
     }
   }
 
+  // A held answer (a long poll): the connection waits idle, watched for anything the client sends.
   template <class Stream>
-  asio::awaitable<void> serve(Stream& stream, std::list<connection>::iterator conn, client_identity who,
-                              bool tls, std::string peer) {
+  asio::awaitable<http_response> hold(Stream& stream, watchdog& dog, connection& conn, beast::flat_buffer& buf,
+                                      http_response r) {
+    auto held = std::move(r.held);
+    auto wake = std::make_shared<asio::steady_timer>(ctx, std::chrono::steady_clock::time_point::max());
+    conn.wake = wake;
+    conn.idle = true;
+    ++st.held;
+    auto& sock = socket_of(stream);
+    const bool spoke = buf.size() > 0 || pending(stream);
+    if (spoke) {
+      wake->expires_at(std::chrono::steady_clock::now());
+    } else {
+      buf.shrink_to_fit();
+      sock.async_wait(tcp::socket::wait_read, [wake](boost::system::error_code ec) {
+        if (!ec) wake->expires_at(std::chrono::steady_clock::now());
+      });
+    }
+    dog.set(std::chrono::hours(1));  // the handler's own deadline is the one that counts
+    http_response answer;
+    try {
+      answer = co_await held(*wake);
+    } catch (const std::exception& e) {
+      log::error("held_request_failed", {{"error", e.what()}});
+      answer = errors(500, "internal", "the server could not complete the request");
+    }
+    --st.held;
+    conn.idle = false;
+    conn.wake.reset();
+    if (!spoke) {
+      boost::system::error_code ignored;
+      sock.cancel(ignored);  // the watch, if it is still waiting
+    }
+    co_return answer;
+  }
+
+  template <class Stream>
+  asio::awaitable<void> serve(Stream& stream, watchdog& dog, std::list<connection>::iterator conn,
+                              client_identity who, bool tls, std::string peer) {
     beast::flat_buffer buf;
-    auto& lowest = beast::get_lowest_layer(stream);
     bool first = true;
     while (!stopping) {
-      if (buf.size() == 0) {
+      if (buf.size() == 0 && !pending(stream)) {
         conn->idle = true;
-        lowest.expires_after(first ? std::min(opts.first_request_timeout, opts.idle_timeout) : opts.idle_timeout);
+        dog.set(first ? std::min(opts.first_request_timeout, opts.idle_timeout) : opts.idle_timeout);
         auto [ec, n] = co_await stream.async_read_some(buf.prepare(4096), use_tuple);
         conn->idle = false;
         if (ec) {
-          if (ec == beast::error::timeout) ++st.timed_out;
+          if (dog.expired) ++st.timed_out;
           co_return;
         }
         buf.commit(n);
@@ -341,29 +448,34 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       ++st.in_flight;
       struct in_flight_guard {
         server_stats& s;
-        ~in_flight_guard() { --s.in_flight; }
+        bool counted = true;
+        void release() {
+          if (counted) --s.in_flight;
+          counted = false;
+        }
+        ~in_flight_guard() { release(); }
       } guard{st};
 
       // A new connection's first header is due within first_request_timeout (a silent or
       // trickling socket holds nothing for long); its body, like any request, within request_timeout.
-      lowest.expires_after(first ? std::min(opts.first_request_timeout, opts.request_timeout) : opts.request_timeout);
+      dog.set(first ? std::min(opts.first_request_timeout, opts.request_timeout) : opts.request_timeout);
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
       parser.body_limit(opts.body_limit);
       auto [ec, header_bytes] = co_await http::async_read_header(stream, buf, parser, use_tuple);
       if (!ec && !parser.is_done()) {
-        if (first) lowest.expires_after(opts.request_timeout);
+        if (first) dog.set(opts.request_timeout);
         auto [body_ec, body_bytes] = co_await http::async_read(stream, buf, parser, use_tuple);
         ec = body_ec;
       }
       first = false;
       if (ec) {
-        if (ec == beast::error::timeout) {
+        if (dog.expired) {
           ++st.timed_out;
           co_return;
         }
         if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted ||
-            ec == asio::error::connection_reset)
+            ec == asio::error::connection_reset || ec == http::error::partial_message)
           co_return;
         http_response r = ec == http::error::body_limit
                               ? errors(413, "body_too_large",
@@ -371,10 +483,10 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
                           : ec == http::error::header_limit
                               ? errors(431, "header_too_large", "the request header is too large")
                               : errors(400, "bad_request", "malformed HTTP request");
-        co_await send(stream, std::move(r), 11, false);
+        co_await send(stream, dog, std::move(r), 11, false);
         // Read (and drop) what the client is still sending for a moment, so that closing does
         // not reset the connection before it has read the answer.
-        if (ec == http::error::body_limit) co_await drain(stream);
+        if (ec == http::error::body_limit) co_await drain(stream, dog);
         co_return;
       }
       http_request req{parser.release(), who, tls, peer};
@@ -387,7 +499,11 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         log::error("request_failed", {{"target", std::string(req.msg.target())}, {"error", e.what()}});
         r = errors(500, "internal", "the server could not complete the request");
       }
-      if (!co_await send(stream, std::move(r), version, keep_alive && !stopping)) co_return;
+      if (r.held) {
+        guard.release();  // a held answer is idle, not in flight: a shutdown does not wait for it
+        r = co_await hold(stream, dog, *conn, buf, std::move(r));
+      }
+      if (!co_await send(stream, dog, std::move(r), version, keep_alive && !stopping)) co_return;
       if (!keep_alive) co_return;
     }
   }

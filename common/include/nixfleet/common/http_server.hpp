@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
@@ -69,6 +70,12 @@ struct http_response {
   // transfer encoding, one chunk per call, until a call returns "" (or throws, which cuts the
   // connection so that the client cannot take a partial body for a whole one).
   std::function<boost::asio::awaitable<std::string>()> stream;
+  // A long poll: the handler holds its answer back. When set, the rest is ignored and the server
+  // awaits `held(wake)` with the connection idle (its read buffer freed, OpenSSL's released, closed
+  // by a shutdown like any idle one), then sends what it returns. `wake` is made to expire at once
+  // when the client sends anything first (its next request, pipelined behind this one, or its
+  // close) or the server stops: the handler then answers with what it has.
+  std::function<boost::asio::awaitable<http_response>(boost::asio::steady_timer& wake)> held;
 };
 
 using http_handler = std::function<boost::asio::awaitable<http_response>(http_request&)>;
@@ -85,6 +92,7 @@ struct server_stats {
   std::uint64_t timed_out = 0;
   std::uint64_t tls_handshakes = 0;  // completed
   std::uint64_t tls_resumed = 0;     // of those, resumed sessions (no certificate work)
+  std::size_t held = 0;              // answers held back right now (long polls)
 };
 
 class http_server {
