@@ -43,6 +43,7 @@ struct serve_flags {
   bool require_client_cert = false, insecure_http = false;
   unsigned retention_days = 7;
   unsigned poll_hint = 5;
+  unsigned long_poll_max = 300;
   double idle_timeout = 30, request_timeout = 10;
   std::optional<std::size_t> max_connections;  // default: 20000, or what the descriptor limit allows
   std::size_t max_connections_per_ip = 1024;
@@ -73,6 +74,10 @@ void add_serve_flags(CLI::App* sub, serve_flags& f) {
   sub->add_option("--poll-hint", f.poll_hint, "poll interval (s) suggested to hosts in an active rollout")
       ->capture_default_str()
       ->check(CLI::Range(1u, 3600u));
+  sub->add_option("--long-poll-max", f.long_poll_max,
+                  "seconds a long poll is held at most until the host's desired state changes (0: no long polls)")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 3600u));
   sub->add_option("--idle-timeout", f.idle_timeout, "seconds a connection may wait between requests")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));
@@ -160,6 +165,7 @@ int to_options(const serve_flags& f, cio::service_options& o) {
   o.insecure_http = f.insecure_http;
   o.report_retention = std::chrono::hours(24 * f.retention_days);
   o.poll_hint_s = f.poll_hint;
+  o.long_poll_max = std::chrono::seconds(f.long_poll_max);
   o.api.idle_timeout = std::chrono::milliseconds(static_cast<long>(f.idle_timeout * 1000));
   o.api.request_timeout = std::chrono::milliseconds(static_cast<long>(f.request_timeout * 1000));
   // Every connection is a descriptor, and so are the database, its WAL, the listeners and the

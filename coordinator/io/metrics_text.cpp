@@ -75,7 +75,14 @@ std::string service::impl::render_metrics() const {
     t.family("nixfleet_coordinator_tls_handshakes_total", "counter", "Completed TLS handshakes, by session resumption.");
     t.sample("nixfleet_coordinator_tls_handshakes_total", {{"resumed", "false"}}, s.tls_handshakes - s.tls_resumed);
     t.sample("nixfleet_coordinator_tls_handshakes_total", {{"resumed", "true"}}, s.tls_resumed);
+    t.scalar("nixfleet_coordinator_long_polls_held", "gauge", "Polls held until their machine's desired state changes.",
+             s.held);
   }
+  t.family("nixfleet_coordinator_long_polls_total", "counter",
+           "Held polls answered: the desired state changed, the wait elapsed, or the agent sent its next request.");
+  t.sample("nixfleet_coordinator_long_polls_total", {{"outcome", "changed"}}, long_polls.changed);
+  t.sample("nixfleet_coordinator_long_polls_total", {{"outcome", "expired"}}, long_polls.expired);
+  t.sample("nixfleet_coordinator_long_polls_total", {{"outcome", "released"}}, long_polls.released);
   if (ui_server) {
     t.scalar("nixfleet_coordinator_ui_sessions", "gauge", "Dashboard sessions held (some may have ended unseen).",
              ui_sessions.size());

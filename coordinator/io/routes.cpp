@@ -9,6 +9,7 @@
 #include "nixfleet/protocol/signing.hpp"
 #include "nixfleet/protocol/validate.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 #include <fmt/format.h>
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <charconv>
 #include <limits>
+#include <random>
 #include <variant>
 
 namespace nixfleet::coordinator::io {
@@ -98,17 +100,42 @@ asio::awaitable<std::variant<core::principal, http_response>> authenticate(impl&
 // Agent routes
 
 // The poll path: memory only.
+// With `?wait=S` and the ETag the machine already has, the answer is held until its desired state
+// changes, S elapses (at most long_poll_max, less a random fifth, so that polls held together do
+// not expire together) or the agent sends its next request on the connection.
 asio::awaitable<http_response> get_desired(impl& s, route_call& c) {
-  auto it = s.served.find(c.params[0]);
-  if (it == s.served.end() || it->second.body.empty()) co_return json_response(204, {});
-  const auto& m = it->second;
+  std::uint64_t wait_s = 0;
+  if (!query_number(c.query, "wait", 3600, wait_s))
+    co_return error_response(400, "bad_request", "wait is a whole number of seconds, at most 3600");
+  std::string inm;
+  if (auto h = c.req.msg.find(http::field::if_none_match); h != c.req.msg.end()) inm = h->value();
+  const auto& id = c.params[0];
+  http_response now = s.desired_answer(id, inm);
+  wait_s = std::min<std::uint64_t>(wait_s, static_cast<std::uint64_t>(s.opts.long_poll_max.count()));
+  if (now.status != 304 || wait_s == 0 || s.stopping) co_return now;
+  thread_local std::minstd_rand draw{std::random_device{}()};
+  const auto hold_for = std::chrono::milliseconds(wait_s * 1000) -
+                        std::chrono::milliseconds(wait_s * 200 * (draw() % 1000) / 1000);
   http_response r;
-  if (auto inm = c.req.msg.find(http::field::if_none_match); inm != c.req.msg.end() && inm->value() == m.etag) {
-    r.status = 304;
-  } else {
-    r = json_response(200, m.body);
-  }
-  r.headers.emplace_back("ETag", m.etag);
+  r.held = [self = s.shared_from_this(), id, inm = std::move(inm),
+            until = std::chrono::steady_clock::now() + hold_for](asio::steady_timer& wake) -> asio::awaitable<http_response> {
+    if (wake.expiry() > until) wake.expires_at(until);
+    auto& waiting = self->held_polls[id];
+    waiting.push_back(&wake);
+    co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (auto h = self->held_polls.find(id); h != self->held_polls.end()) {
+      std::erase(h->second, &wake);
+      if (h->second.empty()) self->held_polls.erase(h);
+    }
+    const auto woke = std::chrono::steady_clock::now();
+    http_response answer = self->desired_answer(id, inm);
+    if (answer.status != 304) ++self->long_polls.changed;
+    else if (woke >= until) ++self->long_polls.expired;
+    else ++self->long_polls.released;
+    answer.headers.emplace_back(std::string(protocol::protocol_header), std::to_string(protocol::protocol_version));
+    self->observe("/api/v1/machines/{id}/desired", answer.status, woke);
+    co_return answer;
+  };
   co_return r;
 }
 
@@ -737,6 +764,7 @@ asio::awaitable<http_response> impl::handle(http_request& req) {
   const auto start = std::chrono::steady_clock::now();
   std::string route = "unmatched";
   http_response r = co_await dispatch(req, route);
+  if (r.held) co_return r;  // it says and counts what it answers when it does (get_desired)
   r.headers.emplace_back(std::string(protocol::protocol_header), std::to_string(protocol::protocol_version));
   observe(route, r.status, start);
   co_return r;

@@ -58,14 +58,33 @@ void service::impl::publish(const std::string& id) {
   auto m = fleet.machines.find(id);
   if (m == fleet.machines.end()) return;
   auto& out = served[id];
-  auto d = core::served(fleet, m->second, opts.poll_hint_s);
-  if (!d) {
+  std::string before = std::move(out.etag);
+  if (auto d = core::served(fleet, m->second, opts.poll_hint_s)) {
+    out.body = protocol::serialize(*d);
+    out.etag = "\"" + protocol::sha256_hex(out.body).substr(0, 32) + "\"";
+  } else {
     out.body.clear();
-    out.etag = "\"none\"";
-    return;
+    out.etag = std::string(nothing_assigned_etag);
   }
-  out.body = protocol::serialize(*d);
-  out.etag = "\"" + protocol::sha256_hex(out.body).substr(0, 32) + "\"";
+  if (out.etag == before) return;
+  // Long polls of this machine answer now, with what they were waiting for.
+  if (auto h = held_polls.find(id); h != held_polls.end())
+    for (auto* wake : h->second) wake->expires_at(std::chrono::steady_clock::now());
+}
+
+http_response service::impl::desired_answer(const std::string& id, std::string_view if_none_match) const {
+  if (fatal) return error_response(503, "unavailable", "the coordinator lost its store and is stopping");
+  auto it = served.find(id);
+  const bool nothing = it == served.end() || it->second.body.empty();
+  const std::string_view etag = nothing ? nothing_assigned_etag : std::string_view(it->second.etag);
+  http_response r;
+  if (if_none_match == etag) r.status = 304;
+  else if (nothing) r.status = 204;
+  else r = json_response(200, it->second.body);
+  r.headers.emplace_back("ETag", std::string(etag));
+  if (opts.long_poll_max.count() > 0)
+    r.headers.emplace_back(std::string(protocol::long_poll_header), std::to_string(opts.long_poll_max.count()));
+  return r;
 }
 
 void service::impl::publish_all() {

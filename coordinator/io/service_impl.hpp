@@ -29,6 +29,9 @@ http_response refused(const core::refusal& r);
 // A key-creation event with a fresh id and secret (the route and `keys create` both use it).
 core::create_key new_key(protocol::key_request request);
 
+// The ETag of a machine with nothing assigned (answered 204, or 304 to a poll that sends it back).
+inline constexpr std::string_view nothing_assigned_etag = "\"none\"";
+
 inline constexpr std::array<double, 12> latency_buckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                            0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
 
@@ -90,6 +93,13 @@ struct service::impl : std::enable_shared_from_this<impl> {
 
   core::fleet fleet;
   std::unordered_map<std::string, served_state> served;
+  // Long polls held, by machine: the wake timers `publish` fires when the machine's ETag changes.
+  std::unordered_map<std::string, std::vector<boost::asio::steady_timer*>> held_polls;
+  struct long_poll_counts {
+    std::uint64_t changed = 0, expired = 0, released = 0;
+  } long_polls;
+  // The answer to a poll from `id` sending `if_none_match` (200, 204 or 304), as of now.
+  http_response desired_answer(const std::string& id, std::string_view if_none_match) const;
   std::map<std::string, route_metrics> route_stats;
   std::uint64_t reports_ingested = 0;
   std::uint64_t writes_in_flight = 0;

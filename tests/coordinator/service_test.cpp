@@ -829,3 +829,193 @@ BOOST_AUTO_TEST_CASE(metrics_are_served_on_their_own_address) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+namespace {
+
+// One kept-alive connection that writes requests and reads answers in order (pipelining allowed).
+struct raw_connection {
+  asio::io_context ctx;
+  beast::tcp_stream s{ctx};
+  beast::flat_buffer buf;
+
+  explicit raw_connection(const asio::ip::tcp::endpoint& ep) { s.connect(ep); }
+  void write(const std::string& target, std::map<std::string, std::string> headers = {}, http::verb m = verb::get,
+             const std::string& body = {}) {
+    http::request<http::string_body> req{m, target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    for (const auto& [k, v] : headers) req.set(k, v);
+    if (m == verb::post) {
+      req.body() = body;
+      req.prepare_payload();
+    }
+    s.expires_after(10s);
+    http::write(s, req);
+  }
+  http::response<http::string_body> read() {
+    http::response<http::string_body> res;
+    s.expires_after(20s);
+    http::read(s, buf, res);
+    return res;
+  }
+};
+
+// A rollback (a desired-state change) for web-1, which has confirmed P1 and then P2.
+struct two_generations {
+  coordinator_fixture& f;
+  explicit two_generations(coordinator_fixture& fx) : f(fx) {
+    BOOST_REQUIRE(f.as(f.deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1"})).status == 201u);
+    BOOST_REQUIRE(f.as(f.deployer, verb::post, "/api/v1/releases", release_body("r2", P2, {"web-1"})).status == 201u);
+    BOOST_REQUIRE(f.agent(verb::post, "/api/v1/machines/web-1/reports", report_body(1, "confirmed", P1, P1)).status == 200u);
+    BOOST_REQUIRE(f.agent(verb::post, "/api/v1/machines/web-1/reports", report_body(2, "confirmed", P2, P2)).status == 200u);
+  }
+  void roll_to(const std::string& path) {
+    BOOST_REQUIRE(f.as(f.deployer, verb::post, "/api/v1/machines/web-1/rollback", R"({"store_path":")" + path + R"("})")
+                      .status == 200u);
+  }
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(long_polls, coordinator_fixture)
+
+BOOST_AUTO_TEST_CASE(a_held_poll_is_answered_the_moment_its_desired_state_changes) {
+  auto o = options();
+  o.metrics_listen = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0);
+  start(o);
+  two_generations g(*this);
+  g.roll_to(P1);
+  auto first = agent(verb::get, "/api/v1/machines/web-1/desired");
+  BOOST_TEST_REQUIRE(first.status == 200u);
+  BOOST_TEST(first.headers["X-Nixfleet-Long-Poll"] == "300");
+  const auto etag = first.headers["ETag"];
+
+  const auto began = std::chrono::steady_clock::now();
+  auto held = std::async(std::launch::async, [&] {
+    return agent(verb::get, "/api/v1/machines/web-1/desired?wait=60", {}, {{"If-None-Match", etag}});
+  });
+  // Held: not answered, and counted as held.
+  const auto metrics = c->on_thread([this] { return *c->service().metrics_endpoint(); });
+  bool seen_held = false;
+  for (int i = 0; i < 100 && !seen_held; ++i) {
+    seen_held = send(metrics, {verb::get, "/metrics", {}, {}}).body.find("nixfleet_coordinator_long_polls_held 1") !=
+                std::string::npos;
+    if (!seen_held) std::this_thread::sleep_for(20ms);
+  }
+  BOOST_TEST_REQUIRE(seen_held);
+  BOOST_TEST((held.wait_for(300ms) == std::future_status::timeout), "the poll was answered with nothing changed");
+
+  g.roll_to(P2);
+  BOOST_TEST_REQUIRE((held.wait_for(2s) == std::future_status::ready), "the held poll was not answered on the change");
+  auto answer = held.get();
+  BOOST_TEST(seconds_since(began) < 10.0);
+  BOOST_TEST_REQUIRE(answer.status == 200u);
+  BOOST_TEST(answer.headers["ETag"] != etag);
+  BOOST_TEST(protocol::parse<protocol::desired_state>(answer.body)->store_path == P2);
+  BOOST_TEST(answer.headers["X-Nixfleet-Protocol"] == "1");
+  auto m = send(metrics, {verb::get, "/metrics", {}, {}}).body;
+  BOOST_TEST(m.find("nixfleet_coordinator_long_polls_total{outcome=\"changed\"} 1") != std::string::npos);
+  BOOST_TEST(m.find("nixfleet_coordinator_long_polls_held 0") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_held_poll_expires_with_304_a_little_before_its_wait) {
+  start();
+  two_generations g(*this);
+  g.roll_to(P1);
+  const auto etag = agent(verb::get, "/api/v1/machines/web-1/desired").headers["ETag"];
+  const auto began = std::chrono::steady_clock::now();
+  auto r = agent(verb::get, "/api/v1/machines/web-1/desired?wait=2", {}, {{"If-None-Match", etag}});
+  const double took = seconds_since(began);
+  BOOST_TEST(r.status == 304u);
+  BOOST_TEST(r.headers["ETag"] == etag);
+  // Jittered down by at most a fifth: between 1.6 and 2 s (and a little for the round trip).
+  BOOST_TEST(took >= 1.55);
+  BOOST_TEST(took < 2.5);
+  // A poll whose ETag is stale is answered at once, wait or not.
+  auto stale = agent(verb::get, "/api/v1/machines/web-1/desired?wait=60", {}, {{"If-None-Match", "\"old\""}});
+  BOOST_TEST(stale.status == 200u);
+}
+
+BOOST_AUTO_TEST_CASE(a_machine_with_nothing_assigned_is_held_until_something_is) {
+  start();
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", report_body(1, "heartbeat", std::nullopt, P1)).status == 200u);
+  auto none = agent(verb::get, "/api/v1/machines/web-1/desired");
+  BOOST_TEST_REQUIRE(none.status == 204u);
+  BOOST_TEST(none.headers["ETag"] == "\"none\"");
+  BOOST_TEST(agent(verb::get, "/api/v1/machines/web-1/desired", {}, {{"If-None-Match", "\"none\""}}).status == 304u);
+  // A machine the coordinator has never heard of is held as well (its first release wakes it).
+  auto stranger = std::async(std::launch::async, [&] {
+    return agent(verb::get, "/api/v1/machines/web-9/desired?wait=60", {}, {{"If-None-Match", "\"none\""}});
+  });
+  auto held = std::async(std::launch::async, [&] {
+    return agent(verb::get, "/api/v1/machines/web-1/desired?wait=60", {}, {{"If-None-Match", "\"none\""}});
+  });
+  BOOST_TEST((held.wait_for(300ms) == std::future_status::timeout));
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1", "web-9"})).status == 201u);
+  auto ro = as(deployer, verb::post, "/api/v1/rollouts", R"({"release_id":"r1","target":{"hosts":["web-1"]},"waves":"canary"})");
+  BOOST_TEST_REQUIRE(ro.status == 201u);
+  BOOST_TEST_REQUIRE((held.wait_for(2s) == std::future_status::ready));
+  auto answer = held.get();
+  BOOST_TEST(answer.status == 200u);
+  BOOST_TEST(protocol::parse<protocol::desired_state>(answer.body)->store_path == P1);
+  BOOST_TEST((stranger.wait_for(0ms) == std::future_status::timeout), "a machine outside the rollout was woken");
+  c->stop();  // the held stranger is let go at once, not after its minute
+  BOOST_TEST_REQUIRE((stranger.wait_for(3s) == std::future_status::ready));
+}
+
+BOOST_AUTO_TEST_CASE(a_request_pipelined_behind_a_held_poll_releases_it_and_is_answered_after) {
+  start();
+  two_generations g(*this);
+  g.roll_to(P1);
+  const auto etag = agent(verb::get, "/api/v1/machines/web-1/desired").headers["ETag"];
+  raw_connection conn(c->endpoint());
+  conn.write("/api/v1/machines/web-1/desired?wait=60", {{"If-None-Match", etag}});
+  std::this_thread::sleep_for(200ms);  // held by now
+  const auto began = std::chrono::steady_clock::now();
+  conn.write("/api/v1/machines/web-1/reports", {{"Content-Type", "application/json"}}, verb::post,
+             report_body(3, "heartbeat", std::nullopt, P1));
+  auto poll = conn.read();
+  auto report = conn.read();
+  BOOST_TEST(seconds_since(began) < 2.0);
+  BOOST_TEST(poll.result_int() == 304u);
+  BOOST_TEST(report.result_int() == 200u);
+  BOOST_TEST(report.body().find("\"acked_seq\":3") != std::string::npos);
+  // The connection goes on: the next long poll on it is held again, and a change answers it.
+  conn.write("/api/v1/machines/web-1/desired?wait=60", {{"If-None-Match", etag}});
+  std::this_thread::sleep_for(200ms);
+  g.roll_to(P2);
+  auto changed = conn.read();
+  BOOST_TEST(changed.result_int() == 200u);
+}
+
+BOOST_AUTO_TEST_CASE(wait_is_checked_and_capped_and_zero_turns_long_polls_off) {
+  auto o = options();
+  o.long_poll_max = 1s;
+  start(o);
+  two_generations g(*this);
+  g.roll_to(P1);
+  const auto etag = agent(verb::get, "/api/v1/machines/web-1/desired").headers["ETag"];
+  BOOST_TEST(agent(verb::get, "/api/v1/machines/web-1/desired?wait=soon").status == 400u);
+  BOOST_TEST(agent(verb::get, "/api/v1/machines/web-1/desired?wait=3601").status == 400u);
+  BOOST_TEST(agent(verb::get, "/api/v1/machines/web-1/desired?wait=-1").status == 400u);
+  const auto began = std::chrono::steady_clock::now();
+  auto capped = agent(verb::get, "/api/v1/machines/web-1/desired?wait=3600", {}, {{"If-None-Match", etag}});
+  BOOST_TEST(capped.status == 304u);
+  BOOST_TEST(seconds_since(began) < 1.5);
+  BOOST_TEST(capped.headers["X-Nixfleet-Long-Poll"] == "1");
+  c.reset();
+
+  auto off = options();
+  off.long_poll_max = 0s;
+  start(off);
+  const auto at = std::chrono::steady_clock::now();
+  auto r = agent(verb::get, "/api/v1/machines/web-1/desired?wait=60", {}, {{"If-None-Match", etag}});
+  BOOST_TEST(r.status == 304u);
+  BOOST_TEST(seconds_since(at) < 0.5);
+  BOOST_TEST(r.headers.count("X-Nixfleet-Long-Poll") == 0u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -15,6 +15,9 @@ namespace nixfleet::protocol {
 
 inline constexpr std::string_view protocol_header = "X-Nixfleet-Protocol";
 inline constexpr int protocol_version = 1;
+// On every answer to a poll from a coordinator that holds long polls: the longest `wait` (seconds)
+// it holds one for. An agent long-polls only while its coordinator says so.
+inline constexpr std::string_view long_poll_header = "X-Nixfleet-Long-Poll";
 
 // Limits every decoder enforces (HTTP bodies are capped separately, 1 MiB by default).
 struct limits {

@@ -37,6 +37,10 @@ struct service_options {
   std::chrono::milliseconds reconcile_interval{1000};
   std::chrono::milliseconds prune_interval{std::chrono::hours(1)};
   std::uint32_t poll_hint_s = 5;
+  // Long polls (`GET …/desired?wait=S` with If-None-Match) are held until the machine's desired
+  // state changes, for at most this long (each a little less, at random, so that they do not all
+  // expire together). 0: answered at once, and not advertised.
+  std::chrono::seconds long_poll_max{300};
   // Each machine's report budget: at most this many reports and body bytes per window (a token
   // bucket, refilled evenly over the window). Past it, 429 with Retry-After; the agent keeps its
   // outbox and waits. 0 turns a limit off.
