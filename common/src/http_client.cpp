@@ -1,5 +1,8 @@
-// The HTTP(S) client over Beast: resolve, connect, (TLS handshake,) one request, the answer, close.
+// The HTTP(S) client over Beast: resolve, connect, (TLS handshake,) one request, the answer, close;
+// or, kept alive, every request on one connection, pipelined in turn.
 #include "nixfleet/common/http_client.hpp"
+
+#include "nixfleet/common/tls_stream.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -7,18 +10,19 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/url/parse.hpp>
 
 #include <stdexcept>
+#include <tuple>
+#include <variant>
 #include <strings.h>
 
 namespace nixfleet::http_client {
@@ -64,6 +68,50 @@ struct session_free {
 
 result failed(failure why, std::string error) { return result{std::nullopt, why, std::move(error)}; }
 
+using tcp = asio::ip::tcp;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// One open connection, plain or TLS, with what has been read of it and the order of the
+// exchanges pipelined on it: each writes in turn, and reads its answer when every earlier one has.
+struct connection {
+  std::optional<tcp::socket> plain;
+  std::unique_ptr<tls_stream> tls;
+  beast::flat_buffer buf;
+  std::uint64_t tickets = 0;    // handed out as requests are written
+  std::uint64_t read_turn = 0;  // whose answer is read next
+  std::uint64_t answered = 0;
+  bool writing = false;
+  bool dead = false;
+  std::vector<asio::steady_timer*> waiters;  // exchanges waiting for a turn; woken on any progress
+
+  tcp::socket& socket() { return tls ? tls->socket() : *plain; }
+  void wake() {
+    for (auto* t : waiters) t->cancel();
+  }
+  void kill() {
+    if (dead) return;
+    dead = true;
+    boost::system::error_code ignored;
+    socket().cancel(ignored);
+    socket().close(ignored);
+    wake();
+  }
+  // Waits until `ready()` holds or the connection dies.
+  template <class Ready>
+  asio::awaitable<void> until(Ready ready) {
+    while (!dead && !ready()) {
+      asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
+      waiters.push_back(&t);
+      struct leave {
+        std::vector<asio::steady_timer*>& w;
+        asio::steady_timer* t;
+        ~leave() { std::erase(w, t); }
+      } guard{waiters, &t};
+      co_await t.async_wait(use_tuple);
+    }
+  }
+};
+
 }  // namespace
 
 struct client::impl {
@@ -72,6 +120,9 @@ struct client::impl {
   asio::ssl::context ssl{asio::ssl::context::tls_client};
   std::unique_ptr<SSL_SESSION, session_free> session;
   bool ip_literal = false;
+  std::shared_ptr<connection> kept;   // with keep_alive
+  bool connecting = false;
+  std::vector<asio::steady_timer*> connect_waiters;
 
   impl(url u, const tls_files& tls, options o) : base(std::move(u)), opts(std::move(o)) {
     boost::system::error_code not_ip;
@@ -93,71 +144,212 @@ struct client::impl {
 
   const std::string& peer() const { return base.host_header; }
 
-  asio::awaitable<result> talk(http::request<http::string_body>& req) {
+  // A new connection: resolved, connected, TLS verified against the URL's host (its name, or its
+  // address for a literal), the last session offered.
+  asio::awaitable<std::variant<std::shared_ptr<connection>, result>> open() {
     auto ex = co_await asio::this_coro::executor;
-    asio::ip::tcp::resolver resolver(ex);
-    auto [rec, endpoints] = co_await resolver.async_resolve(base.host, base.port, asio::as_tuple(asio::use_awaitable));
+    tcp::resolver resolver(ex);
+    auto [rec, endpoints] = co_await resolver.async_resolve(base.host, base.port, use_tuple);
     if (rec) co_return failed(failure::resolve, "cannot resolve " + base.host + ": " + rec.message());
-    beast::tcp_stream tcp(ex);
-    auto [cec, ep] = co_await tcp.async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
+    tcp::socket sock(ex);
+    auto [cec, ep] = co_await asio::async_connect(sock, endpoints, use_tuple);
     if (cec) co_return failed(failure::connect, "cannot connect to " + peer() + ": " + cec.message());
     boost::system::error_code nodelay_ec;  // small writes go out at once, not after a delayed ACK
-    tcp.socket().set_option(asio::ip::tcp::no_delay(true), nodelay_ec);
-    if (!base.tls) co_return co_await round_trip(tcp, req);
-
-    beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), ssl);
-    stream.set_verify_callback(asio::ssl::host_name_verification(base.host));
+    sock.set_option(tcp::no_delay(true), nodelay_ec);
+    auto c = std::make_shared<connection>();
+    if (!base.tls) {
+      c->plain.emplace(std::move(sock));
+      co_return c;
+    }
+    try {
+      c->tls = std::make_unique<tls_stream>(std::move(sock), ssl.native_handle(), tls_stream::role::client);
+    } catch (const std::exception& e) {
+      co_return failed(failure::tls, std::string("TLS with ") + peer() + ": " + e.what());
+    }
+    SSL* h = c->tls->native_handle();
+    // The peer's certificate must name the URL's host: its DNS name, or its IP address.
+    const bool named = ip_literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(h), base.host.c_str()) == 1
+                                  : SSL_set1_host(h, base.host.c_str()) == 1;
     // Server Name Indication carries DNS names only (RFC 6066 §3), never an address literal.
-    if (!ip_literal && SSL_ctrl(stream.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
-                                const_cast<char*>(base.host.c_str())) != 1)
-      co_return failed(failure::tls, "cannot set the TLS server name " + base.host);
-    if (session) SSL_set_session(stream.native_handle(), session.get());
-    auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+    if (!named || (!ip_literal && SSL_ctrl(h, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                                               const_cast<char*>(base.host.c_str())) != 1))
+      co_return failed(failure::tls, "cannot set the TLS peer name " + base.host);
+    if (session) SSL_set_session(h, session.get());
+    auto [hec] = co_await c->tls->async_handshake(use_tuple);
     if (hec) {
       session.reset();
-      co_return failed(failure::tls, "TLS handshake with " + peer() + ": " + hec.message());
+      std::string why = hec.message();
+      if (const long v = SSL_get_verify_result(h); v != X509_V_OK) why += ": " + std::string(X509_verify_cert_error_string(v));
+      co_return failed(failure::tls, "TLS handshake with " + peer() + ": " + why);
     }
-    auto res = co_await round_trip(stream, req);
-    if (res.answer && opts.resume_sessions) {
-      // TLS 1.3 tickets arrive after the handshake; by the end of the answer they have been read.
-      // The close_notify matters too: OpenSSL marks the session of a connection dropped without
-      // one as not resumable. Bounded on its own: the answer is in hand, a peer slow to close
-      // must not turn it into a failed exchange.
-      beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
-      auto [sec] = co_await stream.async_shutdown(asio::as_tuple(asio::use_awaitable));
-      if (SSL_SESSION* s = SSL_get1_session(stream.native_handle()); s && !sec && SSL_SESSION_is_resumable(s))
-        session.reset(s);
-      else if (s)
-        SSL_SESSION_free(s);
-    }
-    co_return res;
+    co_return c;
+  }
+
+  // Keeps the connection's session for the next one (TLS 1.3 tickets arrive after the handshake:
+  // by the end of an answer they have been read).
+  void keep_session(connection& c) {
+    if (!c.tls || !opts.resume_sessions) return;
+    if (SSL_SESSION* s = SSL_get1_session(c.tls->native_handle()); s && SSL_SESSION_is_resumable(s)) session.reset(s);
+    else if (s) SSL_SESSION_free(s);
   }
 
   template <class Stream>
-  asio::awaitable<result> round_trip(Stream& s, http::request<http::string_body>& req) {
-    auto [wec, w] = co_await http::async_write(s, req, asio::as_tuple(asio::use_awaitable));
-    // A server may answer (413) and stop reading before the body is sent: read the answer even so.
-    beast::flat_buffer buf;
+  asio::awaitable<boost::system::error_code> write(Stream& s, http::request<http::string_body>& req) {
+    auto [ec, n] = co_await http::async_write(s, req, use_tuple);
+    co_return ec;
+  }
+  template <class Stream>
+  asio::awaitable<std::pair<boost::system::error_code, std::optional<http::response<http::string_body>>>> read(
+      Stream& s, beast::flat_buffer& buf) {
     http::response_parser<http::string_body> parser;
     parser.body_limit(opts.body_limit);
-    auto [rec, n] = co_await http::async_read(s, buf, parser, asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await http::async_read(s, buf, parser, use_tuple);
+    if (ec) co_return std::pair{ec, std::nullopt};
+    co_return std::pair{ec, std::optional(parser.release())};
+  }
+
+  result answer_of(boost::system::error_code wec, boost::system::error_code rec,
+                   std::optional<http::response<http::string_body>> res) {
     if (rec == http::error::body_limit)
-      co_return failed(failure::too_large, "the answer from " + peer() + " is larger than " +
-                                               std::to_string(opts.body_limit) + " bytes");
-    if (rec && wec) co_return failed(failure::send, "sending to " + peer() + ": " + wec.message());
-    if (rec) co_return failed(failure::receive, "reading the answer from " + peer() + ": " + rec.message());
-    auto res = parser.release();
+      return failed(failure::too_large, "the answer from " + peer() + " is larger than " +
+                                            std::to_string(opts.body_limit) + " bytes");
+    if (rec && wec) return failed(failure::send, "sending to " + peer() + ": " + wec.message());
+    if (rec) return failed(failure::receive, "reading the answer from " + peer() + ": " + rec.message());
     response out;
-    out.status = res.result_int();
-    out.body = std::move(res.body());
-    for (const auto& f : res) out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-    co_return result{std::move(out), failure::none, {}};
+    out.status = res->result_int();
+    out.body = std::move(res->body());
+    for (const auto& f : *res) out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    return result{std::move(out), failure::none, {}};
+  }
+
+  // One exchange on a connection of its own, closed after the answer.
+  asio::awaitable<result> once(http::request<http::string_body>& req) {
+    auto opened = co_await open();
+    if (auto* r = std::get_if<result>(&opened)) co_return std::move(*r);
+    auto c = std::get<std::shared_ptr<connection>>(std::move(opened));
+    // A server may answer (413) and stop reading before the body is sent: read the answer even so.
+    boost::system::error_code wec, rec;
+    std::optional<http::response<http::string_body>> res;
+    if (c->tls) {
+      wec = co_await write(*c->tls, req);
+      auto got = co_await read(*c->tls, c->buf);
+      rec = got.first;
+      res = std::move(got.second);
+      // The close_notify matters: OpenSSL drops the session of a connection closed without one.
+      if (!rec) {
+        co_await c->tls->async_shutdown(use_tuple);
+        keep_session(*c);
+      }
+    } else {
+      wec = co_await write(*c->plain, req);
+      auto got = co_await read(*c->plain, c->buf);
+      rec = got.first;
+      res = std::move(got.second);
+    }
+    c->kill();
+    co_return answer_of(wec, rec, std::move(res));
+  }
+
+  // The kept connection, opened when there is none (one opening at a time; the others wait for it).
+  asio::awaitable<std::variant<std::shared_ptr<connection>, result>> kept_connection() {
+    while (connecting) {
+      asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
+      connect_waiters.push_back(&t);
+      struct leave {
+        std::vector<asio::steady_timer*>& w;
+        asio::steady_timer* t;
+        ~leave() { std::erase(w, t); }
+      } guard{connect_waiters, &t};
+      co_await t.async_wait(use_tuple);
+    }
+    if (kept && !kept->dead) co_return kept;
+    connecting = true;
+    struct done {
+      impl& s;
+      ~done() {
+        s.connecting = false;
+        for (auto* t : s.connect_waiters) t->cancel();
+      }
+    } finally{*this};
+    auto opened = co_await open();
+    if (auto* c = std::get_if<std::shared_ptr<connection>>(&opened)) kept = *c;
+    co_return opened;
+  }
+
+  // One exchange on the kept connection, in its turn; false in `retry` when it failed in a way a
+  // new connection may not (it had been used before and closed before answering anything).
+  asio::awaitable<result> pipelined(std::shared_ptr<connection> c, http::request<http::string_body>& req, bool& retry) {
+    retry = false;
+    const bool reused = c->answered > 0 || c->tickets > 0;
+    co_await c->until([&] { return !c->writing; });
+    if (c->dead) {
+      retry = true;
+      co_return failed(failure::send, "the connection to " + peer() + " was closed");
+    }
+    const auto ticket = c->tickets++;
+    c->writing = true;
+    boost::system::error_code wec;
+    if (c->tls) wec = co_await write(*c->tls, req);
+    else wec = co_await write(*c->plain, req);
+    c->writing = false;
+    c->wake();
+    if (wec) {
+      retry = reused;
+      c->kill();
+      co_return failed(failure::send, "sending to " + peer() + ": " + wec.message());
+    }
+    co_await c->until([&] { return c->read_turn == ticket; });
+    if (c->dead) {
+      retry = reused;
+      co_return failed(failure::receive, "the connection to " + peer() + " was closed before its answer");
+    }
+    struct next_turn {
+      connection& c;
+      ~next_turn() {
+        ++c.read_turn;
+        c.wake();
+      }
+    } advance{*c};
+    std::pair<boost::system::error_code, std::optional<http::response<http::string_body>>> got;
+    if (c->tls) got = co_await read(*c->tls, c->buf);
+    else got = co_await read(*c->plain, c->buf);
+    auto& [rec, res] = got;
+    if (rec) {
+      // Closed by the server between requests (its idle timeout), before a byte of the answer.
+      retry = reused && (rec == http::error::end_of_stream || rec == asio::error::eof ||
+                         rec == asio::error::connection_reset);
+      c->kill();
+      co_return answer_of(wec, rec, std::nullopt);
+    }
+    ++c->answered;
+    keep_session(*c);
+    if (!res->keep_alive()) c->kill();
+    co_return answer_of(wec, rec, std::move(res));
+  }
+
+  asio::awaitable<result> talk(http::request<http::string_body>& req) {
+    if (!opts.keep_alive) co_return co_await once(req);
+    for (int attempt = 0;; ++attempt) {
+      auto got = co_await kept_connection();
+      if (auto* r = std::get_if<result>(&got)) co_return std::move(*r);
+      auto c = std::get<std::shared_ptr<connection>>(std::move(got));
+      bool retry = false;
+      try {
+        auto r = co_await pipelined(c, req, retry);
+        if (r.answer || !retry || attempt > 0) co_return r;
+      } catch (...) {
+        c->kill();  // cancelled half way: the answer cannot be told apart from the next one's
+        throw;
+      }
+    }
   }
 };
 
 client::client(url base, tls_files tls, options opts) : impl_(std::make_unique<impl>(std::move(base), tls, std::move(opts))) {}
 
-client::~client() = default;
+client::~client() {
+  if (impl_->kept) impl_->kept->kill();
+}
 
 const url& client::base() const { return impl_->base; }
 
@@ -167,17 +359,21 @@ asio::awaitable<result> client::exchange(request r) {
   http::request<http::string_body> req{verb, r.target.empty() ? impl_->base.target : impl_->base.path + r.target, 11};
   req.set(http::field::host, impl_->base.host_header);
   req.set(http::field::user_agent, impl_->opts.user_agent);
-  req.keep_alive(false);  // one exchange per connection: the peer need not hold it open
+  // One exchange per connection unless kept: the peer need not hold it open.
+  req.keep_alive(impl_->opts.keep_alive);
   for (auto& [k, v] : r.headers) req.set(k, v);
   if (!r.body.empty() || verb == http::verb::post || verb == http::verb::put) {
     req.body() = std::move(r.body);
     req.prepare_payload();
   }
-  asio::steady_timer deadline(co_await asio::this_coro::executor, impl_->opts.timeout);
+  const auto timeout = r.timeout.value_or(impl_->opts.timeout);
+  asio::steady_timer deadline(co_await asio::this_coro::executor, timeout);
   auto done = co_await (impl_->talk(req) || deadline.async_wait(asio::use_awaitable));
-  if (done.index() == 1)
+  if (done.index() == 1) {
+    if (impl_->kept && impl_->opts.keep_alive) impl_->kept->kill();
     co_return failed(failure::timeout, "no answer from " + impl_->peer() + " within " +
-                                           std::to_string(impl_->opts.timeout.count()) + " ms");
+                                           std::to_string(timeout.count()) + " ms");
+  }
   co_return std::get<0>(std::move(done));
 }
 

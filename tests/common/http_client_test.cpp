@@ -1,9 +1,14 @@
 // The common HTTP(S) client: URL rules, IPv6 literals, SNI for DNS names only, verification by IP
-// address, the deadline and body bound, TLS session resumption, the blocking form.
+// address, the deadline and body bound, TLS session resumption, the blocking form, a kept-alive
+// connection with exchanges pipelined behind a held answer.
 #include "nixfleet/common/http_client.hpp"
 
 #include "../health/test_http_server.hpp"
+#include "nixfleet/common/http_server.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <cstdlib>
@@ -16,6 +21,12 @@ namespace asio = boost::asio;
 namespace fs = std::filesystem;
 
 namespace {
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += s + "|";
+  return out;
+}
 
 std::string reply(int status, const std::string& body) {
   return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Length: " + std::to_string(body.size()) +
@@ -167,6 +178,72 @@ BOOST_AUTO_TEST_CASE(the_deadline_the_body_bound_and_a_refused_connection_are_fa
   auto r = refused.exchange_blocking({.target = "/"});
   BOOST_TEST((r.why == http_client::failure::connect));
   BOOST_TEST(r.error.find("cannot connect to 127.0.0.1:1: ") == 0, r.error);
+}
+
+BOOST_AUTO_TEST_CASE(kept_alive_exchanges_share_one_connection_and_pipeline_behind_a_held_answer) {
+  certificate cert;
+  asio::io_context ctx;
+  server_options o;
+  o.listen = {asio::ip::make_address("127.0.0.1"), 0};
+  o.tls = tls_options{cert.cert, cert.key};
+  o.idle_timeout = 300ms;
+  http_server srv(
+      ctx, o,
+      [](http_request& req) -> asio::awaitable<http_response> {
+        http_response r;
+        if (req.msg.target() != "/hold") {
+          r.body = "ok";
+          co_return r;
+        }
+        // Held up to 10 s; let go early when the client sends its next request.
+        r.held = [](asio::steady_timer& wake) -> asio::awaitable<http_response> {
+          const auto until = std::chrono::steady_clock::now() + 10s;
+          if (wake.expiry() > until) wake.expires_at(until);
+          co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+          http_response a;
+          a.body = std::chrono::steady_clock::now() < until ? "released" : "expired";
+          co_return a;
+        };
+        co_return r;
+      },
+      [](unsigned status, std::string, std::string) { return http_response{status, {}, "text/plain", {}, {}, {}}; });
+  srv.start();
+  http_client::client c(*http_client::parse_url("https://localhost:" + std::to_string(srv.local_endpoint().port())),
+                        {cert.cert}, {.timeout = 5s, .resume_sessions = true, .keep_alive = true});
+  auto run = [&](std::vector<std::string> targets, std::chrono::milliseconds stagger) {
+    std::vector<std::future<http_client::result>> out;
+    auto all = asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          for (const auto& t : targets) {
+            out.push_back(asio::co_spawn(ctx, c.exchange({.target = t, .timeout = 20s}), asio::use_future));
+            asio::steady_timer pause(ctx, stagger);
+            co_await pause.async_wait(asio::use_awaitable);
+          }
+        },
+        asio::use_future);
+    while (all.wait_for(0s) != std::future_status::ready || std::any_of(out.begin(), out.end(), [](auto& f) {
+             return f.wait_for(0s) != std::future_status::ready;
+           }))
+      ctx.run_for(10ms);
+    std::vector<std::string> bodies;
+    for (auto& f : out) {
+      auto r = f.get();
+      bodies.push_back(r.answer ? r.answer->body : "failed: " + r.error);
+    }
+    return bodies;
+  };
+  const auto began = std::chrono::steady_clock::now();
+  auto bodies = run({"/hold", "/ok"}, 200ms);
+  BOOST_TEST((std::chrono::steady_clock::now() - began < 3s), "the held answer waited for its own deadline");
+  BOOST_TEST(bodies == (std::vector<std::string>{"released", "ok"}), joined(bodies));
+  BOOST_TEST(run({"/ok", "/ok"}, 0ms) == (std::vector<std::string>{"ok", "ok"}));
+  BOOST_TEST(srv.stats().accepted == 1u, "every exchange went over the one connection");
+  // Closed by the server while idle: the next exchange finds out and goes again on a new one.
+  ctx.run_for(700ms);
+  BOOST_TEST(run({"/ok"}, 0ms) == (std::vector<std::string>{"ok"}));
+  BOOST_TEST(srv.stats().accepted == 2u);
+  BOOST_TEST(srv.stats().tls_resumed == 1u, "the new connection resumed the kept session");
 }
 
 BOOST_AUTO_TEST_CASE(a_missing_ca_file_is_named_when_the_client_is_made) {

@@ -41,6 +41,11 @@ struct options {
   std::string user_agent = "nixfleet";
   // Keep the last TLS session and offer it on the next connection (skips the certificate work).
   bool resume_sessions = false;
+  // One kept-alive connection for every exchange, opened again when it is lost. Exchanges made
+  // while another is waiting for its answer are pipelined behind it on the same connection (a
+  // server holding a long poll answers it when the next request arrives). A connection that was
+  // idle and is found closed is retried once on a new one.
+  bool keep_alive = false;
 };
 
 struct request {
@@ -48,6 +53,7 @@ struct request {
   std::string target;  // appended to the URL's path: "/api/v1/…"; empty: the URL itself, query included
   std::string body;    // sent with Content-Length when set, or when the method is POST or PUT
   std::vector<std::pair<std::string, std::string>> headers;
+  std::optional<std::chrono::milliseconds> timeout;  // instead of options::timeout (a long poll)
 };
 
 struct response {
@@ -74,8 +80,9 @@ class client {
   client(const client&) = delete;
   client& operator=(const client&) = delete;
 
-  // One request on a fresh connection (closed after the answer), on the caller's executor.
-  // Cancelling the awaiting coroutine ends it promptly.
+  // One request on a fresh connection (closed after the answer), or on the kept one
+  // (options::keep_alive), on the caller's executor. Cancelling the awaiting coroutine ends it
+  // promptly (and, on a kept connection, the connection: an answer half read cannot be skipped).
   boost::asio::awaitable<result> exchange(request req);
   // The same on an io_context of its own, for blocking callers (the CLI).
   result exchange_blocking(request req);
