@@ -94,6 +94,9 @@ in
           poll_interval_s = seconds "Poll interval";
           retry_interval_s = seconds "Longest back-off after failures";
           startup_jitter_s = seconds "Random delay before the first poll";
+          long_poll = nullable types.bool
+            "Long-poll a coordinator that offers it (a deployment reaches the host at once, over one kept connection); on by default.";
+          reconnect_jitter_s = seconds "Spread of the first poll after a held long poll was lost (a coordinator restart)";
           request_timeout_s = seconds "Coordinator request timeout";
           health_interval_s = seconds "Periodic health report interval";
           state_dir = nullable types.str "Durable state directory.";

@@ -37,4 +37,9 @@ std::chrono::milliseconds poll_schedule::after_failure(std::uint64_t random) noe
   return uniform(policy_.min_wait, std::max(policy_.min_wait, ceiling()), random);
 }
 
+std::chrono::milliseconds poll_schedule::after_lost_connection(std::uint64_t random) noexcept {
+  if (failures_ < 64) ++failures_;
+  return uniform(policy_.min_wait, std::max({policy_.min_wait, ceiling(), policy_.reconnect_jitter}), random);
+}
+
 }  // namespace nixfleet::agent::core

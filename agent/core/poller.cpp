@@ -15,8 +15,12 @@ namespace {
 
 poller::action poller::wait_for_next() {
   stage_ = stage::waiting;
-  // The next poll is due `next_` after this one started, so the request's own time does not
-  // stretch the period (a host in a rollout sees a change within poll_hint plus one round trip).
+  // A coordinator that holds long polls answers when something changes: the next poll goes out
+  // at once (no sooner than long_poll_gap after the last started), and asks to be held for the
+  // period. Else the next poll is due `next_` after this one started, so the request's own time
+  // does not stretch the period (a host in a rollout sees a change within poll_hint plus one
+  // round trip).
+  if (long_poll_s_) return wait_until{started_ + policy_.long_poll_gap};
   return wait_until{started_ + next_};
 }
 
@@ -30,16 +34,32 @@ poller::action poller::resume(const event& e, time_point now, std::uint64_t rand
     if (stage_ != stage::waiting) unexpected("poller", "a timer");
     stage_ = stage::polling;
     started_ = now;
-    return poll{etag_};
+    // The first poll (and one after a coordinator stopped offering them) is a plain one.
+    std::uint32_t wait = 0;
+    if (long_poll_s_ && !etag_.empty())
+      wait = std::min<std::uint32_t>(*long_poll_s_, static_cast<std::uint32_t>(std::max<std::int64_t>(
+                                                        1, std::chrono::duration_cast<std::chrono::seconds>(next_).count())));
+    held_ = wait > 0;
+    return poll{etag_, wait};
   }
   if (const auto* a = std::get_if<answered>(&e)) {
     if (stage_ != stage::polling) unexpected("poller", "an answer");
     using o = poll_answer::outcome;
+    if (a->answer.what != o::failed)
+      long_poll_s_ = policy_.long_poll && a->answer.long_poll_s && *a->answer.long_poll_s > 0
+                         ? a->answer.long_poll_s
+                         : std::nullopt;
     switch (a->answer.what) {
       case o::failed:
         // Never a reason to touch the host: keep running what runs. The backoff counts from now:
-        // a request that timed out is not followed at once by the next.
+        // a request that timed out is not followed at once by the next. A held poll lost (the
+        // coordinator restarted, with every host holding one) is spread wider, so that the fleet
+        // does not come back at once.
         stage_ = stage::waiting;
+        if (held_) {
+          held_ = false;
+          return wait_until{now + schedule_.after_lost_connection(random)};
+        }
         return wait_until{now + schedule_.after_failure(random)};
       case o::desired: {
         if (!a->answer.desired) unexpected("poller", "a desired answer without a desired state");

@@ -77,6 +77,8 @@ void describe_config(V& v, X& raw) {
   v.def("poll_interval_s", x.poll_interval);
   v.def("retry_interval_s", x.retry_interval);
   v.def("startup_jitter_s", x.startup_jitter);
+  v.def("long_poll", x.long_poll);
+  v.def("reconnect_jitter_s", x.reconnect_jitter);
   v.def("request_timeout_s", x.request_timeout);
   v.def("health_interval_s", x.health_interval);
   v.def("health_config", x.health_config, path_spec);

@@ -22,7 +22,10 @@ class http_coordinator final : public coordinator_client {
                                        // Resuming the last session skips the certificate work on both sides
                                        // (the coordinator keeps the client certificate in the ticket): most
                                        // of a poll's cost.
-                                       .resume_sessions = true});
+                                       .resume_sessions = true,
+                                       // One connection for polls, reports and renewals: a held long
+                                       // poll costs the coordinator no handshake per change.
+                                       .keep_alive = true});
   }
 
   // Exchanges in flight keep the client they started with.
@@ -48,8 +51,12 @@ class http_coordinator final : public coordinator_client {
     co_return out;
   }
 
-  boost::asio::awaitable<poll_result> get_desired(std::string etag) override {
+  boost::asio::awaitable<poll_result> get_desired(std::string etag, std::uint32_t wait_s) override {
     nixfleet::http_client::request req{.target = "/api/v1/machines/" + cfg_.machine_id + "/desired"};
+    if (wait_s > 0) {
+      req.target += "?wait=" + std::to_string(wait_s);
+      req.timeout = cfg_.request_timeout + std::chrono::seconds(wait_s);
+    }
     if (!etag.empty()) req.headers.emplace_back("If-None-Match", etag);
     auto res = co_await exchange(std::move(req));
     poll_result out;
@@ -57,6 +64,7 @@ class http_coordinator final : public coordinator_client {
       out.error = res.error;
       co_return out;
     }
+    out.long_poll_s = long_poll_of(*res.answer);
     switch (res.answer->status) {
       case 200: {
         auto d = protocol::parse<protocol::desired_state>(res.answer->body);
@@ -73,6 +81,15 @@ class http_coordinator final : public coordinator_client {
       case 304: out.what = poll_result::outcome::not_modified; out.etag = etag; co_return out;
       default: out.error = describe_status(*res.answer); co_return out;
     }
+  }
+
+  // The coordinator's long-poll cap (seconds), when it offers long polls.
+  static std::optional<std::uint32_t> long_poll_of(const nixfleet::http_client::response& r) {
+    const auto text = r.header(protocol::long_poll_header);
+    std::uint32_t s = 0;
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), s);
+    if (text.empty() || ec != std::errc() || p != text.data() + text.size() || s == 0) return std::nullopt;
+    return std::min<std::uint32_t>(s, 3600);
   }
 
   // Retry-After in seconds (the HTTP-date form is not used by the coordinator); 60 s when absent

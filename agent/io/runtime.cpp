@@ -127,7 +127,10 @@ boost::asio::awaitable<void> agent_runtime::renew_loop() {
 }
 
 boost::asio::awaitable<void> agent_runtime::poll_loop() {
-  core::poller machine({cfg_.poll_interval, std::chrono::seconds(1), cfg_.retry_interval, cfg_.startup_jitter});
+  core::poll_policy policy{cfg_.poll_interval, std::chrono::seconds(1), cfg_.retry_interval, cfg_.startup_jitter};
+  policy.long_poll = cfg_.long_poll;
+  policy.reconnect_jitter = cfg_.reconnect_jitter;
+  core::poller machine(policy);
   auto next = machine.resume(core::poller::start{}, seams_.time.now(), rng_());
   for (;;) {
     core::poller::event outcome;
@@ -135,7 +138,7 @@ boost::asio::awaitable<void> agent_runtime::poll_loop() {
       co_await seams_.time.sleep_until(w->at);
       outcome = core::poller::woke{};
     } else if (auto* p = std::get_if<core::poller::poll>(&next)) {
-      auto res = co_await seams_.coordinator.get_desired(p->etag);
+      auto res = co_await seams_.coordinator.get_desired(p->etag, p->wait_s);
       auto& m = driver_.metrics();
       const bool failed = res.what == poll_result::outcome::failed;
       (failed ? m.polls_failed : m.polls_ok)++;

@@ -70,6 +70,7 @@ std::string service::impl::render_metrics() const {
   if (api) {
     auto s = api->stats();
     t.scalar("nixfleet_coordinator_open_connections", "gauge", "Open API connections.", s.open_connections);
+    t.scalar("nixfleet_coordinator_connections_accepted_total", "counter", "API connections accepted.", s.accepted);
     t.scalar("nixfleet_coordinator_connections_timed_out_total", "counter", "Connections closed for being too slow.",
              s.timed_out);
     t.family("nixfleet_coordinator_tls_handshakes_total", "counter", "Completed TLS handshakes, by session resumption.");

@@ -115,6 +115,69 @@ BOOST_AUTO_TEST_CASE(the_period_counts_from_each_polls_start_and_backoff_from_th
   BOOST_TEST(p.consecutive_failures() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(a_coordinator_that_holds_long_polls_is_polled_again_at_once_and_asked_to_hold_for_the_period) {
+  poller p(policy());
+  auto t = as<poller::wait_until>(p.resume(poller::start{}, T0, 0)).at;
+  BOOST_TEST(as<poller::poll>(p.resume(poller::woke{}, t, 0)).wait_s == 0u, "the first poll is a plain one");
+  auto offered = [](poll_answer a) {
+    a.long_poll_s = 300;
+    return a;
+  };
+  as<poller::deliver>(p.resume(poller::answered{offered(answer(o::desired, desired(), "\"e1\""))}, t + 100ms, 0));
+  // Next: one second after the last poll started (not the 60 s period), held up to the period.
+  auto next = as<poller::wait_until>(p.resume(poller::done{}, t + 200ms, 0)).at;
+  BOOST_TEST((next == t + 1s));
+  auto held = as<poller::poll>(p.resume(poller::woke{}, next, 0));
+  BOOST_TEST(held.wait_s == 60u);
+  BOOST_TEST(held.etag == "\"e1\"");
+  // It comes back after its wait, unchanged: the desired state is offered again (as a periodic
+  // poll would), and the next long poll follows at once.
+  const auto back = next + 60s;
+  as<poller::deliver>(p.resume(poller::answered{offered(answer(o::not_modified))}, back, 0));
+  BOOST_TEST((as<poller::wait_until>(p.resume(poller::done{}, back, 0)).at == next + 1s), "due at once: in the past");
+  // During a rollout the hint bounds the hold (a failed fetch is retried that often).
+  as<poller::poll>(p.resume(poller::woke{}, back, 0));
+  as<poller::deliver>(p.resume(poller::answered{offered(answer(o::desired, desired(5), "\"e2\""))}, back, 0));
+  as<poller::wait_until>(p.resume(poller::done{}, back, 0));
+  BOOST_TEST(as<poller::poll>(p.resume(poller::woke{}, back + 1s, 0)).wait_s == 5u);
+  // A coordinator that stops offering them (an older one behind the same name): periodic again.
+  as<poller::deliver>(p.resume(poller::answered{answer(o::not_modified)}, back + 2s, 0));
+  BOOST_TEST((as<poller::wait_until>(p.resume(poller::done{}, back + 2s, 0)).at == back + 6s));
+  BOOST_TEST(as<poller::poll>(p.resume(poller::woke{}, back + 6s, 0)).wait_s == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_lost_long_poll_comes_back_spread_over_the_reconnect_jitter) {
+  auto pol = policy();
+  pol.reconnect_jitter = 5s;
+  std::set<std::int64_t> spread;
+  for (std::uint64_t r : {0ull, 1234ull, 2500ull, 4899ull, ~0ull}) {
+    poller p(pol);
+    auto t = as<poller::wait_until>(p.resume(poller::start{}, T0, 0)).at;
+    as<poller::poll>(p.resume(poller::woke{}, t, 0));
+    auto a = answer(o::nothing_assigned, std::nullopt, "\"none\"");
+    a.long_poll_s = 300;
+    t = as<poller::wait_until>(p.resume(poller::answered{a}, t, 0)).at;
+    BOOST_TEST_REQUIRE(as<poller::poll>(p.resume(poller::woke{}, t, 0)).wait_s == 60u);
+    // The coordinator restarts: the held poll fails.
+    const auto lost = t + 30s;
+    const auto back = as<poller::wait_until>(p.resume(poller::answered{answer(o::failed)}, lost, r)).at;
+    BOOST_TEST((back >= lost + 100ms && back <= lost + 5s));
+    spread.insert(std::chrono::duration_cast<std::chrono::milliseconds>(back - lost).count());
+  }
+  BOOST_TEST(spread.size() == 5u, "the draws spread the returns");
+  BOOST_TEST(*spread.rbegin() > 2000, "beyond the first failure's one-second ceiling");
+  // Turned off in the configuration: never a long poll.
+  auto off = policy();
+  off.long_poll = false;
+  poller p(off);
+  auto t = as<poller::wait_until>(p.resume(poller::start{}, T0, 0)).at;
+  as<poller::poll>(p.resume(poller::woke{}, t, 0));
+  auto a = answer(o::nothing_assigned, std::nullopt, "\"none\"");
+  a.long_poll_s = 300;
+  t = as<poller::wait_until>(p.resume(poller::answered{a}, t, 0)).at;
+  BOOST_TEST(as<poller::poll>(p.resume(poller::woke{}, t, 0)).wait_s == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(a_newer_announced_revocation_list_is_fetched_before_delivery) {
   poller p(policy());
   auto t = as<poller::wait_until>(p.resume(poller::start{}, T0, 0)).at;

@@ -46,8 +46,10 @@ struct fake_coordinator final : io::coordinator_client {
   io::clock* clock = nullptr;
   std::vector<core::time_point> poll_starts;
   std::chrono::milliseconds delay{0};  // how long each poll takes to be answered (test time)
-  asio::awaitable<io::poll_result> get_desired(std::string etag) override {
+  std::vector<std::uint32_t> waits;  // what each poll asked to be held for
+  asio::awaitable<io::poll_result> get_desired(std::string etag, std::uint32_t wait_s) override {
     ++polls;
+    waits.push_back(wait_s);
     poll_starts.push_back(clock->now());
     if (delay.count() > 0) co_await clock->sleep_until(clock->now() + delay);
     io::poll_result r;

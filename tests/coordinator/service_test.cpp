@@ -2,10 +2,13 @@
 // slow and idle clients, the poll path's independence from the store, TLS client certificates.
 #include "test_client.hpp"
 
+#include "nixfleet/agent/io/coordinator_client.hpp"
 #include "nixfleet/coordinator/io/storage.hpp"
 #include "nixfleet/protocol/audit.hpp"
 #include "nixfleet/protocol/codec.hpp"
 
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -989,6 +992,76 @@ BOOST_AUTO_TEST_CASE(a_request_pipelined_behind_a_held_poll_releases_it_and_is_a
   g.roll_to(P2);
   auto changed = conn.read();
   BOOST_TEST(changed.result_int() == 200u);
+}
+
+BOOST_AUTO_TEST_CASE(an_agent_long_polls_over_one_connection_and_reports_on_it_meanwhile) {
+  auto o = options();
+  o.metrics_listen = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0);
+  start(o);
+  two_generations g(*this);
+  g.roll_to(P1);
+  agent::agent_config cfg;
+  cfg.machine_id = "web-1";
+  cfg.coordinator_url = "http://127.0.0.1:" + std::to_string(c->endpoint().port());
+  cfg.allow_insecure_http = true;
+  cfg.request_timeout = 5s;
+  auto client = agent::io::make_http_client(cfg);
+  asio::io_context ctx;
+  using outcome = agent::io::poll_result::outcome;
+  std::vector<std::pair<outcome, double>> polls;  // what came back, and when (s from the start)
+  std::atomic<int> stage{0};
+  bool acked = false;
+  const auto began = std::chrono::steady_clock::now();
+  asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
+    auto first = co_await client->get_desired("", 0);
+    polls.emplace_back(first.what, seconds_since(began));
+    if (first.long_poll_s != 300u) co_return;
+    // Held; a report goes out on the same connection meanwhile, which lets the poll go (304).
+    auto report = [&]() -> asio::awaitable<void> {
+      asio::steady_timer t(co_await asio::this_coro::executor, 300ms);
+      co_await t.async_wait(asio::use_awaitable);
+      protocol::report r;
+      r.seq = 7;
+      r.at = std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+      r.kind = protocol::report_kind::heartbeat;
+      r.agent_version = "t";
+      std::vector<protocol::report> batch{r};
+      acked = (co_await client->post_reports(std::move(batch))).ok;
+    };
+    auto poll = [&]() -> asio::awaitable<void> {
+      auto held = co_await client->get_desired(first.etag, 30);
+      polls.emplace_back(held.what, seconds_since(began));
+    };
+    using namespace asio::experimental::awaitable_operators;
+    co_await (report() && poll());
+    // Held again; this time the desired state changes.
+    stage = 1;
+    auto changed = co_await client->get_desired(first.etag, 30);
+    polls.emplace_back(changed.what, seconds_since(began));
+  }, asio::detached);
+  std::thread t([&] { ctx.run(); });
+  for (int i = 0; i < 500 && stage == 0; ++i) std::this_thread::sleep_for(10ms);
+  std::this_thread::sleep_for(300ms);
+  const double changed_at = seconds_since(began);
+  g.roll_to(P2);
+  t.join();
+  BOOST_TEST_REQUIRE(polls.size() == 3u);
+  BOOST_TEST((polls[0].first == outcome::desired));
+  BOOST_TEST((polls[1].first == outcome::not_modified), "released by the report behind it");
+  BOOST_TEST(polls[1].second < 2.0);
+  BOOST_TEST(acked);
+  BOOST_TEST((polls[2].first == outcome::desired));
+  BOOST_TEST(polls[2].second - changed_at < 1.0, "the change reached the held poll within a second");
+  auto ep = c->on_thread([this] { return *c->service().metrics_endpoint(); });
+  auto m = send(ep, {verb::get, "/metrics", {}, {}}).body;
+  // The fixture's own requests each took a connection; the agent's four exchanges took one.
+  const std::string accepted_metric = "\nnixfleet_coordinator_connections_accepted_total ";
+  const auto accepted = m.find(accepted_metric);
+  BOOST_TEST_REQUIRE(accepted != std::string::npos);
+  BOOST_TEST(m.find("nixfleet_coordinator_long_polls_total{outcome=\"released\"} 1") != std::string::npos);
+  BOOST_TEST(m.find("nixfleet_coordinator_long_polls_total{outcome=\"changed\"} 1") != std::string::npos);
+  const int fixture_requests = 4 /* two_generations */ + 2 /* roll_to */;
+  BOOST_TEST(std::stoi(m.substr(accepted + accepted_metric.size())) == fixture_requests + 1);
 }
 
 BOOST_AUTO_TEST_CASE(wait_is_checked_and_capped_and_zero_turns_long_polls_off) {

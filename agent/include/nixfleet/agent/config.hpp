@@ -40,6 +40,10 @@ struct agent_config {
   std::chrono::milliseconds poll_interval{std::chrono::seconds(60)};
   std::chrono::milliseconds retry_interval{std::chrono::seconds(30)};  // backoff ceiling
   std::chrono::milliseconds startup_jitter{std::chrono::seconds(10)};
+  // Long polls while the coordinator offers them (a change reaches the host at once); the spread
+  // of the first poll after a held one was lost.
+  bool long_poll = true;
+  std::chrono::milliseconds reconnect_jitter{std::chrono::seconds(5)};
   std::chrono::milliseconds request_timeout{std::chrono::seconds(30)};
   std::chrono::milliseconds health_interval{std::chrono::seconds(60)};
 

@@ -17,6 +17,12 @@ struct poll_policy {
   std::chrono::milliseconds startup_jitter{std::chrono::seconds(10)};
   // No wait is ever shorter than this (never zero, even with full jitter).
   std::chrono::milliseconds min_wait{std::chrono::milliseconds(100)};
+  // Long polls, when the coordinator holds them: asked for, and how widely the first poll after
+  // a held one was lost (a coordinator restart: its whole fleet at once) is spread.
+  bool long_poll = true;
+  std::chrono::milliseconds reconnect_jitter{std::chrono::seconds(5)};
+  // Polls start at least this far apart, however soon a coordinator answers a long poll.
+  std::chrono::milliseconds long_poll_gap{std::chrono::seconds(1)};
 };
 
 class poll_schedule {
@@ -33,6 +39,10 @@ class poll_schedule {
   // After a transient failure: uniform in [min_wait, ceiling] where the ceiling is
   // min(retry_ceiling, retry_floor × 2^(failures − 1)).
   std::chrono::milliseconds after_failure(std::uint64_t random) noexcept;
+
+  // After a held poll was lost: uniform in [min_wait, max(ceiling, reconnect_jitter)] (counted
+  // as a failure).
+  std::chrono::milliseconds after_lost_connection(std::uint64_t random) noexcept;
 
   // The current backoff ceiling (for logs and tests).
   std::chrono::milliseconds ceiling() const noexcept;

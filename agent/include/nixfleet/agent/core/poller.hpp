@@ -1,6 +1,7 @@
 // The agent's two conversations with the coordinator as pure machines: the poller (when to poll,
 // what an answer means: ETag, re-offering an unchanged desired state, the revocation list it
-// announces, the period counted from each poll's start, backoff) and the reporter (batches,
+// announces, the period counted from each poll's start, long polls while the coordinator holds
+// them, backoff) and the reporter (batches,
 // acknowledgements, backoff, finding and dropping the one report the coordinator can never take).
 // `resume(event, now, random)` answers with the next action; the runtime performs it and feeds the
 // outcome back. No I/O, no clock, no randomness of their own.
@@ -24,6 +25,8 @@ struct poll_answer {
   std::optional<protocol::desired_state> desired;
   std::string etag;
   std::string error;
+  // The coordinator holds long polls up to this many seconds (its X-Nixfleet-Long-Poll header).
+  std::optional<std::uint32_t> long_poll_s;
 };
 
 // What the coordinator said to a batch of reports.
@@ -54,7 +57,8 @@ class poller {
     time_point at;
   };
   struct poll {
-    std::string etag;  // If-None-Match; empty for none
+    std::string etag;         // If-None-Match; empty for none
+    std::uint32_t wait_s = 0;  // a long poll: held by the coordinator up to this long; 0: none
   };
   struct fetch_revocations {
     std::uint64_t announced;
@@ -64,7 +68,7 @@ class poller {
   };
   using action = std::variant<wait_until, poll, fetch_revocations, deliver>;
 
-  explicit poller(poll_policy p) : schedule_(p) {}
+  explicit poller(poll_policy p) : schedule_(p), policy_(p) {}
 
   // Throws std::logic_error for an event the current stage does not expect.
   action resume(const event& e, time_point now, std::uint64_t random);
@@ -81,6 +85,9 @@ class poller {
   std::optional<protocol::desired_state> last_;  // what the coordinator last sent
   time_point started_{};                         // when the current poll started
   std::chrono::milliseconds next_{0};            // the period after it
+  std::optional<std::uint32_t> long_poll_s_;     // the coordinator's cap, as it last said
+  bool held_ = false;                            // the poll in flight is a long poll
+  poll_policy policy_;
 };
 
 class reporter {

@@ -30,8 +30,9 @@ struct certificate_result {
 class coordinator_client {
  public:
   virtual ~coordinator_client() = default;
-  // GET /api/v1/machines/{id}/desired with If-None-Match when `etag` is set.
-  virtual boost::asio::awaitable<poll_result> get_desired(std::string etag) = 0;
+  // GET /api/v1/machines/{id}/desired with If-None-Match when `etag` is set; with `wait_s`, a
+  // long poll the coordinator may hold that long (the request's deadline grows by as much).
+  virtual boost::asio::awaitable<poll_result> get_desired(std::string etag, std::uint32_t wait_s = 0) = 0;
   // POST /api/v1/machines/{id}/reports.
   virtual boost::asio::awaitable<ack_result> post_reports(std::vector<protocol::report> batch) = 0;
   // GET /api/v1/revocations.
@@ -43,7 +44,8 @@ class coordinator_client {
 };
 
 // HTTP(S) with Beast: TLS verified against tls.ca_file (or the system store), the client
-// certificate when configured, every request bounded by request_timeout.
+// certificate when configured, every request bounded by request_timeout (a long poll by its wait
+// more), all of them on one kept-alive connection (reports pipelined behind a held poll).
 std::unique_ptr<coordinator_client> make_http_client(const agent_config& cfg);
 
 }  // namespace nixfleet::agent::io
