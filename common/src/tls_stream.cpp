@@ -13,6 +13,8 @@
 #include <openssl/ssl.h>
 
 #include <cerrno>
+#include <csignal>
+#include <mutex>
 #include <stdexcept>
 
 namespace nixfleet {
@@ -59,6 +61,10 @@ tls_stream::step outcome_of(SSL* ssl, int rc, std::size_t n) {
 }  // namespace
 
 tls_stream::tls_stream(asio::ip::tcp::socket socket, SSL_CTX* ctx, role r) : socket_(std::move(socket)) {
+  // OpenSSL writes the socket with write(2), which raises SIGPIPE on a connection the peer has
+  // closed (Asio's own writes pass MSG_NOSIGNAL): a peer gone must be an error, not our end.
+  static std::once_flag no_sigpipe;
+  std::call_once(no_sigpipe, [] { std::signal(SIGPIPE, SIG_IGN); });
   ssl_ = SSL_new(ctx);
   if (ssl_ == nullptr) throw std::runtime_error("cannot create a TLS connection");
   error_code ec;

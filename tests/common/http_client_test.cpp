@@ -5,10 +5,14 @@
 
 #include "../health/test_http_server.hpp"
 #include "nixfleet/common/http_server.hpp"
+#include "nixfleet/common/tls_stream.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_future.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <cstdlib>
@@ -244,6 +248,41 @@ BOOST_AUTO_TEST_CASE(kept_alive_exchanges_share_one_connection_and_pipeline_behi
   BOOST_TEST(run({"/ok"}, 0ms) == (std::vector<std::string>{"ok"}));
   BOOST_TEST(srv.stats().accepted == 2u);
   BOOST_TEST(srv.stats().tls_resumed == 1u, "the new connection resumed the kept session");
+}
+
+BOOST_AUTO_TEST_CASE(writing_tls_to_a_peer_that_is_gone_is_an_error_not_a_signal) {
+  // OpenSSL writes with write(2): to a connection the peer has closed that raises SIGPIPE, which
+  // would end the server (and every other connection with it), as the close_notify written after
+  // a failed write did in the fleet-in-a-box.
+  certificate cert;
+  asio::io_context ctx;
+  asio::ssl::context server_ctx(asio::ssl::context::tls_server), client_ctx(asio::ssl::context::tls_client);
+  server_ctx.use_certificate_chain_file(cert.cert);
+  server_ctx.use_private_key_file(cert.key, asio::ssl::context::pem);
+  asio::ip::tcp::acceptor acceptor(ctx, {asio::ip::make_address("127.0.0.1"), 0});
+  std::vector<boost::system::error_code> errors;
+  auto done = asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        asio::ip::tcp::socket out(ctx);
+        co_await out.async_connect(acceptor.local_endpoint(), asio::use_awaitable);
+        auto in = co_await acceptor.async_accept(asio::use_awaitable);
+        tls_stream server(std::move(in), server_ctx.native_handle(), tls_stream::role::server);
+        auto client = std::make_unique<tls_stream>(std::move(out), client_ctx.native_handle(), tls_stream::role::client);
+        using namespace asio::experimental::awaitable_operators;
+        co_await (server.async_handshake(asio::use_awaitable) && client->async_handshake(asio::use_awaitable));
+        // A socket that can no longer send: write(2) fails with EPIPE (and raises SIGPIPE) at once.
+        server.socket().shutdown(asio::ip::tcp::socket::shutdown_send);
+        const std::string chunk(16384, 'x');
+        auto [ec, n] = co_await asio::async_write(server, asio::buffer(chunk), asio::as_tuple(asio::use_awaitable));
+        errors.push_back(ec);
+        client.reset();
+      },
+      asio::use_future);
+  while (done.wait_for(0s) != std::future_status::ready) ctx.run_for(10ms);
+  done.get();  // and the process is still here
+  BOOST_TEST_REQUIRE(errors.size() == 1u);
+  BOOST_TEST(errors.back().failed(), "the write to a socket that cannot send failed");
 }
 
 BOOST_AUTO_TEST_CASE(a_missing_ca_file_is_named_when_the_client_is_made) {
