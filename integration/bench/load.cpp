@@ -19,6 +19,12 @@
 //     --cert FILE --key FILE  one client certificate for every connection
 //     --client-ca-cert FILE --client-ca-key FILE
 //                             mint a client certificate per machine (CN = machine id), signed here
+//     --hold                  hold mode: each connection (machine i for connection i) sends one
+//                             request and keeps the connection open, waiting for its answer (a long
+//                             poll) or idle after it (a kept-alive one), for --seconds; prints when
+//                             all are open, the server's memory then, and how many answers came when
+//     --sources K             spread connections over source addresses 127.0.0.1 … 127.0.0.K (a
+//                             source address has ~28,000 ports towards one server port)
 // Prints one line: requests, req/s, statuses, p50/p99/max latency (ms), errors.
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
@@ -26,13 +32,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/ssl.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include "nixfleet/common/tls_stream.hpp"
 #include <boost/url/parse.hpp>
 
 #include <openssl/evp.h>
@@ -72,7 +78,8 @@ struct options {
   std::uint64_t requests = 0;  // stop after this many (0: run for `seconds`)
   std::uint64_t warmup = 0;    // a closed-loop phase of this many requests first, not measured
   int server_pid = 0;          // report this process's CPU and memory over the measured phase
-  bool reconnect = false, etag = false, resume = false;
+  bool reconnect = false, etag = false, resume = false, hold = false;
+  int sources = 1;
   std::string if_none_match, ca, cert, key, client_ca_cert, client_ca_key;
 };
 
@@ -246,10 +253,39 @@ class generator {
     co_return res.result_int();
   }
 
+  // A new connection for machine `id`: from its source address, TLS with its certificate.
+  asio::awaitable<std::pair<std::unique_ptr<nixfleet::tls_stream>, std::optional<tcp::socket>>> open(std::size_t id) {
+    auto ex = co_await asio::this_coro::executor;
+    tcp::socket sock(ex);
+    if (o_.sources > 1) {
+      const auto& to = endpoints_.begin()->endpoint();
+      sock.open(to.protocol());
+      const auto source = asio::ip::make_address_v4(0x7f000001u + static_cast<unsigned>(id % o_.sources));
+      sock.bind(tcp::endpoint(source, 0));
+      co_await sock.async_connect(to, asio::use_awaitable);
+    } else {
+      co_await asio::async_connect(sock, endpoints_, asio::use_awaitable);
+    }
+    sock.set_option(tcp::no_delay(true));
+    if (!tls_) co_return std::pair{nullptr, std::optional<tcp::socket>(std::move(sock))};
+    auto tls = std::make_unique<nixfleet::tls_stream>(std::move(sock), ssl_.native_handle(), nixfleet::tls_stream::role::client);
+    if (!ids_.certs.empty()) {
+      SSL_use_certificate(tls->native_handle(), ids_.certs[id % ids_.certs.size()]);
+      SSL_use_PrivateKey(tls->native_handle(), ids_.key);
+    }
+    if (o_.resume) {
+      std::lock_guard l(state_mutex_);
+      if (sessions_[id]) SSL_set_session(tls->native_handle(), sessions_[id]);
+    }
+    SSL_ctrl(tls->native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, const_cast<char*>(host_.c_str()));
+    co_await tls->async_handshake(asio::use_awaitable);
+    co_return std::pair{std::move(tls), std::optional<tcp::socket>()};
+  }
+
   asio::awaitable<void> worker(stats& st) {
     auto ex = co_await asio::this_coro::executor;
-    std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
-    std::optional<beast::tcp_stream> plain;
+    std::unique_ptr<nixfleet::tls_stream> tls;
+    std::optional<tcp::socket> plain;
     beast::flat_buffer buf;
     asio::steady_timer wait(ex);
     while (auto job = next()) {
@@ -264,26 +300,13 @@ class generator {
           tls.reset();
           plain.reset();
           buf.clear();
-          beast::tcp_stream tcp(ex);
-          co_await tcp.async_connect(endpoints_, asio::use_awaitable);
-          tcp.socket().set_option(tcp::no_delay(true));
-          if (tls_) {
-            tls.emplace(std::move(tcp), ssl_);
-            if (!ids_.certs.empty()) {
-              SSL_use_certificate(tls->native_handle(), ids_.certs[id % ids_.certs.size()]);
-              SSL_use_PrivateKey(tls->native_handle(), ids_.key);
-            }
-            if (o_.resume) {
-              std::lock_guard l(state_mutex_);
-              if (sessions_[id]) SSL_set_session(tls->native_handle(), sessions_[id]);
-            }
-            SSL_ctrl(tls->native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, const_cast<char*>(host_.c_str()));
-            co_await tls->async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
-          } else {
-            plain.emplace(std::move(tcp));
-          }
+          auto opened = co_await open(id);
+          tls = std::move(opened.first);
+          plain = std::move(opened.second);
         }
-        const unsigned status = tls ? co_await exchange(*tls, id, buf) : co_await exchange(*plain, id, buf);
+        unsigned status = 0;
+        if (tls) status = co_await exchange(*tls, id, buf);
+        else status = co_await exchange(*plain, id, buf);
         st.statuses[status]++;
         st.latency_us.push_back(static_cast<std::uint32_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(clk::now() - began).count()));
@@ -297,9 +320,9 @@ class generator {
               if (slot) SSL_SESSION_free(slot);
               slot = SSL_get1_session(tls->native_handle());
             }
-            tls->next_layer().socket().close();
+            tls->socket().close();
           }
-          if (plain) plain->socket().close();
+          if (plain) plain->close();
         }
       } catch (const std::exception& e) {
         if (st.first_error.empty()) st.first_error = e.what();
@@ -308,6 +331,75 @@ class generator {
         plain.reset();
         buf.clear();
       }
+    }
+  }
+
+ public:
+  // Hold mode: connection i opens as machine i, sends one request and stays open until `seconds`
+  // have passed, reading its answer whenever it comes.
+  void hold(double seconds) {
+    if (endpoints_.empty()) {
+      asio::io_context resolve_ctx;
+      tcp::resolver r(resolve_ctx);
+      endpoints_ = r.resolve(host_, port_);
+    }
+    const auto start = clk::now();
+    std::atomic<bool> done{false};
+    std::vector<std::thread> threads;
+    std::vector<std::unique_ptr<asio::io_context>> ctxs;
+    for (int t = 0; t < o_.threads; ++t) ctxs.push_back(std::make_unique<asio::io_context>());
+    for (int t = 0; t < o_.threads; ++t)
+      threads.emplace_back([this, t, &ctxs, &done] {
+        auto& ctx = *ctxs[t];
+        auto guard = asio::make_work_guard(ctx);
+        for (int c = t; c < o_.conns; c += o_.threads) asio::co_spawn(ctx, held_one(static_cast<std::size_t>(c)), asio::detached);
+        while (!done) ctx.run_for(std::chrono::milliseconds(100));
+      });
+    // All open (or failed): the server's memory now; then answers as they come, until the end.
+    while (opened_ + held_failed_ < static_cast<std::size_t>(o_.conns) && clk::now() - start < std::chrono::seconds(600))
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const double open_s = std::chrono::duration<double>(clk::now() - start).count();
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    std::printf("open %zu failed %zu open_seconds %.1f answered %zu", opened_.load(), held_failed_.load(), open_s,
+                answered_.load());
+    if (o_.server_pid)
+      std::printf(" server_rss_mib %.1f", server_kib(o_.server_pid, "VmRSS:") / 1024.0);
+    std::printf("\n");
+    std::fflush(stdout);
+    std::size_t last = answered_;
+    while (clk::now() - start < std::chrono::duration<double>(seconds)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (answered_ != last) {
+        last = answered_;
+        std::printf("at %.3f answered %zu\n", std::chrono::duration<double>(clk::now() - start).count(), last);
+        std::fflush(stdout);
+      }
+    }
+    done = true;
+    for (auto& t : threads) t.join();
+    if (!first_hold_error_.empty()) std::fprintf(stderr, "bench_load: first error: %s\n", first_hold_error_.c_str());
+  }
+
+ private:
+  asio::awaitable<void> held_one(std::size_t id) {
+    std::unique_ptr<nixfleet::tls_stream> tls;
+    std::optional<tcp::socket> plain;
+    beast::flat_buffer buf;
+    try {
+      auto opened = co_await open(id);
+      tls = std::move(opened.first);
+      plain = std::move(opened.second);
+      ++opened_;
+      if (tls) co_await exchange(*tls, id, buf);
+      else co_await exchange(*plain, id, buf);
+      ++answered_;
+      // Idle from here on: what a kept-alive connection costs the server between requests.
+      asio::steady_timer forever(co_await asio::this_coro::executor, std::chrono::hours(24));
+      co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
+    } catch (const std::exception& e) {
+      std::lock_guard l(state_mutex_);
+      if (first_hold_error_.empty()) first_hold_error_ = e.what();
+      ++held_failed_;
     }
   }
 
@@ -320,6 +412,8 @@ class generator {
   std::vector<std::string> etags_;
   std::vector<SSL_SESSION*> sessions_;  // per machine, with --resume
   std::mutex state_mutex_;  // guards etags_ and sessions_ across io threads
+  std::atomic<std::size_t> opened_{0}, answered_{0}, held_failed_{0};
+  std::string first_hold_error_;
   std::atomic<std::uint64_t> issued_{0};
   double rate_ = 0;
   std::uint64_t requests_ = 0;
@@ -353,6 +447,8 @@ int main(int argc, char** argv) {
     else if (a == "--reconnect") o.reconnect = true;
     else if (a == "--etag") o.etag = true;
     else if (a == "--resume") o.resume = true;
+    else if (a == "--hold") o.hold = true;
+    else if (a == "--sources") o.sources = std::stoi(value());
     else if (a == "--if-none-match") o.if_none_match = value();
     else if (a == "--ca") o.ca = value();
     else if (a == "--cert") o.cert = value();
@@ -367,6 +463,10 @@ int main(int argc, char** argv) {
   o.url = pos[0];
   o.path = pos[1];
   generator g(o);
+  if (o.hold) {
+    g.hold(o.seconds);
+    return 0;
+  }
   if (o.warmup) {
     auto w = g.run(0, o.warmup, 3600);
     std::printf("warmup requests %zu seconds %.1f errors %llu\n", w.latency_us.size(), g.elapsed(),
