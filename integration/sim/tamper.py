@@ -61,7 +61,7 @@ def main():
             body = self.rfile.read(length) if length else None
             headers = {k: v for k, v in self.headers.items() if k.lower() in PASS_HEADERS}
             cn = self.client_cn()
-            conn = http.client.HTTPSConnection("127.0.0.1", args.upstream_port, context=upstream_ctx(cn), timeout=10)
+            conn = http.client.HTTPSConnection("127.0.0.1", args.upstream_port, context=upstream_ctx(cn), timeout=70)
             conn.request(self.command, self.path, body=body, headers=headers)
             res = conn.getresponse()
             data = res.read()
@@ -69,7 +69,7 @@ def main():
                            if k.lower() not in ("content-length", "connection", "transfer-encoding")]
             conn.close()
             status = res.status
-            if self.command == "GET" and self.path.endswith("/desired") and cn:
+            if self.command == "GET" and self.path.split("?")[0].endswith("/desired") and cn:
                 status, data, out_headers = self.tamper(cn, status, data, out_headers)
             self.send_response(status)
             for k, v in out_headers:

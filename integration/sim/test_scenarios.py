@@ -2,6 +2,7 @@
 agents in namespaces, real faults. Each test gets a fresh fleet of three hosts."""
 import json
 import signal
+from datetime import datetime, timezone
 import ssl
 import time
 import urllib.error
@@ -502,3 +503,68 @@ def test_15_a_host_with_only_a_token_enrolls_is_deployed_to_renews_and_is_cut_of
     assert fleet.machine("web-1")["last_seen"] == seen, "a revoked host is not heard any more"
     assert fleet.machine("web-1")["revoked_at"]
     assert "machine.revoked" in audit_actions(fleet)
+
+
+def metric(fleet, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{fleet.metrics_port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def logged_at(host, msg, **fields):
+    """When the host's agent first logged `msg` with these fields (its logfmt ts, as epoch seconds)."""
+    for line in (host.dir / "logs" / "agent.log").read_text(errors="replace").splitlines():
+        if f"msg={msg}" not in line and f'msg="{msg}"' not in line:
+            continue
+        if all(f"{k}={v}" in line for k, v in fields.items()):
+            ts = line.split(" ", 1)[0].removeprefix("ts=")
+            return rfc3339(ts)
+    return None
+
+
+def rfc3339(text):
+    return datetime.strptime(text.replace("Z", ""), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_16_long_polls_carry_every_wave_at_once_and_a_restart_brings_the_fleet_back_spread(fleet_factory):
+    fleet = fleet_factory(agents=False)
+    for h in fleet.hosts.values():
+        # A minute between polls: without long polls a wave would wait up to that long for its hosts.
+        h.write_agent_config(poll_interval_s=60, reconnect_jitter_s=3)
+        h.start_agent()
+    all_reported(fleet)
+    wait_for("every agent to hold a long poll", lambda: metric(fleet, "nixfleet_coordinator_long_polls_held") == 3,
+             timeout=30)
+    systems = {n: fleet.build_system(n, "16") for n in fleet.hosts}
+    fleet.release("long-16", systems)
+    rid = fleet.deploy("long-16", "--hosts", "*", "--waves", "canary", "--soak", "1")
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=90)
+    assert r["status"] == "completed", [e["kind"] for e in r["events"]]
+    # Each host started fetching within a second of its dispatch: the canary's wave and the rest.
+    for e in events(r, "host_dispatched"):
+        host = fleet.hosts[e["hostname"]]
+        fetched = logged_at(host, "fetching", store_path=systems[host.name])
+        assert fetched is not None, f"{host.name} never fetched"
+        lag = fetched - rfc3339(e["at"])
+        print(f"{host.name} (wave {e['wave']}): dispatch to fetch {lag:.3f} s")
+        assert lag <= 1.0, f"{host.name} heard of wave {e['wave']} {lag:.2f} s after its dispatch"
+
+    # A restart under held polls: every agent loses its poll at once and comes back within the
+    # reconnect spread (3 s here), not all in the same instant, and without an error storm.
+    wait_for("every agent to hold a long poll again",
+             lambda: metric(fleet, "nixfleet_coordinator_long_polls_held") == 3, timeout=30)
+    failures_before = {n: (h.dir / "logs" / "agent.log").read_text(errors="replace").count("msg=\"poll failed\"")
+                       for n, h in fleet.hosts.items()}
+    fleet.coordinator.terminate()
+    fleet.coordinator.wait(timeout=30)
+    fleet.start_coordinator()
+    restarted = time.time()
+    back = wait_for("every agent to hold a long poll after the restart",
+                    lambda: metric(fleet, "nixfleet_coordinator_long_polls_held") == 3 and time.time(), timeout=30)
+    print(f"all three held again {back - restarted:.2f} s after the restart")
+    assert back - restarted <= 3 + 2 + 2, "beyond the reconnect spread, one retry and slack"
+    for n, h in fleet.hosts.items():
+        failed = (h.dir / "logs" / "agent.log").read_text(errors="replace").count("msg=\"poll failed\"") - failures_before[n]
+        assert failed <= 3, f"{n} failed {failed} polls across one restart"
