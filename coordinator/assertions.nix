@@ -38,6 +38,7 @@ in
   { assertion = between "checkpoint_interval" 1 86400; message = "${opt}.checkpoint_interval: between 1 and 86400 seconds"; }
   { assertion = between "report_retention_days" 1 3650; message = "${opt}.report_retention_days: between 1 and 3650"; }
   { assertion = between "poll_hint" 1 3600; message = "${opt}.poll_hint: between 1 and 3600 seconds"; }
+  { assertion = between "long_poll_max" 0 3600; message = "${opt}.long_poll_max: between 0 and 3600 seconds"; }
   { assertion = between "idle_timeout" 0.1 3600; message = "${opt}.idle_timeout: between 0.1 and 3600 seconds"; }
   { assertion = between "request_timeout" 0.1 600; message = "${opt}.request_timeout: between 0.1 and 600 seconds"; }
   { assertion = between "max_connections" 1 1000000; message = "${opt}.max_connections: between 1 and 1000000"; }

@@ -73,6 +73,8 @@ in
           metrics_listen = nullable types.str "Prometheus address, e.g. 127.0.0.1:9464.";
           report_retention_days = nullable types.ints.positive "Keep agent reports this long.";
           poll_hint = nullable types.ints.positive "Poll interval suggested during rollouts (s).";
+          long_poll_max = nullable types.ints.unsigned
+            "Longest a long poll is held until the host's desired state changes (s, default 300; 0: no long polls).";
           idle_timeout = nullable types.number "Seconds a connection may wait between requests.";
           request_timeout = nullable types.number "Seconds to receive one request.";
           max_connections = nullable types.ints.positive "Open connections at most (LimitNOFILE follows it).";

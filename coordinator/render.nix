@@ -21,6 +21,7 @@ in
 ++ value "--metrics-listen" (s.metrics_listen or null)
 ++ value "--report-retention-days" (s.report_retention_days or null)
 ++ value "--poll-hint" (s.poll_hint or null)
+++ value "--long-poll-max" (s.long_poll_max or null)
 ++ value "--idle-timeout" (s.idle_timeout or null)
 ++ value "--request-timeout" (s.request_timeout or null)
 ++ value "--max-connections" (s.max_connections or null)

@@ -105,7 +105,7 @@ creds="$work/credentials"
 make_credentials "$creds"
 coordinator_sets=(
   '{ db = "/var/lib/nixfleet-coordinator/coordinator.db"; listen = "[::]:8443"; tls_cert = "/run/keys/cert.pem"; tls_key = "/run/keys/key.pem"; client_ca = "/run/keys/ca.pem"; require_client_cert = false; insecure_http = false; metrics_listen = null; report_retention_days = null; poll_hint = null; idle_timeout = null; request_timeout = null; max_connections = null; log_level = null; }'
-  '{ db = "/tmp/c.db"; listen = "127.0.0.1:9443"; tls_cert = "/a"; tls_key = "/b"; client_ca = "/c"; require_client_cert = true; insecure_http = false; metrics_listen = "127.0.0.1:9464"; report_retention_days = 30; poll_hint = 2; idle_timeout = 0.5; request_timeout = 5; max_connections = 1000; max_connections_per_ip = 0; audit_key = "/run/keys/audit.sec"; checkpoint_interval = 60; report_budget = 600; report_budget_mb = 4; report_retention_mb = 512; log_level = "warn"; }'
+  '{ db = "/tmp/c.db"; listen = "127.0.0.1:9443"; tls_cert = "/a"; tls_key = "/b"; client_ca = "/c"; require_client_cert = true; insecure_http = false; metrics_listen = "127.0.0.1:9464"; report_retention_days = 30; poll_hint = 2; long_poll_max = 120; idle_timeout = 0.5; request_timeout = 5; max_connections = 1000; max_connections_per_ip = 0; audit_key = "/run/keys/audit.sec"; checkpoint_interval = 60; report_budget = 600; report_budget_mb = 4; report_retention_mb = 512; log_level = "warn"; }'
   '{ db = "/tmp/d.db"; listen = "127.0.0.1:8080"; tls_cert = null; tls_key = null; client_ca = null; require_client_cert = false; insecure_http = true; }'
   '{ db = "/tmp/f.db"; listen = "127.0.0.1:9443"; tls_cert = "/a"; tls_key = "/b"; ca_cert = "/run/keys/ca.crt"; ca_key = "/run/keys/ca.key"; certificate_lifetime = "7d"; }'
   '{ db = "/tmp/g.db"; listen = "127.0.0.1:9443"; tls_cert = "/a"; tls_key = "/b"; ui_listen = "127.0.0.1:9444"; ui_tls_cert = "/c"; ui_tls_key = "/d"; ui_session_ttl = "12h"; ui_session_idle = "30m"; }'
@@ -120,7 +120,7 @@ done
 # Refused with 78: neither TLS nor insecure_http; a flag value out of its range (a configuration
 # error too, not the parser's own code).
 for bad in 'insecure_http = false;' 'insecure_http = true; poll_hint = 5000;' 'insecure_http = true; idle_timeout = 0;' \
-           'insecure_http = true; max_connections = 0;'; do
+           'insecure_http = true; max_connections = 0;' 'insecure_http = true; long_poll_max = 3601;'; do
   rendered=$(eval_json "import $src/coordinator/render.nix { settings = { db = \"/tmp/e.db\"; listen = \"127.0.0.1:1\"; $bad }; }")
   mapfile -t args < <(python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$rendered")
   [ "${#args[@]}" -ge 4 ] || fail "coordinator setting '$bad' rendered no arguments"

@@ -129,6 +129,7 @@ mapfile -t argv < <(systemd_argv "$work/exec")
 bad_coords=(
   'db = "/tmp/x.db";|tls_cert and tls_key, or insecure_http'
   'insecure_http = true; poll_hint = 5000;|poll_hint'
+  'insecure_http = true; long_poll_max = 3601;|long_poll_max'
   'insecure_http = true; idle_timeout = 0;|idle_timeout'
   'tls_cert = "/etc/c.pem"; tls_key = "/nix/store/00000000000000000000000000000000-key.pem";|tls_key is a Nix store path'
   'insecure_http = true; audit_key = "/nix/store/00000000000000000000000000000000-audit.sec";|audit_key is a Nix store path'
