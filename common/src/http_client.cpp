@@ -71,6 +71,18 @@ result failed(failure why, std::string error) { return result{std::nullopt, why,
 using tcp = asio::ip::tcp;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
+// Waits until one of `waiters` is woken (its timer cancelled), or the caller is cancelled.
+asio::awaitable<void> woken(std::vector<asio::steady_timer*>& waiters) {
+  asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
+  waiters.push_back(&t);
+  struct leave {
+    std::vector<asio::steady_timer*>& w;
+    asio::steady_timer* t;
+    ~leave() { std::erase(w, t); }
+  } guard{waiters, &t};
+  co_await t.async_wait(use_tuple);
+}
+
 // One open connection, plain or TLS, with what has been read of it and the order of the
 // exchanges pipelined on it: each writes in turn, and reads its answer when every earlier one has.
 struct connection {
@@ -99,16 +111,7 @@ struct connection {
   // Waits until `ready()` holds or the connection dies.
   template <class Ready>
   asio::awaitable<void> until(Ready ready) {
-    while (!dead && !ready()) {
-      asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
-      waiters.push_back(&t);
-      struct leave {
-        std::vector<asio::steady_timer*>& w;
-        asio::steady_timer* t;
-        ~leave() { std::erase(w, t); }
-      } guard{waiters, &t};
-      co_await t.async_wait(use_tuple);
-    }
+    while (!dead && !ready()) co_await woken(waiters);
   }
 };
 
@@ -252,16 +255,7 @@ struct client::impl {
 
   // The kept connection, opened when there is none (one opening at a time; the others wait for it).
   asio::awaitable<std::variant<std::shared_ptr<connection>, result>> kept_connection() {
-    while (connecting) {
-      asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
-      connect_waiters.push_back(&t);
-      struct leave {
-        std::vector<asio::steady_timer*>& w;
-        asio::steady_timer* t;
-        ~leave() { std::erase(w, t); }
-      } guard{connect_waiters, &t};
-      co_await t.async_wait(use_tuple);
-    }
+    while (connecting) co_await woken(connect_waiters);
     if (kept && !kept->dead) co_return kept;
     connecting = true;
     struct done {

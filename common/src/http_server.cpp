@@ -261,6 +261,21 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     }
   };
 
+  // A session's deadline, stopped when the session ends; and what a shutdown does to the
+  // connection: cancel its socket's operations and let a held answer go.
+  struct watched {
+    std::shared_ptr<watchdog> dog;
+    ~watched() { dog->stop(); }
+  };
+  watched watch(connection& c, tcp::socket& sock) {
+    c.close = [&sock, conn = &c] {
+      boost::system::error_code ignored;
+      sock.cancel(ignored);
+      if (auto w = conn->wake.lock()) w->expires_at(std::chrono::steady_clock::now());
+    };
+    return watched{std::make_shared<watchdog>(ctx, sock)};
+  }
+
   static tcp::socket& socket_of(tls_stream& s) { return s.socket(); }
   static tcp::socket& socket_of(tcp::socket& s) { return s; }
   static bool pending(tls_stream& s) { return s.has_pending(); }
@@ -289,16 +304,8 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         log::warn("tls_setup_failed", {{"peer", peer}, {"error", e.what()}});
         co_return;
       }
-      auto dog = std::make_shared<watchdog>(self->ctx, stream->socket());
-      struct stop_dog {
-        watchdog& d;
-        ~stop_dog() { d.stop(); }
-      } stops{*dog};
-      conn->close = [&stream, c = &*conn] {
-        boost::system::error_code ignored;
-        stream->socket().cancel(ignored);
-        if (auto w = c->wake.lock()) w->expires_at(std::chrono::steady_clock::now());
-      };
+      auto watched = self->watch(*conn, stream->socket());
+      auto dog = watched.dog;
       dog->set(self->opts.first_request_timeout);
       auto [ec] = co_await stream->async_handshake(use_tuple);
       if (!ec) {
@@ -315,16 +322,8 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       }
     } else {
       tcp::socket stream(std::move(sock));
-      auto dog = std::make_shared<watchdog>(self->ctx, stream);
-      struct stop_dog {
-        watchdog& d;
-        ~stop_dog() { d.stop(); }
-      } stops{*dog};
-      conn->close = [&stream, c = &*conn] {
-        boost::system::error_code ignored;
-        stream.cancel(ignored);
-        if (auto w = c->wake.lock()) w->expires_at(std::chrono::steady_clock::now());
-      };
+      auto watched = self->watch(*conn, stream);
+      auto dog = watched.dog;
       client_identity nobody;
       co_await self->serve(stream, *dog, conn, std::move(nobody), false, peer);
       boost::system::error_code ignored;

@@ -174,13 +174,14 @@ int main(int argc, char** argv) {
   control.run();
   for (auto& w : workers) w.join();
 
-  std::uint64_t generated = 0, superseded = 0, pending = 0, delivered = 0;
+  std::uint64_t generated = 0, superseded = 0, pending = 0, delivered = 0, polls_failed = 0;
   for (auto& a : fleet) {
     const auto& box = a.runtime->outbox();
     generated += box.next_seq() - 1;
     superseded += box.dropped();
     pending += box.size();
     delivered += a.runtime->driver().metrics().reports_delivered;
+    polls_failed += a.runtime->driver().metrics().polls_failed;
   }
   boost::json::object out;
   out["agents"] = count;
@@ -189,6 +190,7 @@ int main(int argc, char** argv) {
   out["reports_superseded"] = superseded;  // periodic reports replaced by newer ones before sending
   out["reports_pending"] = pending;
   out["reports_delivered"] = delivered;
+  out["polls_failed"] = polls_failed;
   boost::json::array f;
   for (const auto& r : fetches) f.push_back(boost::json::object{{"machine", r.machine}, {"path", r.path}, {"at_ms", r.at_ms}});
   out["fetches"] = std::move(f);
