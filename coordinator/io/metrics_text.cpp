@@ -2,6 +2,8 @@
 // writer and the listener.
 #include "service_impl.hpp"
 
+#include <malloc.h>
+
 #include "nixfleet/common/prometheus.hpp"
 #include "nixfleet/common/version.hpp"
 
@@ -67,6 +69,10 @@ std::string service::impl::render_metrics() const {
   t.scalar("nixfleet_coordinator_store_write_seconds_total", "counter", "Time spent writing transactions.",
            std::chrono::duration<double>(ws.busy).count());
   t.scalar("nixfleet_coordinator_store_backlog", "gauge", "Store operations queued or running.", db->backlog());
+  // What the allocator holds for live objects (the rest of the resident set is code, stacks, and
+  // memory freed but not returned).
+  const struct mallinfo2 heap = ::mallinfo2();
+  t.scalar("nixfleet_coordinator_heap_in_use_bytes", "gauge", "Heap bytes allocated and not freed.", heap.uordblks);
   if (api) {
     auto s = api->stats();
     t.scalar("nixfleet_coordinator_open_connections", "gauge", "Open API connections.", s.open_connections);

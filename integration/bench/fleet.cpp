@@ -194,6 +194,8 @@ int main(int argc, char** argv) {
   boost::json::array f;
   for (const auto& r : fetches) f.push_back(boost::json::object{{"machine", r.machine}, {"path", r.path}, {"at_ms", r.at_ms}});
   out["fetches"] = std::move(f);
-  std::cout << boost::json::serialize(out) << "\n";
+  std::cout << boost::json::serialize(out) << std::endl;
+  // The agents (and their clients' kept connections) go before the contexts their sockets are on.
+  fleet.clear();
   return pending == 0 ? 0 : 1;
 }

@@ -13,7 +13,11 @@ conns=${1:-10000}; runs=${2:-3}
 bench_init
 make_pki bench-01
 pki=$work/pki
-ulimit -n $((conns * 2 + 4096))
+# Each server and the generator need a descriptor per connection (and some): as many as the hard
+# limit allows, which must be enough.
+want=$((conns + 4096)); hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] || [ "$hard" -ge "$want" ] || { echo "held.sh: $conns connections need $want descriptors; the hard limit is $hard" >&2; exit 1; }
+ulimit -n "$want"
 sources=$(( (conns + 19999) / 20000 ))
 cport=$(free_port); nport=$(free_port)
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
@@ -22,7 +26,7 @@ mkdir -p "$work/www"
 echo '{}' > "$work/www/desired"
 cat > "$work/nginx.conf" <<NGINX
 daemon off; worker_processes 1; pid $work/nginx.pid; error_log $work/nginx-error.log; user root;
-worker_rlimit_nofile $((conns + 4096));
+worker_rlimit_nofile $want;
 events { worker_connections $((conns + 1024)); }
 http { access_log off; keepalive_timeout 600s; keepalive_requests 1000000;
   client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;

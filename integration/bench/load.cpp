@@ -386,7 +386,23 @@ class generator {
     std::optional<tcp::socket> plain;
     beast::flat_buffer buf;
     try {
-      auto opened = co_await open(id);
+      // At most 64 handshakes in flight, as a fleet arriving over time would make them: a server
+      // handed 10,000 at once rightly closes those still waiting past its first-request deadline.
+      asio::steady_timer slot(co_await asio::this_coro::executor);
+      while (opening_ >= 64) {
+        slot.expires_after(std::chrono::milliseconds(5));
+        co_await slot.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      ++opening_;
+      struct done_opening {
+        std::atomic<int>& n;
+        ~done_opening() { --n; }
+      };
+      std::pair<std::unique_ptr<nixfleet::tls_stream>, std::optional<tcp::socket>> opened;
+      {
+        done_opening d{opening_};
+        opened = co_await open(id);
+      }
       tls = std::move(opened.first);
       plain = std::move(opened.second);
       ++opened_;
@@ -413,6 +429,7 @@ class generator {
   std::vector<SSL_SESSION*> sessions_;  // per machine, with --resume
   std::mutex state_mutex_;  // guards etags_ and sessions_ across io threads
   std::atomic<std::size_t> opened_{0}, answered_{0}, held_failed_{0};
+  std::atomic<int> opening_{0};
   std::string first_hold_error_;
   std::atomic<std::uint64_t> issued_{0};
   double rate_ = 0;

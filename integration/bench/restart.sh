@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# A coordinator restart under AGENTS held long polls: bench_fleet's real agent runtimes (60 s poll
-# interval, long polls, reconnect_jitter_s 5) hold one poll each; the coordinator is stopped
+# A coordinator restart under AGENTS held long polls: bench_fleet's real agent runtimes (POLL_S
+# poll interval, which also spreads their start; long polls, reconnect_jitter_s 5) hold one poll each; the coordinator is stopped
 # (SIGTERM) and started again on the same port and database. Measured from the new process
 # answering /healthz: when 10/50/90/100 % of the agents hold a poll again (its
 # nixfleet_coordinator_long_polls_held, sampled every 50 ms), the most new connections it accepted
 # in any 100 ms, and the agents' failed polls across the restart.
-# Usage: restart.sh [agents] [runs]   (1000 3)
+# Usage: restart.sh [agents] [runs] [poll_s]   (1000 3 60)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-agents=${1:-1000}; runs=${2:-3}
+agents=${1:-1000}; runs=${2:-3}; poll=${3:-60}
 . integration/bench/lib.sh
 bench_init
 mport=$(free_port)
@@ -16,11 +16,11 @@ start_operator_coordinator --metrics-listen "127.0.0.1:$mport"
 path_a=/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-fleet-a
 agent_state=$work/agents
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then agent_state=$(mktemp -d /dev/shm/nixfleet-restart.XXXXXX); fi
-"$build/bench/bench_fleet" "http://127.0.0.1:$cport" "$agents" host- "$agent_state" "$path_a" 60000 \
+"$build/bench/bench_fleet" "http://127.0.0.1:$cport" "$agents" host- "$agent_state" "$path_a" $((poll * 1000)) \
   >"$work/fleet.json" 2>"$work/fleet.log" &
 fleet=$!
 metric() { curl -sf "http://127.0.0.1:$mport/metrics" | awk -v n="$1" '$1 == n {print $2}'; }
-for _ in $(seq 1200); do [ "$(metric nixfleet_coordinator_long_polls_held)" = "$agents" ] && break; sleep 0.1; done
+for _ in $(seq $((poll * 10 + 600))); do [ "$(metric nixfleet_coordinator_long_polls_held)" = "$agents" ] && break; sleep 0.1; done
 [ "$(metric nixfleet_coordinator_long_polls_held)" = "$agents" ] || { echo "the agents never all held a poll" >&2; exit 1; }
 rows=$work/rows
 for run in $(seq "$runs"); do
