@@ -321,8 +321,8 @@ struct client::impl {
     co_return answer_of(wec, rec, std::move(res));
   }
 
-  asio::awaitable<result> talk(http::request<http::string_body>& req) {
-    if (!opts.keep_alive) co_return co_await once(req);
+  asio::awaitable<result> talk(http::request<http::string_body>& req, bool kept_ok) {
+    if (!opts.keep_alive || !kept_ok) co_return co_await once(req);
     for (int attempt = 0;; ++attempt) {
       auto got = co_await kept_connection();
       if (auto* r = std::get_if<result>(&got)) co_return std::move(*r);
@@ -347,7 +347,9 @@ client::~client() {
 
 const url& client::base() const { return impl_->base; }
 
-asio::awaitable<result> client::exchange(request r) {
+asio::awaitable<result> client::exchange(request r) { co_return co_await run(std::move(r), true); }
+
+asio::awaitable<result> client::run(request r, bool may_keep) {
   const auto verb = http::string_to_verb(r.method);
   if (verb == http::verb::unknown) co_return failed(failure::send, "not an HTTP method: " + r.method);
   http::request<http::string_body> req{verb, r.target.empty() ? impl_->base.target : impl_->base.path + r.target, 11};
@@ -362,9 +364,9 @@ asio::awaitable<result> client::exchange(request r) {
   }
   const auto timeout = r.timeout.value_or(impl_->opts.timeout);
   asio::steady_timer deadline(co_await asio::this_coro::executor, timeout);
-  auto done = co_await (impl_->talk(req) || deadline.async_wait(asio::use_awaitable));
+  auto done = co_await (impl_->talk(req, may_keep) || deadline.async_wait(asio::use_awaitable));
   if (done.index() == 1) {
-    if (impl_->kept && impl_->opts.keep_alive) impl_->kept->kill();
+    if (impl_->kept && impl_->opts.keep_alive && may_keep) impl_->kept->kill();
     co_return failed(failure::timeout, "no answer from " + impl_->peer() + " within " +
                                            std::to_string(timeout.count()) + " ms");
   }
@@ -373,7 +375,7 @@ asio::awaitable<result> client::exchange(request r) {
 
 result client::exchange_blocking(request r) {
   asio::io_context ctx;
-  auto f = asio::co_spawn(ctx, exchange(std::move(r)), asio::use_future);
+  auto f = asio::co_spawn(ctx, run(std::move(r), false), asio::use_future);
   ctx.run();
   return f.get();
 }

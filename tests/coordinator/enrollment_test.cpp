@@ -307,11 +307,13 @@ BOOST_AUTO_TEST_CASE(the_agent_enrolls_renews_through_an_outage_and_survives_a_f
   BOOST_TEST(again.error.find("spent") != std::string::npos, again.error);
 
   cfg.tls.cert_file = cfg.tls.key_file = keeper.file();
+  // A client keeps its connection open: its exchanges run on one io_context, which outlives it.
+  asio::io_context agent_ctx;
   {
     // Coordinator down: renewal fails, the identity is what it was and still loads.
     c->stop();
     auto client = agent::io::make_http_client(cfg);
-    auto down = run_sync(keeper.renew(*client));
+    auto down = run_sync(agent_ctx, keeper.renew(*client));
     BOOST_TEST(!down.ok);
     BOOST_TEST(!down.refused);
     BOOST_TEST(slurp(keeper.file()) == identity_text);
@@ -326,7 +328,7 @@ BOOST_AUTO_TEST_CASE(the_agent_enrolls_renews_through_an_outage_and_survives_a_f
   // A write that cannot complete (its temporary file cannot be made): the old identity stays.
   const fs::path blocker = keeper.file() + ".tmp." + std::to_string(::getpid());
   fs::create_directory(blocker);
-  auto torn = run_sync(keeper.renew(*client));
+  auto torn = run_sync(agent_ctx, keeper.renew(*client));
   BOOST_TEST(!torn.ok);
   BOOST_TEST(torn.error.find("cannot store") != std::string::npos, torn.error);
   BOOST_TEST(slurp(keeper.file()) == identity_text);
@@ -334,7 +336,7 @@ BOOST_AUTO_TEST_CASE(the_agent_enrolls_renews_through_an_outage_and_survives_a_f
   BOOST_TEST(poll_status("web-1", keeper.file()) == 204u);
   fs::remove(blocker);
 
-  auto later = run_sync(keeper.renew(*client));
+  auto later = run_sync(agent_ctx, keeper.renew(*client));
   BOOST_REQUIRE_MESSAGE(later.ok, later.error);
   BOOST_TEST(keeper.current()->serial != serial1);
   BOOST_TEST(keeper.load()->serial == keeper.current()->serial);

@@ -44,7 +44,8 @@ struct options {
   // One kept-alive connection for every exchange, opened again when it is lost. Exchanges made
   // while another is waiting for its answer are pipelined behind it on the same connection (a
   // server holding a long poll answers it when the next request arrives). A connection that was
-  // idle and is found closed is retried once on a new one.
+  // idle and is found closed is retried once on a new one. The kept connection belongs to the
+  // io_context of the exchanges: use such a client from one io_context that outlives it.
   bool keep_alive = false;
 };
 
@@ -84,12 +85,14 @@ class client {
   // (options::keep_alive), on the caller's executor. Cancelling the awaiting coroutine ends it
   // promptly (and, on a kept connection, the connection: an answer half read cannot be skipped).
   boost::asio::awaitable<result> exchange(request req);
-  // The same on an io_context of its own, for blocking callers (the CLI).
+  // The same on an io_context of its own, for blocking callers (the CLI): always on a connection
+  // of its own, kept alive or not.
   result exchange_blocking(request req);
 
   const url& base() const;
 
  private:
+  boost::asio::awaitable<result> run(request req, bool may_keep);
   struct impl;
   std::unique_ptr<impl> impl_;
 };
