@@ -216,7 +216,8 @@ BOOST_AUTO_TEST_CASE(kept_alive_exchanges_share_one_connection_and_pipeline_behi
                         {cert.cert}, {.timeout = 5s, .resume_sessions = true, .keep_alive = true});
   auto run = [&](std::vector<std::string> targets, std::chrono::milliseconds stagger) {
     std::vector<std::future<http_client::result>> out;
-    auto all = asio::co_spawn(
+    bool sent = false;
+    asio::co_spawn(
         ctx,
         [&]() -> asio::awaitable<void> {
           for (const auto& t : targets) {
@@ -225,8 +226,11 @@ BOOST_AUTO_TEST_CASE(kept_alive_exchanges_share_one_connection_and_pipeline_behi
             co_await pause.async_wait(asio::use_awaitable);
           }
         },
-        asio::use_future);
-    while (all.wait_for(0s) != std::future_status::ready || std::any_of(out.begin(), out.end(), [](auto& f) {
+        [&](std::exception_ptr e) {
+          if (e) std::rethrow_exception(e);
+          sent = true;
+        });
+    while (!sent || std::any_of(out.begin(), out.end(), [](auto& f) {
              return f.wait_for(0s) != std::future_status::ready;
            }))
       ctx.run_for(10ms);
