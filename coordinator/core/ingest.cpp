@@ -73,6 +73,8 @@ effects ingest(fleet& f, const std::string& actor, const ingest_reports& e, time
     }
     if (lifecycle_kind(r.kind)) {
       m.last_event = lifecycle_event{r.kind, r.store_path, r.message, now};
+      // What the rollout waits for: it should not wait for the next tick to see it.
+      fx.reconcile = fx.reconcile || f.active_rollout_of.contains(id);
       if (audited(r.kind) && m.last_audited != std::pair(r.kind, r.store_path)) {
         m.last_audited.emplace(r.kind, r.store_path);
         json::object detail{{"kind", protocol::to_string(r.kind)}};

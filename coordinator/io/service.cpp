@@ -133,6 +133,7 @@ asio::awaitable<http_response> service::impl::perform(core::event e) {
   if (fx.refused) co_return refused(*fx.refused);
   if (!co_await commit(std::move(fx.changes), std::move(fx.republish), fx.republish_all))
     co_return error_response(503, "unavailable", "the coordinator could not store the change");
+  if (fx.reconcile) reconcile_soon();
   http_response r;
   r.status = fx.status;
   std::visit(
@@ -154,6 +155,29 @@ asio::awaitable<void> service::impl::reconcile_all() {
   if (fatal) co_return;
   auto fx = core::apply(fleet, core::event{"coordinator", core::tick{}}, opts.clock());
   co_await commit(std::move(fx.changes), std::move(fx.republish), fx.republish_all);
+}
+
+void service::impl::reconcile_soon() {
+  if (!opts.reconcile_promptly || !reconcile_timer) return;
+  // A pass under way sees the flag when it ends and goes again: what it read may predate this.
+  reconcile_wanted = true;
+  reconcile_timer->cancel();
+}
+
+std::chrono::milliseconds service::impl::until_next_reconcile() const {
+  auto wait = opts.reconcile_interval;
+  if (!opts.reconcile_promptly) return wait;
+  const auto now = opts.clock();
+  for (const auto& [id, r] : fleet.rollouts) {
+    if (r.status != protocol::rollout_status::running) continue;
+    for (const auto& w : r.waves) {
+      if (w.status != protocol::wave_status::soaking || !w.soak_until) continue;
+      // A little past the end, so that the pass sees it ended; never a busy loop.
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*w.soak_until - now) + std::chrono::milliseconds(5);
+      wait = std::min(wait, std::max(left, std::chrono::milliseconds(10)));
+    }
+  }
+  return wait;
 }
 
 std::chrono::seconds service::impl::spend_report_budget(const std::string& machine, std::uint64_t count,
@@ -257,6 +281,29 @@ asio::awaitable<void> periodic(std::shared_ptr<service::impl> self, std::chrono:
   --self->loops_running;
 }
 
+// The reconcile loop: a pass every interval, at the end of a soak, and soon after a rollout's host
+// reported a step (reconcile_soon cancels the wait).
+asio::awaitable<void> reconcile_loop(std::shared_ptr<service::impl> self) {
+  auto& t = self->loop_timers.emplace_back(self->ctx);
+  self->reconcile_timer = &t;
+  ++self->loops_running;
+  while (!self->stopping && !self->fatal) {
+    if (!self->reconcile_wanted) {
+      t.expires_after(self->until_next_reconcile());
+      co_await t.async_wait(use_tuple);
+      if (self->stopping || self->fatal) break;
+    }
+    self->reconcile_wanted = false;
+    try {
+      co_await self->reconcile_all();
+    } catch (const std::exception& e) {
+      log::error("reconcile_failed", {{"error", e.what()}});
+    }
+  }
+  self->reconcile_timer = nullptr;
+  --self->loops_running;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -316,8 +363,7 @@ void service::start() {
     self->ui_server->start();
   }
   const auto& o = self->opts;
-  asio::co_spawn(self->ctx, periodic(self, o.reconcile_interval, false, "reconcile_failed", &impl::reconcile_all),
-                 asio::detached);
+  asio::co_spawn(self->ctx, reconcile_loop(self), asio::detached);
   asio::co_spawn(self->ctx, periodic(self, o.prune_interval, true, "prune_failed", &impl::prune_reports), asio::detached);
   asio::co_spawn(self->ctx, periodic(self, o.key_sync_interval, false, "key_sync_failed", &impl::sync_keys),
                  asio::detached);

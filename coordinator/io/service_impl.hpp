@@ -107,6 +107,12 @@ struct service::impl : std::enable_shared_from_this<impl> {
   // them, so no loop outlives the service's store or touches a stopped context.
   std::list<boost::asio::steady_timer> loop_timers;
   int loops_running = 0;
+  // The reconcile loop's timer, and whether a pass is wanted before it expires.
+  boost::asio::steady_timer* reconcile_timer = nullptr;
+  bool reconcile_wanted = false;
+  void reconcile_soon();
+  // Until the next pass: the interval, or less when a running rollout's wave ends its soak first.
+  std::chrono::milliseconds until_next_reconcile() const;
 
   // API keys: the hashes used since their last use was written (flushed by sync_keys, off the
   // request path), and hashes the store did not know, answered without asking it again until

@@ -84,6 +84,7 @@ struct enrollment_fixture {
     o.ca = std::make_shared<const pki::authority>(pki::authority::load(path("ca/ca.crt"), path("ca/ca.key")));
     o.certificate_lifetime = lifetime;
     o.reconcile_interval = std::chrono::hours(1);
+    o.reconcile_promptly = false;
     o.clock = [t = now_ms] { return protocol::timestamp(std::chrono::milliseconds(t->load())); };
     c.emplace(std::move(o));
   }

@@ -32,6 +32,7 @@ struct fake_fixture {
     o.open_store = [s = state] { return std::make_unique<fake_storage>(s); };
     o.insecure_http = true;
     o.reconcile_interval = std::chrono::hours(1);
+    o.reconcile_promptly = false;
     c.emplace(std::move(o));
   }
 
@@ -79,6 +80,7 @@ BOOST_AUTO_TEST_CASE(a_keys_last_use_is_written_in_the_background_once_per_inter
   o.open_store = [s = state] { return std::make_unique<fake_storage>(s); };
   o.insecure_http = true;
   o.reconcile_interval = std::chrono::hours(1);
+  o.reconcile_promptly = false;
   o.key_sync_interval = std::chrono::milliseconds(100);
   c.emplace(std::move(o));
   const auto started = std::chrono::steady_clock::now();

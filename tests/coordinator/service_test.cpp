@@ -82,6 +82,7 @@ struct coordinator_fixture {
     o.db_path = db;
     o.insecure_http = true;
     o.reconcile_interval = std::chrono::hours(1);  // tests reconcile explicitly
+    o.reconcile_promptly = false;
     auto clock = now_ms;
     o.clock = [clock] { return protocol::timestamp(std::chrono::milliseconds(clock->load())); };
     return o;
@@ -884,6 +885,56 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(long_polls, coordinator_fixture)
+
+BOOST_AUTO_TEST_CASE(a_rollout_moves_on_the_report_that_completes_a_wave_and_the_moment_its_soak_ends) {
+  // No periodic pass in the test's time (an hour): what moves the rollout is the confirming report
+  // and the end of the soak.
+  auto o = options();
+  o.clock = {};
+  o.reconcile_promptly = true;
+  start(o);
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1", "web-2"})).status == 201u);
+  auto ro = as(deployer, verb::post, "/api/v1/rollouts",
+               R"({"release_id":"r1","target":{"tags":["web"]},"waves":"canary","soak_s":1})");
+  BOOST_TEST_REQUIRE(ro.status == 201u);
+  const auto id = std::string(ro.json().at("id").as_string());
+  const auto canary = std::string(ro.json().at("waves").at(0).at("hosts").at(0).as_string());
+  const auto second = canary == "web-1" ? std::string("web-2") : std::string("web-1");
+  auto held = std::async(std::launch::async, [&] {
+    return agent(verb::get, "/api/v1/machines/" + second + "/desired?wait=30", {}, {{"If-None-Match", "\"none\""}});
+  });
+  auto wave_status = [&](int wave) {
+    return std::string(as(reader, verb::get, "/api/v1/rollouts/" + id).json().at("waves").at(wave).at("status").as_string());
+  };
+
+  const auto confirmed = std::chrono::steady_clock::now();
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/" + canary + "/reports", report_body(1, "confirmed", P1, P1)).status == 200u);
+  auto soon = [&](int wave) {
+    std::string st = wave_status(wave);
+    for (int i = 0; i < 20 && st != "soaking"; ++i) {
+      std::this_thread::sleep_for(25ms);
+      st = wave_status(wave);
+    }
+    return st;
+  };
+  BOOST_TEST(soon(0) == "soaking", "the confirming report did not move the wave on");
+  BOOST_TEST_REQUIRE((held.wait_for(3s) == std::future_status::ready), "the second wave was not dispatched after the soak");
+  const double dispatched = seconds_since(confirmed);
+  BOOST_TEST(held.get().status == 200u);
+  BOOST_TEST(dispatched >= 0.95, "dispatched before the 1 s soak ended: " << dispatched);
+  BOOST_TEST(dispatched < 1.6, "the soak's end waited for a periodic pass: " << dispatched);
+
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/" + second + "/reports", report_body(1, "confirmed", P1, P1)).status == 200u);
+  BOOST_TEST(soon(1) == "soaking");
+  std::string status;
+  for (int i = 0; i < 80 && status != "completed"; ++i) {
+    std::this_thread::sleep_for(25ms);
+    status = std::string(as(reader, verb::get, "/api/v1/rollouts/" + id).json().at("status").as_string());
+  }
+  BOOST_TEST(status == "completed");
+  BOOST_TEST(seconds_since(confirmed) < 3.2);
+}
+
 
 BOOST_AUTO_TEST_CASE(a_held_poll_is_answered_the_moment_its_desired_state_changes) {
   auto o = options();

@@ -88,6 +88,7 @@ struct tls_fixture {
     o.api.tls = coordinator::io::tls_options{certs.path("server.crt"), certs.path("server.key"),
                                              certs.path("ca.crt"), require_cert};
     o.reconcile_interval = std::chrono::hours(1);
+    o.reconcile_promptly = false;
     c.emplace(std::move(o));
   }
 

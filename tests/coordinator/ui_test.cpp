@@ -59,6 +59,7 @@ struct ui_fixture {
     o.db_path = db;
     o.insecure_http = true;
     o.reconcile_interval = std::chrono::hours(1);
+    o.reconcile_promptly = false;
     server_options u;
     u.listen = {asio::ip::make_address("127.0.0.1"), 0};
     o.ui = u;

@@ -183,6 +183,7 @@ struct effects {
   change_set changes;
   std::vector<std::string> republish;  // machines whose served desired state changed
   bool republish_all = false;          // every machine's (a new revocation sequence)
+  bool reconcile = false;              // a host of an active rollout reported a step: reconcile soon
   std::optional<refusal> refused;      // nothing changed, nothing to write
   unsigned status = 200;               // of the answer when not refused
   answer reply;

@@ -34,7 +34,11 @@ struct service_options {
   // Plain HTTP: agent routes are open (no client certificates to check).
   bool insecure_http = false;
   std::chrono::hours report_retention{7 * 24};
+  // Rollouts are reconciled every reconcile_interval, and besides at once after a host of an
+  // active rollout reports a step (confirmed, failed, …) and when a wave's soak ends, unless
+  // reconcile_promptly is off (tests that reconcile by hand).
   std::chrono::milliseconds reconcile_interval{1000};
+  bool reconcile_promptly = true;
   std::chrono::milliseconds prune_interval{std::chrono::hours(1)};
   std::uint32_t poll_hint_s = 5;
   // Long polls (`GET …/desired?wait=S` with If-None-Match) are held until the machine's desired
