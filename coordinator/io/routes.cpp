@@ -110,7 +110,7 @@ asio::awaitable<http_response> get_desired(impl& s, route_call& c) {
   std::string inm;
   if (auto h = c.req.msg.find(http::field::if_none_match); h != c.req.msg.end()) inm = h->value();
   const auto& id = c.params[0];
-  http_response now = s.desired_answer(id, inm);
+  http_response now = co_await s.answer_desired(id, inm);
   wait_s = std::min<std::uint64_t>(wait_s, static_cast<std::uint64_t>(s.opts.long_poll_max.count()));
   if (now.status != 304 || wait_s == 0 || s.stopping) co_return now;
   thread_local std::minstd_rand draw{std::random_device{}()};
@@ -128,7 +128,7 @@ asio::awaitable<http_response> get_desired(impl& s, route_call& c) {
       if (h->second.empty()) self->held_polls.erase(h);
     }
     const auto woke = std::chrono::steady_clock::now();
-    http_response answer = self->desired_answer(id, inm);
+    http_response answer = co_await self->answer_desired(id, inm);
     if (answer.status != 304) ++self->long_polls.changed;
     else if (woke >= until) ++self->long_polls.expired;
     else ++self->long_polls.released;

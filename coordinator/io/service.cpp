@@ -54,41 +54,92 @@ service::impl::impl(asio::io_context& c, service_options o) : ctx(c), opts(std::
                              {"keys", fleet.keys.size()}});
 }
 
-void service::impl::publish(const std::string& id) {
+namespace {
+
+std::string etag_of(std::string_view body) { return "\"" + protocol::sha256_hex(body).substr(0, 32) + "\""; }
+
+}  // namespace
+
+void service::impl::publish(const std::string& id, bool hot) {
   auto m = fleet.machines.find(id);
   if (m == fleet.machines.end()) return;
   auto& out = served[id];
   std::string before = std::move(out.etag);
+  std::string body;
   if (auto d = core::served(fleet, m->second, opts.poll_hint_s)) {
-    out.body = protocol::serialize(*d);
-    out.etag = "\"" + protocol::sha256_hex(out.body).substr(0, 32) + "\"";
+    body = protocol::serialize(*d);
+    out.etag = etag_of(body);
   } else {
-    out.body.clear();
     out.etag = std::string(nothing_assigned_etag);
   }
-  if (out.etag == before) return;
+  if (out.etag == before) return;  // a body kept hot is still the one published
+  drop_hot(id);
+  if (hot && !body.empty()) keep_hot(id, std::move(body));
   // Long polls of this machine answer now, with what they were waiting for.
   if (auto h = held_polls.find(id); h != held_polls.end())
     for (auto* wake : h->second) wake->expires_at(std::chrono::steady_clock::now());
 }
 
-http_response service::impl::desired_answer(const std::string& id, std::string_view if_none_match) const {
+void service::impl::keep_hot(const std::string& id, std::string body) {
+  if (body.size() > opts.hot_bodies_max / 16) return;
+  if (hot_bytes + body.size() > opts.hot_bodies_max) {
+    hot_bodies.clear();
+    hot_bytes = 0;
+  }
+  hot_bytes += body.size();
+  hot_bodies.insert_or_assign(id, std::move(body));
+}
+
+void service::impl::drop_hot(const std::string& id) {
+  if (auto it = hot_bodies.find(id); it != hot_bodies.end()) {
+    hot_bytes -= it->second.size();
+    hot_bodies.erase(it);
+  }
+}
+
+std::optional<http_response> service::impl::desired_answer(const std::string& id, std::string_view if_none_match) {
   if (fatal) return error_response(503, "unavailable", "the coordinator lost its store and is stopping");
   auto it = served.find(id);
-  const bool nothing = it == served.end() || it->second.body.empty();
-  const std::string_view etag = nothing ? nothing_assigned_etag : std::string_view(it->second.etag);
+  const std::string_view etag = it == served.end() ? nothing_assigned_etag : std::string_view(it->second.etag);
   http_response r;
-  if (if_none_match == etag) r.status = 304;
-  else if (nothing) r.status = 204;
-  else r = json_response(200, it->second.body);
+  if (if_none_match == etag) {
+    r.status = 304;
+  } else if (etag == nothing_assigned_etag) {
+    r.status = 204;
+  } else if (auto hot = hot_bodies.find(id); hot != hot_bodies.end()) {
+    r = json_response(200, hot->second);
+  } else {
+    // Made again: the same bytes as published unless memory holds a change not yet durable.
+    auto m = fleet.machines.find(id);
+    if (m == fleet.machines.end()) return std::nullopt;
+    auto d = core::served(fleet, m->second, opts.poll_hint_s);
+    if (!d) return std::nullopt;
+    std::string body = protocol::serialize(*d);
+    if (etag_of(body) != etag) return std::nullopt;
+    keep_hot(id, body);
+    r = json_response(200, std::move(body));
+  }
   r.headers.emplace_back("ETag", std::string(etag));
   if (opts.long_poll_max.count() > 0)
     r.headers.emplace_back(std::string(protocol::long_poll_header), std::to_string(opts.long_poll_max.count()));
   return r;
 }
 
+asio::awaitable<http_response> service::impl::answer_desired(const std::string& id, std::string if_none_match) {
+  // Memory runs ahead of the store only while a commit is in flight; once it is durable the change
+  // is published and the body matches its ETag again.
+  for (int i = 0; i < 3; ++i) {
+    if (auto r = desired_answer(id, if_none_match)) co_return std::move(*r);
+    co_await settled();
+  }
+  if (auto r = desired_answer(id, if_none_match)) co_return std::move(*r);
+  auto r = error_response(503, "changing", "this machine's desired state is being changed; retry");
+  r.headers.emplace_back("Retry-After", "1");
+  co_return r;
+}
+
 void service::impl::publish_all() {
-  for (const auto& [id, m] : fleet.machines) publish(id);
+  for (const auto& [id, m] : fleet.machines) publish(id, false);
 }
 
 void service::impl::changed(bool machines, bool rollouts, bool releases, bool audit) {

@@ -74,8 +74,10 @@ struct route_call {
 
 struct service::impl : std::enable_shared_from_this<impl> {
   // A machine's desired state as served to its poller: built once it is durable.
+  // What a machine's poll is answered with, as last published: the ETag of its desired state's
+  // body (nothing_assigned_etag when it has none). The body itself is not kept per machine; it is
+  // made again from the fleet when asked for, and is the published one when its hash is the ETag.
   struct served_state {
-    std::string body;  // empty when nothing is assigned
     std::string etag;
   };
 
@@ -98,8 +100,18 @@ struct service::impl : std::enable_shared_from_this<impl> {
   struct long_poll_counts {
     std::uint64_t changed = 0, expired = 0, released = 0;
   } long_polls;
-  // The answer to a poll from `id` sending `if_none_match` (200, 204 or 304), as of now.
-  http_response desired_answer(const std::string& id, std::string_view if_none_match) const;
+  // The bodies of answers recently published or sent (a rollout's hosts fetch theirs at once), by
+  // machine; bounded by size, cleared whole when full.
+  std::unordered_map<std::string, std::string> hot_bodies;
+  std::size_t hot_bytes = 0;
+  void keep_hot(const std::string& id, std::string body);
+  void drop_hot(const std::string& id);
+  // The answer to a poll from `id` sending `if_none_match` (200, 204 or 304), as published; none
+  // while memory holds a change to it that is not durable yet (the body made from the fleet is not
+  // the published one).
+  std::optional<http_response> desired_answer(const std::string& id, std::string_view if_none_match);
+  // The same, waiting for the store when memory is ahead of it (503 when it stays ahead).
+  boost::asio::awaitable<http_response> answer_desired(const std::string& id, std::string if_none_match);
   std::map<std::string, route_metrics> route_stats;
   std::uint64_t reports_ingested = 0;
   std::uint64_t writes_in_flight = 0;
@@ -174,7 +186,8 @@ struct service::impl : std::enable_shared_from_this<impl> {
     std::uint64_t found = 0, unknown = 0, cached = 0;
   } key_lookups;
 
-  void publish(const std::string& id);
+  // `hot`: keep the new body for the fetch that follows (not when publishing everything at start).
+  void publish(const std::string& id, bool hot = true);
   void publish_all();
   // Writes the change set; once durable, publishes what changed. A failed write of state already
   // applied in memory is fatal: false, and opts.on_fatal is called.

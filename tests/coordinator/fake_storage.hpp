@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace nixfleet::test {
@@ -17,6 +18,7 @@ struct fake_store_state {
   coordinator::io::loaded_state initial;
   std::vector<coordinator::io::change_set> committed;
   std::atomic<bool> fail_commits{false};
+  std::atomic<int> commit_delay_ms{0};  // each commit takes this long (a slow disk)
   std::atomic<std::uint64_t> operations{0};
   std::atomic<std::uint64_t> key_lookups{0};
   // Written by another process (`nixfleet-coordinator keys create`), not through the service.
@@ -39,6 +41,7 @@ class fake_storage final : public coordinator::io::storage {
   }
   std::vector<std::string> commit(const std::vector<const coordinator::io::change_set*>& sets) override {
     ++s_->operations;
+    if (int d = s_->commit_delay_ms.load(); d > 0) std::this_thread::sleep_for(std::chrono::milliseconds(d));
     std::lock_guard lock(s_->mutex);
     if (s_->fail_commits) return std::vector<std::string>(sets.size(), "disk I/O error (injected)");
     for (const auto* cs : sets) s_->committed.push_back(*cs);

@@ -15,6 +15,7 @@ using namespace nixfleet;
 using namespace nixfleet::test;
 namespace json = boost::json;
 using http::verb;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -133,6 +134,50 @@ BOOST_AUTO_TEST_CASE(a_failed_commit_never_publishes_the_desired_state_it_carrie
   BOOST_TEST(agent(verb::get, "/api/v1/machines/web-1/desired").status == 503u);
   BOOST_TEST(op(verb::get, "/api/v1/machines/web-1").status == 503u);
   BOOST_TEST(agent(verb::get, "/healthz").status == 503u);
+}
+
+BOOST_AUTO_TEST_CASE(a_poll_while_a_change_is_being_written_is_answered_with_what_is_durable) {
+  // No bodies kept: every 200 is made again from the fleet, and must be the one published.
+  c.reset();
+  coordinator::io::service_options o;
+  o.open_store = [s = state] { return std::make_unique<fake_storage>(s); };
+  o.insecure_http = true;
+  o.reconcile_interval = std::chrono::hours(1);
+  o.hot_bodies_max = 0;
+  c.emplace(std::move(o));
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", heartbeat(1)).status == 200u);
+  BOOST_TEST(op(verb::post, "/api/v1/releases", release_body("r1", 1)).status == 201u);
+  auto ro = op(verb::post, "/api/v1/rollouts", R"({"release_id":"r1","target":{"hosts":["web-1"]},"waves":["100%"]})");
+  BOOST_TEST_REQUIRE(ro.status == 201u);
+  const std::string id(ro.json().at("id").as_string());
+  auto first = send(c->endpoint(), {verb::get, "/api/v1/machines/web-1/desired", {}, {}});
+  BOOST_TEST_REQUIRE(first.status == 200u);
+  BOOST_TEST(first.body.find(P1) != std::string::npos);
+  const auto etag = first.headers["ETag"];
+  auto again = send(c->endpoint(), {verb::get, "/api/v1/machines/web-1/desired", {}, {{"If-None-Match", "\"x\""}}});
+  BOOST_TEST(again.status == 200u);
+  BOOST_TEST(again.body == first.body, "made again, the body is the published one");
+  BOOST_TEST(again.headers["ETag"] == etag);
+
+  // The rollout is cancelled on a slow disk: in memory at once (its poll hint leaves the desired
+  // state), durable 600 ms later.
+  state->commit_delay_ms = 600;
+  const auto began = std::chrono::steady_clock::now();
+  auto cancelled = std::async(std::launch::async, [&] { return op(verb::post, "/api/v1/rollouts/" + id + "/cancel"); });
+  std::this_thread::sleep_for(150ms);
+  // Nothing published changed yet: the agent that has it is told so at once.
+  auto same = send(c->endpoint(), {verb::get, "/api/v1/machines/web-1/desired", {}, {{"If-None-Match", etag}}});
+  BOOST_TEST(same.status == 304u);
+  BOOST_TEST((std::chrono::steady_clock::now() - began < 500ms));
+  // One that needs the body waits for the store, and gets what is durable then.
+  auto fresh = send(c->endpoint(), {verb::get, "/api/v1/machines/web-1/desired", {}, {{"If-None-Match", "\"x\""}}});
+  BOOST_TEST((std::chrono::steady_clock::now() - began >= 550ms), "answered before the change was durable");
+  BOOST_TEST_REQUIRE(fresh.status == 200u);
+  BOOST_TEST(fresh.headers["ETag"] != etag);
+  BOOST_TEST(first.body.find("\"poll_hint\":5") != std::string::npos);
+  BOOST_TEST(fresh.body.find("\"poll_hint\":5") == std::string::npos, fresh.body);
+  BOOST_TEST(cancelled.get().status == 200u);
+  state->commit_delay_ms = 0;
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -45,6 +45,9 @@ struct service_options {
   // state changes, for at most this long (each a little less, at random, so that they do not all
   // expire together). 0: answered at once, and not advertised.
   std::chrono::seconds long_poll_max{300};
+  // Bodies of desired states kept ready for the fetches that follow a change (bytes, at most): a
+  // machine's body is otherwise made again from the fleet when asked for.
+  std::size_t hot_bodies_max = 8u << 20;
   // Each machine's report budget: at most this many reports and body bytes per window (a token
   // bucket, refilled evenly over the window). Past it, 429 with Retry-After; the agent keeps its
   // outbox and waits. 0 turns a limit off.
