@@ -146,7 +146,7 @@ protocol::machine_status status_of(const fleet& f, const machine_record& m) {
   s.booted_path = m.booted_path;
   if (auto it = f.active_rollout_of.find(m.id); it != f.active_rollout_of.end()) s.rollout_id = it->second.rollout;
   s.last_seen = m.last_seen;
-  s.last_report = m.last_report;
+  if (m.last_report) s.last_report = last_report_of(m);
   s.health = m.health;
   s.history = m.history;
   s.revoked_at = m.revoked_at;

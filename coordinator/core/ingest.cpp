@@ -4,8 +4,12 @@
 
 #include "nixfleet/protocol/codec.hpp"
 
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
 #include <algorithm>
 #include <set>
+#include <stdexcept>
 
 namespace nixfleet::coordinator::core {
 
@@ -26,6 +30,55 @@ bool audited(k kind) noexcept {
 }
 
 }  // namespace
+
+void set_last_report(machine_record& m, const protocol::report& r) {
+  last_report_record kept;
+  kept.at = r.at;
+  kept.kind = r.kind;
+  kept.store_path = r.store_path;
+  json::object rest{{"seq", r.seq}, {"agent_version", r.agent_version}, {"uptime_s", r.uptime_s}};
+  if (r.release_id) rest["release_id"] = *r.release_id;
+  if (r.rollout_id) rest["rollout_id"] = *r.rollout_id;
+  if (r.message) rest["message"] = *r.message;
+  if (r.health && r.health == m.health) kept.shares |= last_report_record::health;
+  else if (r.health) rest["health"] = protocol::to_json(*r.health);
+  if (r.current_path && r.current_path == m.current_path) kept.shares |= last_report_record::current;
+  else if (r.current_path) rest["current_path"] = *r.current_path;
+  if (r.booted_path && r.booted_path == m.booted_path) kept.shares |= last_report_record::booted;
+  else if (r.booted_path) rest["booted_path"] = *r.booted_path;
+  kept.rest = json::serialize(rest);
+  m.last_report = std::move(kept);
+}
+
+protocol::report last_report_of(const machine_record& m) {
+  const auto& kept = m.last_report.value();
+  // Written by set_last_report from a report that was valid: it reads back.
+  const auto rest = json::parse(kept.rest).as_object();
+  auto text = [&](const char* name) -> std::optional<std::string> {
+    if (const auto* v = rest.if_contains(name)) return std::string(v->as_string());
+    return std::nullopt;
+  };
+  protocol::report r;
+  r.seq = rest.at("seq").to_number<std::uint64_t>();
+  r.at = kept.at;
+  r.kind = kept.kind;
+  r.store_path = kept.store_path;
+  r.release_id = text("release_id");
+  r.rollout_id = text("rollout_id");
+  r.message = text("message");
+  if (kept.shares & last_report_record::health) {
+    r.health = m.health;
+  } else if (const auto* h = rest.if_contains("health")) {
+    auto health = protocol::from_json<protocol::health_report>(*h);
+    if (!health) throw std::logic_error("a machine's last report does not read back: " + health.error().what());
+    r.health = std::move(*health);
+  }
+  r.current_path = kept.shares & last_report_record::current ? m.current_path : text("current_path");
+  r.booted_path = kept.shares & last_report_record::booted ? m.booted_path : text("booted_path");
+  r.agent_version = std::string(rest.at("agent_version").as_string());
+  r.uptime_s = rest.at("uptime_s").to_number<std::uint64_t>();
+  return r;
+}
 
 effects ingest(fleet& f, const std::string& actor, const ingest_reports& e, timestamp now) {
   effects fx;
@@ -90,7 +143,7 @@ effects ingest(fleet& f, const std::string& actor, const ingest_reports& e, time
         if (m.history.size() > max_history) m.history.resize(max_history);
       }
     }
-    m.last_report = r;
+    set_last_report(m, r);
     changed = true;
   }
   fx.changes.machines.push_back(m);

@@ -57,7 +57,7 @@ json::value to_json(const machine_record& m) {
   if (m.current_path) o["current_path"] = *m.current_path;
   if (m.booted_path) o["booted_path"] = *m.booted_path;
   if (m.last_seen) o["last_seen"] = protocol::format_time(*m.last_seen);
-  if (m.last_report) o["last_report"] = protocol::to_json(*m.last_report);
+  if (m.last_report) o["last_report"] = protocol::to_json(core::last_report_of(m));
   if (m.health) o["health"] = protocol::to_json(*m.health);
   if (m.health_path) o["health_path"] = *m.health_path;
   if (m.last_event) {
@@ -98,8 +98,9 @@ machine_record machine_from_json(const json::value& v) {
   m.current_path = opt_string(*o, "current_path");
   m.booted_path = opt_string(*o, "booted_path");
   m.last_seen = opt_time(*o, "last_seen");
-  if (o->contains("last_report")) m.last_report = field<protocol::report>(*o, "last_report");
   if (o->contains("health")) m.health = field<protocol::health_report>(*o, "health");
+  // After the health and paths it may share with the record.
+  if (o->contains("last_report")) core::set_last_report(m, field<protocol::report>(*o, "last_report"));
   m.health_path = opt_string(*o, "health_path");
   if (const auto* e = o->if_contains("last_event"); e && e->is_object()) {
     const auto& eo = e->as_object();

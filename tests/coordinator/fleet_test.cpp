@@ -68,7 +68,7 @@ fleet base() {
     m.current_path = A;
     m.history = {{A, T0 - 30min}};
     m.acked_seq = 5;
-    m.last_report = report(5, report_kind::heartbeat, std::nullopt, A, T0);
+    set_last_report(m, report(5, report_kind::heartbeat, std::nullopt, A, T0));
     m.last_seen = T0;
     s.machines.push_back(std::move(m));
   }
@@ -148,7 +148,7 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          m.last_event = lifecycle_event{report_kind::confirmed, B, std::nullopt, NOW};
          m.last_audited.emplace(report_kind::confirmed, B);
          m.history.insert(m.history.begin(), {B, NOW});
-         m.last_report = confirmed_b;
+         set_last_report(m, confirmed_b);
          fx.changes.reports = {{"web-01", NOW, confirmed_b}};
          fx.changes.audit = {audit("agent:web-01", "machine.current_changed", "web-01", {{"from", A}, {"to", B}}),
                              audit("agent:web-01", "machine.confirmed", "web-01",
@@ -180,7 +180,7 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          m.last_event = lifecycle_event{report_kind::confirmed, B, std::nullopt, NOW};
          m.last_audited.emplace(report_kind::confirmed, B);
          m.history.insert(m.history.begin(), {B, NOW});
-         m.last_report = restarted;
+         set_last_report(m, restarted);
          fx.changes.reports = {{"web-01", NOW, restarted}};
          fx.changes.audit = {audit("agent:web-01", "machine.current_changed", "web-01", {{"from", A}, {"to", B}}),
                              audit("agent:web-01", "machine.confirmed", "web-01",
@@ -198,7 +198,7 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          auto m = f.machines.at("web-02");
          m.acked_seq = 6;
          m.last_seen = NOW;
-         m.last_report = heartbeat;
+         set_last_report(m, heartbeat);
          fx.changes.reports = {{"web-02", NOW, heartbeat}};
          fx.changes.machines = {m};
          fx.republish = {"web-02"};
@@ -215,7 +215,7 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          m.last_seen = NOW;
          m.last_event = lifecycle_event{report_kind::rolled_back, B, std::string("health gate failed"), NOW};
          m.last_audited.emplace(report_kind::rolled_back, B);
-         m.last_report = failed_gate;
+         set_last_report(m, failed_gate);
          fx.changes.reports = {{"web-01", NOW, failed_gate}};
          fx.changes.audit = {audit("agent:web-01", "machine.rolled_back", "web-01",
                                    {{"kind", "rolled_back"}, {"store_path", B}, {"message", "health gate failed"}})};
@@ -240,10 +240,10 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          m.last_seen = NOW;
          m.last_event = lifecycle_event{report_kind::rejected, C, std::nullopt, NOW};
          m.last_audited.emplace(report_kind::rejected, C);
-         m.last_report = report(9, report_kind::rejected, C, A, T0 + 12s);
+         set_last_report(m, report(9, report_kind::rejected, C, A, T0 + 12s));
          fx.changes.reports = {{"web-01", NOW, report(7, report_kind::rejected, B, A, T0 + 10s)},
                                {"web-01", NOW, report(8, report_kind::rejected, B, A, T0 + 11s)},
-                               {"web-01", NOW, *m.last_report}};
+                               {"web-01", NOW, last_report_of(m)}};
          fx.changes.audit = {audit("agent:web-01", "machine.rejected", "web-01", {{"kind", "rejected"}, {"store_path", C}})};
          fx.changes.machines = {m};
          fx.republish = {"web-01"};
@@ -260,7 +260,7 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          m.acked_seq = 6;
          m.last_seen = NOW;
          m.current_path = A;
-         m.last_report = heartbeat;
+         set_last_report(m, heartbeat);
          fx.changes.reports = {{"db-01", NOW, heartbeat}};
          fx.changes.audit = {audit("agent:db-01", "machine.registered", "db-01"),
                              audit("agent:db-01", "machine.current_changed", "db-01",
@@ -701,6 +701,43 @@ BOOST_AUTO_TEST_CASE(the_dashboard_s_view_of_where_each_machine_stands) {
   fleet_filter past_end;
   past_end.offset = 100;
   BOOST_TEST(page_of(f, past_end, NOW).rows.empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_last_report_is_kept_compact_and_reads_back_whole) {
+  // What the record holds already is kept once; what differs is kept with the report.
+  protocol::health_report good{true, {{"nginx", "systemd_unit", protocol::probe_status::pass, 3, std::nullopt}}};
+  protocol::health_report bad{false, {{"api", "http", protocol::probe_status::fail, 12, std::string("status 500")}}};
+  auto r = report(7, report_kind::rolled_back, B, A, T0);
+  r.release_id = "r2";
+  r.rollout_id = "ro-1";
+  r.message = "health gate failed";
+  r.booted_path = C;
+  r.uptime_s = 42;
+  r.health = bad;
+
+  machine_record m;
+  m.current_path = A;
+  m.booted_path = A;
+  m.health = good;
+  set_last_report(m, r);
+  BOOST_TEST(m.last_report->shares == last_report_record::current);
+  BOOST_TEST((last_report_of(m) == r));
+  BOOST_TEST((m.last_report->kind == report_kind::rolled_back));
+  BOOST_TEST(*m.last_report->store_path == B);
+
+  m.booted_path = C;
+  m.health = bad;
+  set_last_report(m, r);
+  BOOST_TEST(m.last_report->shares == (last_report_record::current | last_report_record::booted | last_report_record::health));
+  BOOST_TEST(m.last_report->rest.find(A) == std::string::npos, "the shared path is not kept twice");
+  BOOST_TEST(m.last_report->rest.find("status 500") == std::string::npos, "the shared health is not kept twice");
+  BOOST_TEST((last_report_of(m) == r));
+
+  auto beat = report(8, report_kind::heartbeat, std::nullopt, A, T0 + 1s);
+  beat.current_path.reset();
+  set_last_report(m, beat);
+  BOOST_TEST(m.last_report->shares == 0);
+  BOOST_TEST((last_report_of(m) == beat));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -25,6 +25,20 @@ struct lifecycle_event {
   friend bool operator==(const lifecycle_event&, const lifecycle_event&) = default;
 };
 
+// A machine's last report, kept compact (a fleet holds one per machine): what the core reads of it
+// (its time, kind and the path it is about) as fields, the rest as its JSON without what the machine
+// record already holds — its health when that is the machine's, its current and booted paths when
+// they are the machine's. Made by set_last_report, read whole with last_report_of.
+struct last_report_record {
+  timestamp at{};
+  protocol::report_kind kind = protocol::report_kind::heartbeat;
+  std::optional<std::string> store_path;
+  std::string rest;             // JSON of its other fields, less those shared with the record
+  std::uint8_t shares = 0;      // which parts are the machine's: bits of `shared`
+  enum shared : std::uint8_t { health = 1, current = 2, booted = 4 };
+  friend bool operator==(const last_report_record&, const last_report_record&) = default;
+};
+
 // Everything the coordinator knows about one machine.
 struct machine_record {
   std::string id;
@@ -35,7 +49,7 @@ struct machine_record {
   std::optional<std::string> current_path;
   std::optional<std::string> booted_path;
   std::optional<timestamp> last_seen;
-  std::optional<protocol::report> last_report;
+  std::optional<last_report_record> last_report;  // compact: see last_report_of
   std::optional<protocol::health_report> health;
   std::optional<std::string> health_path;  // the store path `health` was measured on
   std::optional<lifecycle_event> last_event;
@@ -51,6 +65,12 @@ struct machine_record {
 
   friend bool operator==(const machine_record&, const machine_record&) = default;
 };
+
+// Keeps `r` as the machine's last report; after its health and paths were applied to `m`, so that
+// what they share is kept once.
+void set_last_report(machine_record& m, const protocol::report& r);
+// The machine's last report whole (it must have one).
+protocol::report last_report_of(const machine_record& m);
 
 struct stored_report {
   std::string machine_id;
