@@ -31,6 +31,15 @@ bool audited(k kind) noexcept {
 
 }  // namespace
 
+std::optional<std::string> health_path_of(const machine_record& m) {
+  return m.health_on_current ? m.current_path : m.health_path;
+}
+
+void set_health_path(machine_record& m, std::optional<std::string> path) {
+  m.health_on_current = path && path == m.current_path;
+  m.health_path = m.health_on_current ? std::nullopt : std::move(path);
+}
+
 void set_last_report(machine_record& m, const protocol::report& r) {
   last_report_record kept;
   kept.at = r.at;
@@ -115,6 +124,8 @@ effects ingest(fleet& f, const std::string& actor, const ingest_reports& e, time
       json::object detail{{"from", m.current_path ? json::value(*m.current_path) : json::value(nullptr)},
                           {"to", *r.current_path}};
       fx.changes.audit.push_back({now, actor, "machine.current_changed", id, std::move(detail)});
+      // Health measured on what ran until now stays about that path.
+      if (m.health_on_current) set_health_path(m, m.current_path);
       m.current_path = r.current_path;
     }
     if (r.booted_path) m.booted_path = r.booted_path;
@@ -122,7 +133,7 @@ effects ingest(fleet& f, const std::string& actor, const ingest_reports& e, time
     // it rolled back from, and stay in that report.
     if (r.health && (!r.store_path || r.store_path == r.current_path)) {
       m.health = r.health;
-      m.health_path = r.current_path;
+      set_health_path(m, r.current_path);
     }
     if (lifecycle_kind(r.kind)) {
       m.last_event = lifecycle_event{r.kind, r.store_path, r.message, now};

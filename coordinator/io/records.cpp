@@ -59,7 +59,7 @@ json::value to_json(const machine_record& m) {
   if (m.last_seen) o["last_seen"] = protocol::format_time(*m.last_seen);
   if (m.last_report) o["last_report"] = protocol::to_json(core::last_report_of(m));
   if (m.health) o["health"] = protocol::to_json(*m.health);
-  if (m.health_path) o["health_path"] = *m.health_path;
+  if (auto p = core::health_path_of(m)) o["health_path"] = *p;
   if (m.last_event) {
     json::object e;
     e["kind"] = protocol::to_string(m.last_event->kind);
@@ -101,7 +101,7 @@ machine_record machine_from_json(const json::value& v) {
   if (o->contains("health")) m.health = field<protocol::health_report>(*o, "health");
   // After the health and paths it may share with the record.
   if (o->contains("last_report")) core::set_last_report(m, field<protocol::report>(*o, "last_report"));
-  m.health_path = opt_string(*o, "health_path");
+  core::set_health_path(m, opt_string(*o, "health_path"));
   if (const auto* e = o->if_contains("last_event"); e && e->is_object()) {
     const auto& eo = e->as_object();
     lifecycle_event ev;

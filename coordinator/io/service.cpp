@@ -64,15 +64,15 @@ void service::impl::publish(const std::string& id, bool hot) {
   auto m = fleet.machines.find(id);
   if (m == fleet.machines.end()) return;
   auto& out = served[id];
-  std::string before = std::move(out.etag);
+  const std::string before(out.etag());
   std::string body;
   if (auto d = core::served(fleet, m->second, opts.poll_hint_s)) {
     body = protocol::serialize(*d);
-    out.etag = etag_of(body);
+    out.set(etag_of(body));
   } else {
-    out.etag = std::string(nothing_assigned_etag);
+    out.set(nothing_assigned_etag);
   }
-  if (out.etag == before) return;  // a body kept hot is still the one published
+  if (out.etag() == before) return;  // a body kept hot is still the one published
   drop_hot(id);
   if (hot && !body.empty()) keep_hot(id, std::move(body));
   // Long polls of this machine answer now, with what they were waiting for.
@@ -100,7 +100,7 @@ void service::impl::drop_hot(const std::string& id) {
 std::optional<http_response> service::impl::desired_answer(const std::string& id, std::string_view if_none_match) {
   if (fatal) return error_response(503, "unavailable", "the coordinator lost its store and is stopping");
   auto it = served.find(id);
-  const std::string_view etag = it == served.end() ? nothing_assigned_etag : std::string_view(it->second.etag);
+  const std::string_view etag = it == served.end() ? nothing_assigned_etag : it->second.etag();
   http_response r;
   if (if_none_match == etag) {
     r.status = 304;

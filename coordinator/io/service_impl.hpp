@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http/verb.hpp>
 
+#include <algorithm>
 #include <array>
 #include <list>
 #include <map>
@@ -78,7 +79,14 @@ struct service::impl : std::enable_shared_from_this<impl> {
   // body (nothing_assigned_etag when it has none). The body itself is not kept per machine; it is
   // made again from the fleet when asked for, and is the published one when its hash is the ETag.
   struct served_state {
-    std::string etag;
+    // Held inline (no allocation per machine): a quoted 32-digit hash at most.
+    std::array<char, 34> tag{};
+    std::uint8_t length = 0;
+    std::string_view etag() const noexcept { return {tag.data(), length}; }
+    void set(std::string_view e) noexcept {
+      length = static_cast<std::uint8_t>(std::min(e.size(), tag.size()));
+      std::copy_n(e.data(), length, tag.data());
+    }
   };
 
   impl(boost::asio::io_context& c, service_options o);

@@ -220,7 +220,8 @@ BOOST_AUTO_TEST_CASE(machines_rollouts_and_keys_load_back_as_written) {
   m.current_path = P1;
   m.last_seen = at(7000);
   m.health = protocol::health_report{true, {{"nginx", "systemd_unit", protocol::probe_status::pass, 12, std::nullopt}}};
-  m.health_path = P1;
+  set_health_path(m, P1);
+  BOOST_TEST(m.health_on_current, "the path health was measured on is the current one, kept once");
   m.last_event = lifecycle_event{protocol::report_kind::confirmed, P1, std::string("ok"), at(6000)};
   m.history = {{P1, at(6000)}};
   m.acked_seq = 42;

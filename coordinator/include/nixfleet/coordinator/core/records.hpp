@@ -51,7 +51,10 @@ struct machine_record {
   std::optional<timestamp> last_seen;
   std::optional<last_report_record> last_report;  // compact: see last_report_of
   std::optional<protocol::health_report> health;
-  std::optional<std::string> health_path;  // the store path `health` was measured on
+  // The store path `health` was measured on (health_path_of): current_path when health_on_current
+  // (kept once), else health_path.
+  bool health_on_current = false;
+  std::optional<std::string> health_path;
   std::optional<lifecycle_event> last_event;
   // The kind and path of the last outcome written to the audit log: a repeat of it is not
   // audited again (state transitions are; a host, or an attacker with its certificate, sending
@@ -65,6 +68,10 @@ struct machine_record {
 
   friend bool operator==(const machine_record&, const machine_record&) = default;
 };
+
+std::optional<std::string> health_path_of(const machine_record& m);
+// After current_path is set.
+void set_health_path(machine_record& m, std::optional<std::string> path);
 
 // Keeps `r` as the machine's last report; after its health and paths were applied to `m`, so that
 // what they share is kept once.
