@@ -21,7 +21,9 @@ std::uint64_t outbox::push(protocol::report r) {
     items_.erase(victim != items_.end() ? victim : items_.begin());
     ++dropped_;
   }
-  return items_.back().seq;
+  const auto seq = items_.back().seq;
+  if (pushed_) pushed_();
+  return seq;
 }
 
 std::vector<protocol::report> outbox::batch(std::size_t max) const {

@@ -7,7 +7,11 @@
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/common/version.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 namespace nixfleet::agent::io {
 
@@ -164,10 +168,25 @@ boost::asio::awaitable<void> agent_runtime::report_loop() {
                           {std::chrono::milliseconds(500), std::chrono::seconds(1), cfg_.retry_interval,
                            std::chrono::milliseconds(0)}});
   auto next = machine.resume(core::reporter::ready{outbox_.size()}, seams_.time.now(), rng_());
+  // A report queued while the outbox was empty goes at once, not at the next look: a confirmation
+  // is what a rollout waits for. Waits after a failure (backoff) are not cut short.
+  boost::asio::steady_timer pushed(co_await boost::asio::this_coro::executor);
+  outbox_.on_push([&pushed] { pushed.cancel(); });
+  struct unhook {
+    core::outbox& o;
+    ~unhook() { o.on_push(nullptr); }
+  } hooked{outbox_};
   for (;;) {
     core::reporter::event outcome = core::reporter::ready{};
     if (auto* w = std::get_if<core::reporter::wait_until>(&next)) {
-      co_await seams_.time.sleep_until(w->at);
+      if (outbox_.empty()) {
+        using namespace boost::asio::experimental::awaitable_operators;
+        pushed.expires_at(std::chrono::steady_clock::time_point::max());
+        co_await (seams_.time.sleep_until(w->at) ||
+                  pushed.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable)));
+      } else {
+        co_await seams_.time.sleep_until(w->at);
+      }
     } else if (auto* send = std::get_if<core::reporter::send>(&next)) {
       auto batch = outbox_.batch(send->limit);
       const auto count = batch.size();

@@ -42,6 +42,7 @@ struct fake_coordinator final : io::coordinator_client {
   std::vector<core::time_point> sends;  // when each batch arrived (test time)
   std::optional<protocol::desired_state> desired;
   std::map<std::uint64_t, protocol::report> received;
+  std::map<std::uint64_t, protocol::timestamp> received_at;  // test wall time
   int polls = 0;
   io::clock* clock = nullptr;
   std::vector<core::time_point> poll_starts;
@@ -101,7 +102,10 @@ struct fake_coordinator final : io::coordinator_client {
         a.error = "coordinator answered 400";
         co_return a;
       }
-    for (auto& r : batch) received.emplace(r.seq, r);
+    for (auto& r : batch) {
+      received.emplace(r.seq, r);
+      if (clock) received_at.emplace(r.seq, clock->wall_now());
+    }
     a.ok = true;
     a.acked_seq = batch.empty() ? 0 : batch.back().seq;
     co_return a;
@@ -283,6 +287,30 @@ BOOST_AUTO_TEST_CASE(polls_deploys_and_reports_in_order) {
   BOOST_TEST(host.profile == path_b);
   std::uint64_t expected = 1;
   for (const auto& [seq, r] : coordinator.received) BOOST_TEST(seq == expected++);
+}
+
+BOOST_AUTO_TEST_CASE(a_report_queued_while_the_outbox_is_empty_is_sent_at_once) {
+  // Polls answered 70 ms after they start, so that nothing the deployment reports falls on the
+  // empty outbox's 250 ms look by chance: each report arrives the (test) moment it was made.
+  cfg.startup_jitter = 0ms;
+  coordinator.delay = 70ms;
+  auto& rt = agent(11);
+  using k = protocol::report_kind;
+  BOOST_TEST_REQUIRE(run_until(rt, [&] { return coordinator.kinds().size() >= 5u && host.current == path_b; }, 30s));
+  BOOST_TEST_REQUIRE(run_until(rt, [&] {
+    for (const auto& [seq, r] : coordinator.received)
+      if (r.kind == k::confirmed) return true;
+    return false;
+  }, 30s));
+  std::size_t checked = 0;
+  for (const auto& [seq, r] : coordinator.received) {
+    if (r.kind == k::heartbeat || r.kind == k::health) continue;
+    BOOST_TEST((coordinator.received_at.at(seq) - r.at == std::chrono::milliseconds(0)),
+               protocol::to_string(r.kind) << " made at " << protocol::format_time(r.at) << " arrived at "
+                                           << protocol::format_time(coordinator.received_at.at(seq)));
+    ++checked;
+  }
+  BOOST_TEST(checked >= 5u);
 }
 
 BOOST_AUTO_TEST_CASE(the_poll_period_counts_from_the_start_of_each_poll) {

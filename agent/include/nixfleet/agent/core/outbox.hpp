@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <vector>
 
 namespace nixfleet::agent::core {
@@ -15,8 +16,10 @@ class outbox {
  public:
   explicit outbox(std::size_t limit = 10000, std::uint64_t next_seq = 1) : limit_(limit), next_seq_(next_seq) {}
 
-  // Assigns the next sequence number and queues the report; returns the number.
+  // Assigns the next sequence number and queues the report; returns the number. Then calls the
+  // pushed hook, if any (the sender waiting on an empty outbox goes at once).
   std::uint64_t push(protocol::report r);
+  void on_push(std::function<void()> f) { pushed_ = std::move(f); }
 
   // Up to `max` reports, oldest first.
   std::vector<protocol::report> batch(std::size_t max) const;
@@ -43,6 +46,7 @@ class outbox {
   std::uint64_t next_seq_;
   std::uint64_t dropped_ = 0;
   std::deque<protocol::report> items_;
+  std::function<void()> pushed_;
 };
 
 }  // namespace nixfleet::agent::core
