@@ -164,7 +164,8 @@ boost::asio::awaitable<void> agent_runtime::poll_loop() {
 }
 
 boost::asio::awaitable<void> agent_runtime::report_loop() {
-  core::reporter machine({100, std::chrono::milliseconds(250),
+  // The empty outbox is looked at rarely: a report pushed into it wakes the sender.
+  core::reporter machine({100, std::chrono::seconds(30),
                           {std::chrono::milliseconds(500), std::chrono::seconds(1), cfg_.retry_interval,
                            std::chrono::milliseconds(0)}});
   auto next = machine.resume(core::reporter::ready{outbox_.size()}, seams_.time.now(), rng_());

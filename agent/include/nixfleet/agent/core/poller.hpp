@@ -117,7 +117,7 @@ class reporter {
 
   struct config {
     std::size_t batch = 100;
-    std::chrono::milliseconds idle_check{250};  // how often an empty outbox is looked at again
+    std::chrono::milliseconds idle_check{250};  // how often an empty outbox is looked at again (besides when woken)
     poll_policy backoff;                       // interval unused; retry floor and ceiling
   };
   explicit reporter(config c) : cfg_(c), backoff_(c.backoff) {}
