@@ -426,6 +426,74 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     co_return answer;
   }
 
+  struct in_flight_guard {
+    server_stats& s;
+    bool counted = true;
+    void release() {
+      if (counted) --s.in_flight;
+      counted = false;
+    }
+    ~in_flight_guard() { release(); }
+  };
+
+  // What one request came to: the answer to send and how, or nothing when the connection ends.
+  struct exchange {
+    http_response r;
+    unsigned version = 11;
+    bool keep_alive = false;
+  };
+
+  // Reads one request and runs the handler on it. Its own frame (the parser, the request, the
+  // handler's call) is gone once it returns, so that a held answer keeps none of it.
+  template <class Stream>
+  asio::awaitable<std::optional<exchange>> read_and_handle(Stream& stream, watchdog& dog, beast::flat_buffer& buf,
+                                                           bool first, const client_identity& who, bool tls,
+                                                           const std::string& peer) {
+    // A new connection's first header is due within first_request_timeout (a silent or
+    // trickling socket holds nothing for long); its body, like any request, within request_timeout.
+    dog.set(first ? std::min(opts.first_request_timeout, opts.request_timeout) : opts.request_timeout);
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
+    parser.body_limit(opts.body_limit);
+    auto [ec, header_bytes] = co_await http::async_read_header(stream, buf, parser, use_tuple);
+    if (!ec && !parser.is_done()) {
+      if (first) dog.set(opts.request_timeout);
+      auto [body_ec, body_bytes] = co_await http::async_read(stream, buf, parser, use_tuple);
+      ec = body_ec;
+    }
+    if (ec) {
+      if (dog.expired) {
+        ++st.timed_out;
+        co_return std::nullopt;
+      }
+      if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted ||
+          ec == asio::error::connection_reset || ec == http::error::partial_message)
+        co_return std::nullopt;
+      http_response r = ec == http::error::body_limit
+                            ? errors(413, "body_too_large",
+                                     "the body is larger than " + std::to_string(opts.body_limit) + " bytes")
+                        : ec == http::error::header_limit
+                            ? errors(431, "header_too_large", "the request header is too large")
+                            : errors(400, "bad_request", "malformed HTTP request");
+      co_await send(stream, dog, std::move(r), 11, false);
+      // Read (and drop) what the client is still sending for a moment, so that closing does
+      // not reset the connection before it has read the answer.
+      if (ec == http::error::body_limit) co_await drain(stream, dog);
+      co_return std::nullopt;
+    }
+    http_request req{parser.release(), who, tls, peer};
+    exchange out;
+    out.keep_alive = req.msg.keep_alive();
+    out.version = req.msg.version();
+    try {
+      out.r = co_await handler(req);
+    } catch (const std::exception& e) {
+      log::error("request_failed", {{"target", std::string(req.msg.target())}, {"error", e.what()}});
+      out.r = errors(500, "internal", "the server could not complete the request");
+    }
+    co_return out;
+  }
+
   template <class Stream>
   asio::awaitable<void> serve(Stream& stream, watchdog& dog, std::list<connection>::iterator conn,
                               client_identity who, bool tls, std::string peer) {
@@ -445,65 +513,16 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       }
       conn->idle = false;
       ++st.in_flight;
-      struct in_flight_guard {
-        server_stats& s;
-        bool counted = true;
-        void release() {
-          if (counted) --s.in_flight;
-          counted = false;
-        }
-        ~in_flight_guard() { release(); }
-      } guard{st};
-
-      // A new connection's first header is due within first_request_timeout (a silent or
-      // trickling socket holds nothing for long); its body, like any request, within request_timeout.
-      dog.set(first ? std::min(opts.first_request_timeout, opts.request_timeout) : opts.request_timeout);
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
-      parser.body_limit(opts.body_limit);
-      auto [ec, header_bytes] = co_await http::async_read_header(stream, buf, parser, use_tuple);
-      if (!ec && !parser.is_done()) {
-        if (first) dog.set(opts.request_timeout);
-        auto [body_ec, body_bytes] = co_await http::async_read(stream, buf, parser, use_tuple);
-        ec = body_ec;
-      }
+      in_flight_guard guard{st};
+      auto ex = co_await read_and_handle(stream, dog, buf, first, who, tls, peer);
       first = false;
-      if (ec) {
-        if (dog.expired) {
-          ++st.timed_out;
-          co_return;
-        }
-        if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted ||
-            ec == asio::error::connection_reset || ec == http::error::partial_message)
-          co_return;
-        http_response r = ec == http::error::body_limit
-                              ? errors(413, "body_too_large",
-                                       "the body is larger than " + std::to_string(opts.body_limit) + " bytes")
-                          : ec == http::error::header_limit
-                              ? errors(431, "header_too_large", "the request header is too large")
-                              : errors(400, "bad_request", "malformed HTTP request");
-        co_await send(stream, dog, std::move(r), 11, false);
-        // Read (and drop) what the client is still sending for a moment, so that closing does
-        // not reset the connection before it has read the answer.
-        if (ec == http::error::body_limit) co_await drain(stream, dog);
-        co_return;
-      }
-      http_request req{parser.release(), who, tls, peer};
-      const bool keep_alive = req.msg.keep_alive();
-      const unsigned version = req.msg.version();
-      http_response r;
-      try {
-        r = co_await handler(req);
-      } catch (const std::exception& e) {
-        log::error("request_failed", {{"target", std::string(req.msg.target())}, {"error", e.what()}});
-        r = errors(500, "internal", "the server could not complete the request");
-      }
-      if (r.held) {
+      if (!ex) co_return;
+      if (ex->r.held) {
         guard.release();  // a held answer is idle, not in flight: a shutdown does not wait for it
-        r = co_await hold(stream, dog, *conn, buf, std::move(r));
+        ex->r = co_await hold(stream, dog, *conn, buf, std::move(ex->r));
       }
-      if (!co_await send(stream, dog, std::move(r), version, keep_alive && !stopping)) co_return;
-      if (!keep_alive) co_return;
+      if (!co_await send(stream, dog, std::move(ex->r), ex->version, ex->keep_alive && !stopping)) co_return;
+      if (!ex->keep_alive) co_return;
     }
   }
 };
