@@ -4,8 +4,9 @@
 # at the same connection counts: plain HTTP with wrk; HTTPS with a client certificate (the
 # coordinator's agent authentication; nginx with ssl_verify_client on) with bench_load, which can
 # present one — over kept-alive connections, and with a new connection and handshake per request
-# as agents poll. Each run measures both servers back to back; the summary gives the median and
-# min–max over the runs. Usage: poll_path.sh [seconds] [runs]   (5 5)
+# as agents poll. The load generator has one thread (wrk -t1, bench_load --threads 1), so that on
+# a 2-core machine the server measured has a core to itself. Each run measures both servers back
+# to back; the summary gives the median and min–max over the runs. Usage: poll_path.sh [seconds] [runs]   (5 5)
 # Binaries from $BENCH_BUILD (default build/release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -55,9 +56,9 @@ wrk_row() { awk '/Requests\/sec/ {r=$2} / 99%/ {v=$2; u=v; gsub(/[0-9.]/,"",u); 
   m = (u=="us") ? v/1000 : (u=="s") ? v*1000 : v; p=m} END {print r, p}'; }
 load_row() { awk '{for (i=1;i<NF;i++) {if ($i=="rps") r=$(i+1); if ($i=="p99_ms") p=$(i+1); if ($i=="errors") e=$(i+1)}}
   END {if (e > 0) print "errors", e > "/dev/stderr"; print r, p}'; }
-load() { "$build/bench/bench_load" "$@" --threads 2 --seconds "$seconds" --ca "$pki/ca.crt" --cert "$pki/client.crt" --key "$pki/client.key"; }
+load() { "$build/bench/bench_load" "$@" --threads 1 --seconds "$seconds" --ca "$pki/ca.crt" --cert "$pki/client.crt" --key "$pki/client.key"; }
 
-echo "one worker thread each (the coordinator serves on one io thread; nginx with worker_processes 1); ${seconds}s per measurement, $runs runs"
+echo "one load-generator thread; one worker thread each (the coordinator serves on one io thread; nginx with worker_processes 1); ${seconds}s per measurement, $runs runs"
 rows=$work/rows
 for run in $(seq "$runs"); do
   for c in 16 256; do
@@ -65,8 +66,8 @@ for run in $(seq "$runs"); do
       h=(); nh=(); lh=(); nlh=()
       if [ $kind = 304 ]; then h=(-H "If-None-Match: $etag"); nh=(-H "If-None-Match: $netag")
         lh=(--if-none-match "$etag"); nlh=(--if-none-match "$netag"); fi
-      a=$(wrk -t2 -c$c -d${seconds}s --latency "${h[@]}" "$url" | wrk_row)
-      b=$(wrk -t2 -c$c -d${seconds}s --latency "${nh[@]}" "http://127.0.0.1:$nport/desired" | wrk_row)
+      a=$(wrk -t1 -c$c -d${seconds}s --latency "${h[@]}" "$url" | wrk_row)
+      b=$(wrk -t1 -c$c -d${seconds}s --latency "${nh[@]}" "http://127.0.0.1:$nport/desired" | wrk_row)
       echo "http_c${c}_$kind $a $b" | awk '{print $1, $2, $4, $2/$4, $3, $5}' >> "$rows"
       a=$(load "https://127.0.0.1:$ctport" /api/v1/machines/bench-01/desired --conns $c "${lh[@]}" | load_row)
       b=$(load "https://127.0.0.1:$ntport" /desired --conns $c "${nlh[@]}" | load_row)
