@@ -22,6 +22,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <array>
 #include <list>
 #include <unordered_map>
@@ -454,8 +455,16 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     dog.set(first ? std::min(opts.first_request_timeout, opts.request_timeout) : opts.request_timeout);
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
-    parser.body_limit(opts.body_limit);
+    // The largest any request may have while the header is read; then this request's own.
+    const std::size_t most = opts.body_limit_for ? std::max(opts.body_limit, opts.max_body_limit) : opts.body_limit;
+    parser.body_limit(most);
     auto [ec, header_bytes] = co_await http::async_read_header(stream, buf, parser, use_tuple);
+    std::size_t limit = opts.body_limit;
+    if (!ec && opts.body_limit_for) {
+      limit = std::min(most, std::max(opts.body_limit, opts.body_limit_for(parser.get().base())));
+      if (auto length = parser.content_length(); length && *length > limit) ec = http::error::body_limit;
+      else parser.body_limit(limit);
+    }
     if (!ec && !parser.is_done()) {
       if (first) dog.set(opts.request_timeout);
       auto [body_ec, body_bytes] = co_await http::async_read(stream, buf, parser, use_tuple);
@@ -471,7 +480,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         co_return std::nullopt;
       http_response r = ec == http::error::body_limit
                             ? errors(413, "body_too_large",
-                                     "the body is larger than " + std::to_string(opts.body_limit) + " bytes")
+                                     "the body is larger than " + std::to_string(limit) + " bytes")
                         : ec == http::error::header_limit
                             ? errors(431, "header_too_large", "the request header is too large")
                             : errors(400, "bad_request", "malformed HTTP request");

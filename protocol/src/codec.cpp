@@ -489,8 +489,9 @@ decoded<T> from_json(const boost::json::value& v) {
 
 template <wire_type T>
 decoded<T> parse(std::string_view text) {
-  if (text.size() > limits::max_body_bytes)
-    return decode_error{errc::too_long, {}, "body larger than " + std::to_string(limits::max_body_bytes) + " bytes"};
+  constexpr std::size_t most =
+      std::is_same_v<T, release> || std::is_same_v<T, release_request> ? limits::max_release_bytes : limits::max_body_bytes;
+  if (text.size() > most) return decode_error{errc::too_long, {}, "body larger than " + std::to_string(most) + " bytes"};
   boost::json::parse_options opts;
   opts.max_depth = 32;
   boost::system::error_code ec;

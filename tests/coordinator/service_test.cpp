@@ -107,6 +107,23 @@ struct coordinator_fixture {
 
 BOOST_FIXTURE_TEST_SUITE(coordinator_routes, coordinator_fixture)
 
+BOOST_AUTO_TEST_CASE(a_release_for_a_large_fleet_is_accepted_from_a_deploy_key_only) {
+  // 12,000 entries are more than the 1 MiB every other request may send.
+  start();
+  std::vector<std::string> hosts;
+  for (int i = 0; i < 12000; ++i) hosts.push_back("host-" + std::to_string(i));
+  const auto body = release_body("big", P1, hosts);
+  BOOST_TEST_REQUIRE(body.size() > (1u << 20));
+  auto refused = as(reader, verb::post, "/api/v1/releases", body);
+  BOOST_TEST(refused.status == 413u);
+  BOOST_TEST(as("", verb::post, "/api/v1/releases", body).status == 413u);
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", std::string(body.size(), ' ')).status == 413u,
+             "only releases may be larger");
+  auto made = as(deployer, verb::post, "/api/v1/releases", body);
+  BOOST_TEST(made.status == 201u, made.body.substr(0, 200));
+  BOOST_TEST(as(reader, verb::get, "/api/v1/releases/big").json().at("entries").as_array().size() == 12000u);
+}
+
 BOOST_AUTO_TEST_CASE(operator_routes_require_a_key_and_enough_role) {
   start();
   struct row {
@@ -612,7 +629,9 @@ BOOST_AUTO_TEST_CASE(bad_input_gets_the_right_status_and_the_server_stays_health
        R"({"id":"r9","created_at":"2026-11-25T10:00:00Z","sequence":1000,"cache_urls":[],"colour":"blue","entries":[{"hostname":"h","store_path":")" +
            P1 + R"(","shoe_size":44}]})",
        {{"Authorization", key}}, 201},
-      {"two MiB body", verb::post, "/api/v1/releases", two_mib, {{"Authorization", key}}, 413},
+      {"two MiB body", verb::post, "/api/v1/rollouts", two_mib, {{"Authorization", key}}, 413},
+      {"two MiB release that is not JSON (read whole: releases may be large)", verb::post, "/api/v1/releases", two_mib,
+       {{"Authorization", key}}, 400},
       {"invalid store path", verb::post, "/api/v1/releases",
        R"({"id":"r8","created_at":"2026-11-25T10:00:00Z","cache_urls":[],"entries":[{"hostname":"h","store_path":"/nix/store/../etc/passwd"}]})",
        {{"Authorization", key}}, 400},

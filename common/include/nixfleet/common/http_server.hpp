@@ -34,6 +34,10 @@ struct server_options {
   std::optional<tls_options> tls;
   std::size_t header_limit = 16 * 1024;
   std::size_t body_limit = 1 << 20;
+  // A larger limit for some requests, chosen from the request's header before its body is read
+  // (a release for a whole fleet, sent by a known operator), never above max_body_limit.
+  std::function<std::size_t(const boost::beast::http::request_header<>&)> body_limit_for;
+  std::size_t max_body_limit = 1 << 20;
   std::chrono::milliseconds idle_timeout{30'000};     // waiting for the next request
   std::chrono::milliseconds request_timeout{10'000};  // reading one request, first byte to last
   // A new connection's TLS handshake and first request: a socket opened and left silent is

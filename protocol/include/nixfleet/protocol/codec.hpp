@@ -33,7 +33,8 @@ concept wire_type =
 template <wire_type T>
 decoded<T> from_json(const boost::json::value& v);
 
-// Parses `text` (depth ≤ 32, size ≤ limits::max_body_bytes) and decodes it.
+// Parses `text` (depth ≤ 32, size ≤ limits::max_body_bytes; a release's ≤ max_release_bytes) and
+// decodes it.
 template <wire_type T>
 decoded<T> parse(std::string_view text);
 

@@ -22,6 +22,8 @@ inline constexpr std::string_view long_poll_header = "X-Nixfleet-Long-Poll";
 // Limits every decoder enforces (HTTP bodies are capped separately, 1 MiB by default).
 struct limits {
   static constexpr std::size_t max_body_bytes = 1 << 20;
+  // A release (and a request for one) may hold max_entries entries: up to this many bytes.
+  static constexpr std::size_t max_release_bytes = 64u << 20;
   static constexpr std::size_t max_message_bytes = 4096;
   static constexpr std::size_t max_short_text_bytes = 256;
   static constexpr std::size_t max_flake_ref_bytes = 1024;

@@ -48,6 +48,9 @@ struct service_options {
   // Bodies of desired states kept ready for the fetches that follow a change (bytes, at most): a
   // machine's body is otherwise made again from the fleet when asked for.
   std::size_t hot_bodies_max = 8u << 20;
+  // The body of `POST /api/v1/releases` from a caller holding a known deploy or admin key may be
+  // this large (a release of up to 100,000 entries); every other request has api.body_limit.
+  std::size_t release_body_limit = 64u << 20;
   // Each machine's report budget: at most this many reports and body bytes per window (a token
   // bucket, refilled evenly over the window). Past it, 429 with Retry-After; the agent keeps its
   // outbox and waits. 0 turns a limit off.
