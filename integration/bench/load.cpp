@@ -23,6 +23,7 @@
 //                             request and keeps the connection open, waiting for its answer (a long
 //                             poll) or idle after it (a kept-alive one), for --seconds; prints when
 //                             all are open, the server's memory then, and how many answers came when
+//                             (seconds since the hold began, and the wall clock's Unix time)
 //     --sources K             spread connections over source addresses 127.0.0.1 … 127.0.0.K (a
 //                             source address has ~28,000 ports towards one server port)
 // Prints one line: requests, req/s, statuses, p50/p99/max latency (ms), errors.
@@ -371,7 +372,8 @@ class generator {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       if (answered_ != last) {
         last = answered_;
-        std::printf("at %.3f answered %zu\n", std::chrono::duration<double>(clk::now() - start).count(), last);
+        std::printf("at %.3f answered %zu unix %.3f\n", std::chrono::duration<double>(clk::now() - start).count(), last,
+                    std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
         std::fflush(stdout);
       }
     }
