@@ -13,9 +13,7 @@ machines=${1:-15000}; runs=${2:-3}
 bench_init
 make_pki bench-01
 pki=$work/pki
-want=$((machines + 4096)); hard=$(ulimit -Hn)
-[ "$hard" = unlimited ] || [ "$hard" -ge "$want" ] || { echo "fanout.sh: $machines connections need $want descriptors; the hard limit is $hard" >&2; exit 1; }
-ulimit -n "$want"
+need_descriptors $((machines + 4096))
 sources=$(( (machines + 19999) / 20000 ))
 path=/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-fanout
 nix-store --generate-binary-cache-key bench-1 "$work/op.sec" "$work/op.pub" 2>/dev/null

@@ -15,9 +15,8 @@ make_pki bench-01
 pki=$work/pki
 # Each server and the generator need a descriptor per connection (and some): as many as the hard
 # limit allows, which must be enough.
-want=$((conns + 4096)); hard=$(ulimit -Hn)
-[ "$hard" = unlimited ] || [ "$hard" -ge "$want" ] || { echo "held.sh: $conns connections need $want descriptors; the hard limit is $hard" >&2; exit 1; }
-ulimit -n "$want"
+want=$((conns + 4096))
+need_descriptors "$want"
 sources=$(( (conns + 19999) / 20000 ))
 cport=$(free_port); nport=$(free_port)
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }

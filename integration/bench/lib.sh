@@ -15,6 +15,16 @@ bench_cleanup() {
   rm -rf "$work" ${agent_state:+"$agent_state"}
 }
 
+# The servers and the generator hold a descriptor per connection: raises the soft limit to $1, or
+# stops, naming the hard limit, when it cannot.
+need_descriptors() {
+  local want=$1 hard
+  hard=$(ulimit -Hn)
+  [ "$hard" = unlimited ] || [ "$hard" -ge "$want" ] ||
+    { echo "$(basename "$0"): $want descriptors are needed; the hard limit is $hard" >&2; exit 1; }
+  ulimit -n "$want"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_http() {  # URL [curl options...]
