@@ -1075,8 +1075,9 @@ BOOST_AUTO_TEST_CASE(an_agent_long_polls_over_one_connection_and_reports_on_it_m
   cfg.coordinator_url = "http://127.0.0.1:" + std::to_string(c->endpoint().port());
   cfg.allow_insecure_http = true;
   cfg.request_timeout = 5s;
-  auto client = agent::io::make_http_client(cfg);
+  // The context first: a kept-alive client's connection belongs to it and must go before it does.
   asio::io_context ctx;
+  auto client = agent::io::make_http_client(cfg);
   using outcome = agent::io::poll_result::outcome;
   std::vector<std::pair<outcome, double>> polls;  // what came back, and when (s from the start)
   std::atomic<int> stage{0};

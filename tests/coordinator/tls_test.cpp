@@ -162,8 +162,9 @@ BOOST_AUTO_TEST_CASE(the_agent_keeps_one_connection_resumes_its_session_on_the_n
   cfg.machine_id = "web-1";
   cfg.coordinator_url = "https://127.0.0.1:" + std::to_string(c->endpoint().port());
   cfg.tls = {certs.path("ca.crt"), certs.path("web-1.crt"), certs.path("web-1.key")};
-  auto client = agent::io::make_http_client(cfg);
+  // The context first: a kept-alive client's connection belongs to it and must go before it does.
   asio::io_context ctx;
+  auto client = agent::io::make_http_client(cfg);
   std::vector<agent::io::poll_result::outcome> polls;
   bool acked = false;
   asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
