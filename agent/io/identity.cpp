@@ -155,7 +155,9 @@ boost::asio::awaitable<enroll_result> identity_keeper::enroll() {
 boost::asio::awaitable<enroll_result> identity_keeper::renew(coordinator_client& coordinator) {
   enroll_result out;
   const auto key = pki::generate_key(pki::key_type::p256);
-  auto res = co_await coordinator.renew_certificate(pki::make_csr(key, cfg_.machine_id));
+  // Named first: GCC 12 destroys a temporary passed into a coroutine call twice.
+  std::string csr = pki::make_csr(key, cfg_.machine_id);
+  auto res = co_await coordinator.renew_certificate(std::move(csr));
   if (!res.body) {
     out.error = res.error;
     out.refused = res.refused;
