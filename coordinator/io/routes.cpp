@@ -39,6 +39,13 @@ bool is_key_text(std::string_view k) {
   return std::all_of(k.begin() + 4, k.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+// The API key an Authorization header's value holds, if it holds one.
+std::optional<std::string_view> bearer_key(std::string_view v) {
+  constexpr std::string_view bearer = "Bearer ";
+  if (!v.starts_with(bearer) || !is_key_text(v.substr(bearer.size()))) return std::nullopt;
+  return v.substr(bearer.size());
+}
+
 // A CSV cell safe to open in a spreadsheet: quoted, and never starting a formula.
 std::string csv_cell(std::string_view s) {
   std::string out = "\"";
@@ -90,10 +97,9 @@ asio::awaitable<std::variant<core::principal, http_response>> authenticate(impl&
   auto it = req.msg.find(http::field::authorization);
   if (it == req.msg.end())
     co_return error_response(401, "unauthenticated", "an API key is required (Authorization: Bearer nfk_...)");
-  std::string_view v = it->value();
-  if (!v.starts_with("Bearer ") || !is_key_text(v.substr(7)))
-    co_return error_response(401, "unauthenticated", "the Authorization header does not hold an API key");
-  co_return co_await s.key_principal(v.substr(7));
+  auto key = bearer_key(it->value());
+  if (!key) co_return error_response(401, "unauthenticated", "the Authorization header does not hold an API key");
+  co_return co_await s.key_principal(*key);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -778,6 +784,16 @@ void impl::observe(const std::string& route, unsigned status, std::chrono::stead
   m.sum += secs;
   for (std::size_t i = 0; i < latency_buckets.size(); ++i)
     if (secs <= latency_buckets[i]) ++m.buckets[i];
+}
+
+std::size_t service::impl::body_limit_for(const http::request_header<>& h) const {
+  // Known from the header alone, before the body is read: the route checks the key again, fully.
+  if (h.method() != http::verb::post || h.target() != "/api/v1/releases") return 0;
+  auto key = bearer_key(h[http::field::authorization]);
+  if (!key) return 0;
+  auto k = fleet.keys.find(protocol::sha256_hex(*key));
+  if (k == fleet.keys.end() || k->second.info.role == role::readonly) return 0;
+  return opts.release_body_limit;
 }
 
 }  // namespace nixfleet::coordinator::io

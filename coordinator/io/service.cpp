@@ -369,16 +369,9 @@ void service::start() {
   std::weak_ptr<impl> weak = self;
   auto api_options = self->opts.api;
   api_options.max_body_limit = std::max(api_options.max_body_limit, self->opts.release_body_limit);
-  // Known from the header alone, before the body is read: the route checks the key again, fully.
   api_options.body_limit_for = [weak](const boost::beast::http::request_header<>& h) -> std::size_t {
     auto s = weak.lock();
-    if (!s || h.method() != boost::beast::http::verb::post || h.target() != "/api/v1/releases") return 0;
-    const auto auth = h[boost::beast::http::field::authorization];
-    constexpr std::string_view bearer = "Bearer ";
-    if (!auth.starts_with(bearer)) return 0;
-    auto k = s->fleet.keys.find(protocol::sha256_hex(auth.substr(bearer.size())));
-    if (k == s->fleet.keys.end() || k->second.info.role == role::readonly) return 0;
-    return s->opts.release_body_limit;
+    return s ? s->body_limit_for(h) : 0;
   };
   self->api.emplace(
       self->ctx, api_options,

@@ -74,7 +74,6 @@ struct route_call {
 };
 
 struct service::impl : std::enable_shared_from_this<impl> {
-  // A machine's desired state as served to its poller: built once it is durable.
   // What a machine's poll is answered with, as last published: the ETag of its desired state's
   // body (nothing_assigned_etag when it has none). The body itself is not kept per machine; it is
   // made again from the fleet when asked for, and is the published one when its hash is the ETag.
@@ -217,6 +216,9 @@ struct service::impl : std::enable_shared_from_this<impl> {
 
   // routes.cpp
   boost::asio::awaitable<http_response> handle(http_request& req);
+  // The body a request may send, from its header: a release from a known deploy or admin key may
+  // be release_body_limit large; 0 for every other (the server's own limit).
+  std::size_t body_limit_for(const boost::beast::http::request_header<>& h) const;
   // Counts an answer in the route's metrics (requests by status, latency).
   void observe(const std::string& route, unsigned status, std::chrono::steady_clock::time_point start);
   // An API route; `session`, from the dashboard, stands for the API key (and only operator
