@@ -36,6 +36,11 @@ refusal invalid(std::string message) { return {400, "invalid_field", std::move(m
 // Building
 
 void index_release(fleet& f, const protocol::release& r) {
+  std::vector<std::uint32_t> order(r.entries.size());
+  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](std::uint32_t a, std::uint32_t b) { return r.entries[a].hostname < r.entries[b].hostname; });
+  f.entries_by_host.insert_or_assign(r.id, std::move(order));
   for (const auto& e : r.entries) {
     auto& slot = f.newest_entry[{e.hostname, e.store_path}];
     if (slot.empty()) {
@@ -45,6 +50,16 @@ void index_release(fleet& f, const protocol::release& r) {
     auto held = f.releases.find(slot);
     if (held == f.releases.end() || r.created_at > held->second.created_at) slot = r.id;
   }
+}
+
+const protocol::release_entry* find_entry(const fleet& f, const protocol::release& r, std::string_view hostname) {
+  auto order = f.entries_by_host.find(r.id);
+  if (order == f.entries_by_host.end()) return nullptr;
+  const auto& idx = order->second;
+  auto at = std::lower_bound(idx.begin(), idx.end(), hostname,
+                             [&](std::uint32_t i, std::string_view h) { return r.entries[i].hostname < h; });
+  if (at == idx.end() || r.entries[*at].hostname != hostname) return nullptr;
+  return &r.entries[*at];
 }
 
 fleet make_fleet(loaded_state state) {
@@ -183,17 +198,15 @@ protocol::desired_state make_desired(const fleet& f, const std::string& hostname
   d.rollout_id = rollout_id;
   d.release_id = "unreleased";
   auto from = [&](const protocol::release& r) {
-    for (const auto& e : r.entries)
-      if (e.hostname == hostname && e.store_path == path) {
-        d.release_id = r.id;
-        d.cache_urls = r.cache_urls;
-        d.entry_signature = e.signature;
-        d.release_created_at = r.created_at;
-        d.release_sequence = r.sequence;
-        d.activation = r.activation;
-        return true;
-      }
-    return false;
+    const auto* e = find_entry(f, r, hostname);
+    if (!e || e->store_path != path) return false;
+    d.release_id = r.id;
+    d.cache_urls = r.cache_urls;
+    d.entry_signature = e->signature;
+    d.release_created_at = r.created_at;
+    d.release_sequence = r.sequence;
+    d.activation = r.activation;
+    return true;
   };
   if (release_id)
     if (auto it = f.releases.find(*release_id); it != f.releases.end() && from(it->second)) return d;
@@ -437,6 +450,7 @@ effects on(fleet& f, const std::string& actor, const delete_release& e, timestam
   for (const auto& [rid, r] : f.rollouts)
     if (r.spec.release_id == e.id) return refuse(unavailable_state("in_use", "rollout " + rid + " references this release"));
   f.releases.erase(it);
+  f.entries_by_host.erase(e.id);
   f.newest_entry.clear();
   for (const auto& [id, r] : f.releases) index_release(f, r);
   effects fx;
@@ -461,8 +475,7 @@ effects on(fleet& f, const std::string& actor, const create_rollout& e, timestam
     auto [m, created] = f.machines.try_emplace(c.hostname);
     if (!created) continue;
     m->second.id = c.hostname;
-    for (const auto& entry : rel->second.entries)
-      if (entry.hostname == c.hostname) m->second.tags = entry.tags;
+    if (const auto* entry = find_entry(f, rel->second, c.hostname)) m->second.tags = entry->tags;
     fx.changes.machines.push_back(m->second);
     fx.changes.audit.push_back({now, actor, "machine.registered", c.hostname, json::object{{"by", "rollout"}}});
   }

@@ -7,8 +7,11 @@
 
 namespace nixfleet::coordinator::core {
 
-// Keeps `f.newest_entry` current for a release just added.
+// Keeps `f.newest_entry` and `f.entries_by_host` current for a release just added.
 void index_release(fleet& f, const protocol::release& r);
+
+// `hostname`'s entry in release `r` (one of `f`'s), if it has one: a binary search, not a scan.
+const protocol::release_entry* find_entry(const fleet& f, const protocol::release& r, std::string_view hostname);
 
 // The desired state for `path` on `hostname` from release `release_id` when it has that entry,
 // else from the newest release that does, else unsigned ("unreleased").

@@ -167,9 +167,7 @@ std::variant<std::vector<candidate>, refusal> resolve_targets(const fleet& f, co
                                                               const protocol::rollout_target& target) {
   const std::set<std::string> wanted(target.hosts.begin(), target.hosts.end());
   for (const auto& h : wanted) {
-    const bool found = std::any_of(release.entries.begin(), release.entries.end(),
-                                   [&](const protocol::release_entry& e) { return e.hostname == h; });
-    if (!found) return refusal{400, "invalid_field", "target.hosts: " + h + " has no entry in the release"};
+    if (!find_entry(f, release, h)) return refusal{400, "invalid_field", "target.hosts: " + h + " has no entry in the release"};
   }
   auto has = [](const std::vector<std::string>& tags, const std::string& t) {
     return std::find(tags.begin(), tags.end(), t) != tags.end();

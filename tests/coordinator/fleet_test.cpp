@@ -393,14 +393,65 @@ BOOST_AUTO_TEST_CASE(rollout_target_resolution) {
   BOOST_TEST((fx.republish == std::vector<std::string>{"web-01", "web-01"}));
   BOOST_TEST(fx.changes.audit.front().action == "rollout.created");
   // A host the fleet has never seen is registered so its desired state waits for it.
-  auto g = base();
-  g.releases.at("r2").entries.push_back(g.releases.at("r2").entries.front());
-  g.releases.at("r2").entries.back().hostname = "web-03";
+  auto g = [] {
+    loaded_state s;
+    s.releases.push_back(release("r2", 2, T0, {{"web-01", B}, {"web-02", B}, {"web-03", B}}));
+    return make_fleet(std::move(s));
+  }();
   auto fx2 = apply(g, with({{}, {"web-03"}}), NOW);
   BOOST_TEST_REQUIRE(!fx2.refused);
   BOOST_TEST(g.machines.contains("web-03"));
   BOOST_TEST(fx2.changes.audit.front().action == "machine.registered");
   BOOST_TEST((g.machines.at("web-03").tags == std::vector<std::string>{"web"}));
+}
+
+// A release's entries are found by hostname whatever their order, in the release a rollout names
+// and in the newest release holding a path: each host gets its own entry's signature and tags.
+BOOST_AUTO_TEST_CASE(a_large_release_in_any_order_gives_each_host_its_own_entry) {
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (int i = 2999; i >= 0; --i) entries.emplace_back("h" + std::to_string(i * 7919 % 3000), i % 2 ? A : B);
+  loaded_state s;
+  s.releases.push_back(release("r1", 1, T0, entries));
+  auto& held = s.releases.back();
+  for (auto& e : held.entries) e.tags = {"t-" + e.hostname};
+  auto f = make_fleet(std::move(s));
+  protocol::rollout_request spec;
+  spec.release_id = "r1";
+  spec.waves = {{protocol::size_spec::unit::percent, 100}};
+  for (int i = 0; i < 3000; i += 2) spec.target.hosts.push_back("h" + std::to_string(i));
+  auto fx = apply(f, event{"bob", create_rollout{"ro-1", spec}}, NOW);
+  BOOST_TEST_REQUIRE(!fx.refused);
+  const auto& rel = f.releases.at("r1");
+  std::size_t checked = 0;
+  for (const auto& e : rel.entries) {
+    auto m = f.machines.find(e.hostname);
+    const bool wanted = std::stoi(e.hostname.substr(1)) % 2 == 0;
+    BOOST_TEST_REQUIRE((m != f.machines.end()) == wanted);
+    if (!wanted) continue;
+    BOOST_TEST_REQUIRE(m->second.desired.has_value());
+    BOOST_TEST(m->second.desired->store_path == e.store_path);
+    BOOST_TEST(*m->second.desired->entry_signature == "op-1:sig-of-r1-" + e.hostname);
+    BOOST_TEST((m->second.tags == std::vector<std::string>{"t-" + e.hostname}));
+    ++checked;
+  }
+  BOOST_TEST(checked == 1500u);
+  // A host the release does not hold is still refused by name.
+  auto bad = spec;
+  bad.target.hosts = {"h3000"};
+  auto refusedfx = apply(f, event{"bob", create_rollout{"ro-2", bad}}, NOW);
+  BOOST_TEST_REQUIRE(refusedfx.refused.has_value());
+  BOOST_TEST(refusedfx.refused->message == "target.hosts: h3000 has no entry in the release");
+  // A deleted release's index goes with it.
+  auto g = make_fleet([] {
+    loaded_state t;
+    t.releases.push_back(release("r1", 1, T0, {{"web-01", A}}));
+    t.releases.push_back(release("r2", 2, T0 + 1s, {{"web-01", B}}));
+    return t;
+  }());
+  BOOST_TEST(g.entries_by_host.size() == 2u);
+  apply(g, {"alice", delete_release{"r2"}}, NOW);
+  BOOST_TEST(g.entries_by_host.size() == 1u);
+  BOOST_TEST(g.entries_by_host.contains("r1"));
 }
 
 BOOST_AUTO_TEST_CASE(release_revocation_and_key_rules) {

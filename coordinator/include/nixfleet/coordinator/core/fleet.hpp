@@ -42,6 +42,8 @@ struct fleet {
   std::unordered_map<std::string, std::vector<std::string>> serials_of;  // machine → its serials
   // (hostname, store path) → the newest release holding that entry, for its signature.
   std::map<std::pair<std::string, std::string>, std::string> newest_entry;
+  // Release id → its entries' indexes in hostname order, to find a host's entry without a scan.
+  std::map<std::string, std::vector<std::uint32_t>, std::less<>> entries_by_host;
 
   friend bool operator==(const fleet&, const fleet&) = default;
 };
