@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace nixfleet::coordinator::core {
 
@@ -59,11 +60,11 @@ class stepper {
     out_.rollout.events.push_back(out_.events.back());
   }
 
-  void change(desired_change c) { out_.changes.push_back(std::move(c)); }
-  bool changed(const std::string& hostname) const {
-    return std::any_of(out_.changes.begin(), out_.changes.end(),
-                       [&](const desired_change& c) { return c.hostname == hostname; });
+  void change(desired_change c) {
+    changed_.insert(c.hostname);
+    out_.changes.push_back(std::move(c));
   }
+  bool changed(const std::string& hostname) const { return changed_.contains(hostname); }
 
   void set_state(protocol::rollout_host& h, host_state s, std::string message, std::string kind) {
     h.state = s;
@@ -78,6 +79,7 @@ class stepper {
   step out_;
   timestamp now_;
   std::uint64_t next_seq_ = 1;
+  std::unordered_set<std::string> changed_;  // hosts with a desired change in this step
 };
 
 const observation* find(const std::unordered_map<std::string_view, const observation*>& by_host,
