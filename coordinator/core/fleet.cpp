@@ -35,12 +35,9 @@ refusal invalid(std::string message) { return {400, "invalid_field", std::move(m
 // ---------------------------------------------------------------------------------------------
 // Building
 
-void index_release(fleet& f, const protocol::release& r) {
-  std::vector<std::uint32_t> order(r.entries.size());
-  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(),
-            [&](std::uint32_t a, std::uint32_t b) { return r.entries[a].hostname < r.entries[b].hostname; });
-  f.entries_by_host.insert_or_assign(r.id, std::move(order));
+namespace {
+
+void index_newest(fleet& f, const protocol::release& r) {
   for (const auto& e : r.entries) {
     auto& slot = f.newest_entry[{e.hostname, e.store_path}];
     if (slot.empty()) {
@@ -50,6 +47,17 @@ void index_release(fleet& f, const protocol::release& r) {
     auto held = f.releases.find(slot);
     if (held == f.releases.end() || r.created_at > held->second.created_at) slot = r.id;
   }
+}
+
+}  // namespace
+
+void index_release(fleet& f, const protocol::release& r) {
+  std::vector<std::uint32_t> order(r.entries.size());
+  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](std::uint32_t a, std::uint32_t b) { return r.entries[a].hostname < r.entries[b].hostname; });
+  f.entries_by_host.insert_or_assign(r.id, std::move(order));
+  index_newest(f, r);
 }
 
 const protocol::release_entry* find_entry(const fleet& f, const protocol::release& r, std::string_view hostname) {
@@ -452,7 +460,7 @@ effects on(fleet& f, const std::string& actor, const delete_release& e, timestam
   f.releases.erase(it);
   f.entries_by_host.erase(e.id);
   f.newest_entry.clear();
-  for (const auto& [id, r] : f.releases) index_release(f, r);
+  for (const auto& [id, r] : f.releases) index_newest(f, r);
   effects fx;
   fx.changes.deleted_releases.push_back(e.id);
   fx.changes.audit.push_back({now, actor, "release.deleted", e.id, json::object{}});

@@ -405,8 +405,9 @@ BOOST_AUTO_TEST_CASE(rollout_target_resolution) {
   BOOST_TEST((g.machines.at("web-03").tags == std::vector<std::string>{"web"}));
 }
 
-// A release's entries are found by hostname whatever their order, in the release a rollout names
-// and in the newest release holding a path: each host gets its own entry's signature and tags.
+// A release's entries are found by hostname whatever their order: each host of a rollout gets its
+// own entry's path, signature and tags, a host outside the release is refused, and a deleted
+// release's index goes with it.
 BOOST_AUTO_TEST_CASE(a_large_release_in_any_order_gives_each_host_its_own_entry) {
   std::vector<std::pair<std::string, std::string>> entries;
   for (int i = 2999; i >= 0; --i) entries.emplace_back("h" + std::to_string(i * 7919 % 3000), i % 2 ? A : B);
