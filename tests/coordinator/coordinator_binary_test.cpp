@@ -12,10 +12,12 @@
 #include <csignal>
 #include <fcntl.h>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <thread>
 
 using namespace nixfleet;
 using namespace nixfleet::test;
@@ -109,12 +111,17 @@ BOOST_AUTO_TEST_CASE(sigkill_under_load_loses_no_acknowledged_report_and_the_rol
   const std::string canary(ro.json().at("waves").at(0).at("hosts").at(0).as_string());
 
   // Report load: every host sends heartbeats with rising sequence numbers; what was
-  // acknowledged is remembered.
+  // acknowledged is remembered. One host's reports go one at a time, in sequence order, as its
+  // agent sends them: a heartbeat numbered after a confirmation must not overtake it, or the
+  // coordinator rightly takes the confirmation for a replay.
   std::mutex mu;
   std::map<std::string, std::set<std::uint64_t>> acked;
   std::map<std::string, std::uint64_t> next_seq;
+  std::map<std::string, std::mutex> agent;
+  for (const auto& h : hosts) agent[h];
   std::atomic<bool> load{true};
   auto post = [&](const std::string& h, const std::string& kind, const std::string& path) {
+    std::lock_guard one_at_a_time(agent.at(h));
     std::uint64_t seq;
     {
       std::lock_guard lock(mu);
@@ -128,6 +135,19 @@ BOOST_AUTO_TEST_CASE(sigkill_under_load_loses_no_acknowledged_report_and_the_rol
     return r.status;
   };
   std::vector<std::thread> senders;
+  // A failed requirement leaves by an exception: the load stops and the coordinator goes with it,
+  // rather than a joinable thread aborting the run with a live child holding ctest's pipes.
+  struct cleanup {
+    std::atomic<bool>& load;
+    std::vector<std::thread>& senders;
+    pid_t& pid;
+    ~cleanup() {
+      load = false;
+      for (auto& t : senders)
+        if (t.joinable()) t.join();
+      if (pid > 0 && ::kill(pid, SIGKILL) == 0) ::waitpid(pid, nullptr, 0);
+    }
+  } guard{load, senders, pid};
   for (int t = 0; t < 3; ++t)
     senders.emplace_back([&, t] {
       while (load)
@@ -163,6 +183,7 @@ BOOST_AUTO_TEST_CASE(sigkill_under_load_loses_no_acknowledged_report_and_the_rol
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
+  pid = -1;
   BOOST_TEST(WIFSIGNALED(status));
   load = false;
   for (auto& t : senders) t.join();
@@ -187,6 +208,7 @@ BOOST_AUTO_TEST_CASE(sigkill_under_load_loses_no_acknowledged_report_and_the_rol
 
   ::kill(pid, SIGTERM);
   ::waitpid(pid, &status, 0);
+  pid = -1;
   BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0), "SIGTERM stops it cleanly");
 
   auto store = coordinator::io::open_sqlite(db);
