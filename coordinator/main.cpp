@@ -14,11 +14,13 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <fstream>
 #include <sys/stat.h>
+#include <thread>
 #include <tuple>
 #include <variant>
 #include <iostream>
@@ -55,6 +57,7 @@ struct serve_flags {
   double checkpoint_interval = 300;
   std::uint64_t report_budget = 1200, report_budget_mb = 8, report_retention_mb = 1024;
   std::string log_level = "info";
+  std::string threads = "1";
 };
 
 void add_serve_flags(CLI::App* sub, serve_flags& f) {
@@ -91,6 +94,10 @@ void add_serve_flags(CLI::App* sub, serve_flags& f) {
                   "open connections from one source address at most; 0: no such cap (behind a NAT or load balancer)")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{0}, std::size_t{1000000}));
+  sub->add_option("--threads", f.threads,
+                  "threads serving connections (TLS, parsing, writing); the fleet itself stays on one. N from 1 to "
+                  "64, or auto: one per core")
+      ->capture_default_str();
   sub->add_option("--audit-key", f.audit_key,
                   "ed25519 secret key (Nix format, e.g. from nix-store --generate-binary-cache-key) that signs "
                   "checkpoints of the audit chain");
@@ -181,6 +188,15 @@ int to_options(const serve_flags& f, cio::service_options& o) {
                exit_usage);
   o.api.max_connections = f.max_connections.value_or(std::min<std::uint64_t>(20000, room));
   o.api.max_connections_per_address = f.max_connections_per_ip;
+  if (f.threads == "auto") {
+    o.threads = std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 64);
+  } else {
+    std::size_t n = 0;
+    auto [end, ec] = std::from_chars(f.threads.data(), f.threads.data() + f.threads.size(), n);
+    if (ec != std::errc{} || end != f.threads.data() + f.threads.size() || n < 1 || n > 64)
+      return bad("--threads: expected a number from 1 to 64 or auto, got " + f.threads, exit_usage);
+    o.threads = n;
+  }
   if (f.audit_key) {
     auto key = load_secret_key(*f.audit_key);
     if (auto* why = std::get_if<std::string>(&key)) return bad("--audit-key: " + *why);

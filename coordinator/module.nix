@@ -78,6 +78,15 @@ in
           idle_timeout = nullable types.number "Seconds a connection may wait between requests.";
           request_timeout = nullable types.number "Seconds to receive one request.";
           max_connections = nullable types.ints.positive "Open connections at most (LimitNOFILE follows it).";
+          threads = mkOption {
+            type = types.either (types.ints.between 1 64) (types.enum [ "auto" ]);
+            default = 1;
+            description = ''
+              Threads serving connections (TLS handshakes, parsing, writing; the fleet itself stays on one);
+              auto: one per core of the host. More than one pays for itself when new TLS connections
+              dominate and cores are free; each kept-alive request then costs more CPU (BENCHMARKS.md).
+            '';
+          };
           max_connections_per_ip = nullable types.ints.unsigned
             "Open connections from one source address at most (default 1024; 0 behind a NAT or load balancer).";
           audit_key = nullable types.str

@@ -26,6 +26,7 @@ in
 ++ value "--request-timeout" (s.request_timeout or null)
 ++ value "--max-connections" (s.max_connections or null)
 ++ value "--max-connections-per-ip" (s.max_connections_per_ip or null)
+++ value "--threads" (s.threads or null)
 ++ value "--checkpoint-interval" (s.checkpoint_interval or null)
 ++ value "--report-budget" (s.report_budget or null)
 ++ value "--report-budget-mb" (s.report_budget_mb or null)

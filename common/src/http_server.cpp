@@ -1,5 +1,8 @@
 // The HTTP(S) server. One coroutine per connection; a connection waiting for its
 // next request is idle (and closed at shutdown), one reading or answering is in flight.
+// With a sessions executor each connection runs on its own strand (handshakes, parsing and writes
+// in parallel); what the application gives it (handler, held answers, streamed bodies, the body
+// limit hook) always runs on the home executor, so the application stays single-threaded.
 #include "nixfleet/common/http_server.hpp"
 
 #include "nixfleet/common/log.hpp"
@@ -8,6 +11,8 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -23,8 +28,12 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <sys/socket.h>
 #include <array>
+#include <atomic>
 #include <list>
+#include <mutex>
 #include <unordered_map>
 
 namespace nixfleet {
@@ -36,25 +45,57 @@ using tcp = asio::ip::tcp;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 struct http_server::impl : std::enable_shared_from_this<impl> {
+  // One open connection. `idle` is read by a shutdown on the home executor; the rest only on the
+  // connection's own executor, where a shutdown's close() runs.
   struct connection {
-    bool idle = true;
-    std::function<void()> close;
+    std::atomic<bool> idle{true};
+    asio::any_io_executor ex;
+    bool alive = true;
+    tcp::socket* sock = nullptr;
     std::weak_ptr<asio::steady_timer> wake;  // of a held answer
   };
+  using connection_ptr = std::shared_ptr<connection>;
 
-  impl(asio::any_io_executor c, server_options o, http_handler h, error_renderer e)
-      : ctx(c), opts(std::move(o)), handler(std::move(h)), errors(std::move(e)), acceptor(c) {}
+  struct counters {
+    std::atomic<std::size_t> in_flight{0}, held{0};
+    std::atomic<std::uint64_t> accepted{0}, refused_over_cap{0}, refused_per_address{0}, accept_failures{0},
+        timed_out{0}, tls_handshakes{0}, tls_resumed{0};
+  };
 
-  asio::any_io_executor ctx;
+  impl(asio::any_io_executor c, std::optional<asio::any_io_executor> sx, server_options o, http_handler h,
+       error_renderer e)
+      : ctx(c), sessions(std::move(sx)), opts(std::move(o)), handler(std::move(h)), errors(std::move(e)), acceptor(c) {}
+
+  asio::any_io_executor ctx;  // home: the acceptor, the handler and everything it touches
+  std::optional<asio::any_io_executor> sessions;  // set: a strand per connection made from it
   server_options opts;
   http_handler handler;
   error_renderer errors;
   tcp::acceptor acceptor;
   std::optional<asio::ssl::context> ssl;
-  bool stopping = false;
-  server_stats st;
-  std::list<connection> connections;
+  std::atomic<bool> stopping{false};
+  counters st;
+  std::mutex mu;  // connections and per_address
+  std::list<connection_ptr> connections;
   std::unordered_map<asio::ip::address, std::size_t> per_address;
+
+  // Runs `f` (returning an awaitable<T>) on the home executor and comes back with its result.
+  template <class T, class F>
+  asio::awaitable<T> at_home(F f) {
+    if (!sessions) co_return co_await f();
+    co_return co_await asio::co_spawn(ctx, std::move(f), asio::use_awaitable);
+  }
+
+  // Cancels what the connection is doing and lets its held answer go, on its own executor.
+  void close(const connection_ptr& c) {
+    asio::dispatch(c->ex, [c, home = ctx] {
+      if (!c->alive || c->sock == nullptr) return;
+      boost::system::error_code ignored;
+      c->sock->cancel(ignored);
+      if (auto w = c->wake.lock())
+        asio::dispatch(home, [w] { w->expires_at(std::chrono::steady_clock::now()); });
+    });
+  }
 
   void start() {
     if (opts.tls) {
@@ -101,7 +142,17 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     std::uint64_t unlogged = 0;
     for (;;) {
       tcp::endpoint from;  // filled by accept itself: no getpeername per connection
-      auto [ec, sock] = co_await self->acceptor.async_accept(from, use_tuple);
+      boost::system::error_code ec;
+      tcp::socket sock(self->ctx);
+      if (self->sessions) {
+        auto [e, s] = co_await self->acceptor.async_accept(asio::make_strand(*self->sessions), from, use_tuple);
+        ec = e;
+        sock = std::move(s);
+      } else {
+        auto [e, s] = co_await self->acceptor.async_accept(from, use_tuple);
+        ec = e;
+        sock = std::move(s);
+      }
       if (self->stopping) co_return;
       if (ec) {
         if (ec == asio::error::operation_aborted) co_return;
@@ -110,7 +161,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         const auto now = std::chrono::steady_clock::now();
         if (!last_logged || now - *last_logged >= std::chrono::seconds(10)) {
           log::warn("accept_failed", {{"error", ec.message()}, {"failures", unlogged},
-                                      {"open_connections", self->connections.size()}});
+                                      {"open_connections", self->open_connections()}});
           last_logged = now;
           unlogged = 0;
         }
@@ -121,33 +172,58 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         continue;
       }
       backoff = std::chrono::milliseconds(0);
-      if (self->connections.size() >= self->opts.max_connections) {
-        ++self->st.refused_over_cap;
-        boost::system::error_code ignored;
-        sock.close(ignored);
-        continue;
-      }
       // Counted per source address, so that one client holding sockets open does not lock the
       // others out: past its share its new connections are closed at once.
       auto source = from.address();
       if (source.is_v6() && source.to_v6().is_v4_mapped())
         source = asio::ip::make_address_v4(asio::ip::v4_mapped, source.to_v6());
-      if (self->opts.max_connections_per_address > 0) {
-        auto it = self->per_address.find(source);
-        if (it != self->per_address.end() && it->second >= self->opts.max_connections_per_address) {
-          ++self->st.refused_per_address;
-          boost::system::error_code ignored;
-          sock.close(ignored);
-          continue;
-        }
+      auto conn = self->admit(source, sock.get_executor());
+      if (!conn) {
+        boost::system::error_code ignored;
+        sock.close(ignored);
+        continue;
       }
       ++self->st.accepted;
       // Answers and TLS flights are written whole: Nagle would hold their last segment back for
       // the peer's delayed ACK (40 ms) on every new connection.
       boost::system::error_code nodelay_ec;
       sock.set_option(tcp::no_delay(true), nodelay_ec);
-      asio::co_spawn(self->ctx, session(self, std::move(sock), from, source), asio::detached);
+      auto ex = sock.get_executor();
+      asio::co_spawn(ex, session(self, std::move(sock), from, source, *conn), asio::detached);
     }
+  }
+
+  std::size_t open_connections() {
+    std::lock_guard lock(mu);
+    return connections.size();
+  }
+
+  // Counts a new connection in, or says no (over the cap, or over its address's share).
+  std::optional<std::list<connection_ptr>::iterator> admit(const asio::ip::address& source,
+                                                           const asio::any_io_executor& ex) {
+    std::lock_guard lock(mu);
+    if (connections.size() >= opts.max_connections) {
+      ++st.refused_over_cap;
+      return std::nullopt;
+    }
+    auto& n = per_address[source];
+    if (opts.max_connections_per_address > 0 && n >= opts.max_connections_per_address) {
+      ++st.refused_per_address;
+      if (n == 0) per_address.erase(source);
+      return std::nullopt;
+    }
+    ++n;
+    auto c = std::make_shared<connection>();
+    c->ex = ex;
+    return connections.insert(connections.end(), std::move(c));
+  }
+
+  void release(const asio::ip::address& source, std::list<connection_ptr>::iterator c) {
+    (*c)->alive = false;
+    std::lock_guard lock(mu);
+    auto it = per_address.find(source);
+    if (it != per_address.end() && --it->second == 0) per_address.erase(it);
+    connections.erase(c);
   }
 
   // Who a verified client certificate names: its one CN, or the id of its one `nixfleet://machine/`
@@ -268,13 +344,9 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     std::shared_ptr<watchdog> dog;
     ~watched() { dog->stop(); }
   };
-  watched watch(connection& c, tcp::socket& sock) {
-    c.close = [&sock, conn = &c] {
-      boost::system::error_code ignored;
-      sock.cancel(ignored);
-      if (auto w = conn->wake.lock()) w->expires_at(std::chrono::steady_clock::now());
-    };
-    return watched{std::make_shared<watchdog>(ctx, sock)};
+  static watched watch(connection& c, tcp::socket& sock) {
+    c.sock = &sock;
+    return watched{std::make_shared<watchdog>(sock.get_executor(), sock)};
   }
 
   static tcp::socket& socket_of(tls_stream& s) { return s.socket(); }
@@ -283,20 +355,15 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   static bool pending(tcp::socket&) { return false; }
 
   static asio::awaitable<void> session(std::shared_ptr<impl> self, tcp::socket sock, tcp::endpoint from,
-                                      asio::ip::address source) {
+                                      asio::ip::address source, std::list<connection_ptr>::iterator entry) {
     std::string peer = from.address().to_string() + ":" + std::to_string(from.port());
-    auto conn = self->connections.insert(self->connections.end(), connection{});
-    ++self->per_address[source];
     struct release_address {
       impl& s;
       asio::ip::address a;
-      std::list<connection>::iterator c;
-      ~release_address() {
-        auto it = s.per_address.find(a);
-        if (it != s.per_address.end() && --it->second == 0) s.per_address.erase(it);
-        s.connections.erase(c);
-      }
-    } counted{*self, source, conn};
+      std::list<connection_ptr>::iterator c;
+      ~release_address() { s.release(a, c); }
+    } counted{*self, source, entry};
+    connection_ptr conn = *entry;
     if (self->ssl) {
       std::optional<tls_stream> stream;
       try {
@@ -361,7 +428,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     for (;;) {
       std::string chunk;
       try {
-        chunk = co_await r.stream();
+        chunk = co_await at_home<std::string>([&r] { return r.stream(); });
       } catch (const std::exception& e) {
         log::error("response_stream_failed", {{"error", e.what()}});
         co_return false;
@@ -392,27 +459,26 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
 
   // A held answer (a long poll): the connection waits idle, watched for anything the client sends.
   template <class Stream>
-  asio::awaitable<http_response> hold(Stream& stream, watchdog& dog, connection& conn, beast::flat_buffer& buf,
+  asio::awaitable<http_response> hold(Stream& stream, watchdog& dog, const connection_ptr& c, beast::flat_buffer& buf,
                                       http_response r) {
+    connection& conn = *c;
     auto held = std::move(r.held);
-    auto wake = std::make_shared<asio::steady_timer>(ctx, std::chrono::steady_clock::time_point::max());
+    auto& sock = socket_of(stream);
+    const bool spoke = buf.size() > 0 || pending(stream);
+    // The wake timer belongs to the home executor, where the handler waits on it.
+    auto wake = std::make_shared<asio::steady_timer>(
+        ctx, spoke ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point::max());
     conn.wake = wake;
     conn.idle = true;
     ++st.held;
-    auto& sock = socket_of(stream);
-    const bool spoke = buf.size() > 0 || pending(stream);
-    if (spoke) {
-      wake->expires_at(std::chrono::steady_clock::now());
-    } else {
+    if (!spoke) {
       buf.shrink_to_fit();
-      sock.async_wait(tcp::socket::wait_read, [wake](boost::system::error_code ec) {
-        if (!ec) wake->expires_at(std::chrono::steady_clock::now());
-      });
+      watch_reads(c, wake);
     }
     dog.set(std::chrono::hours(1));  // the handler's own deadline is the one that counts
     http_response answer;
     try {
-      answer = co_await held(*wake);
+      answer = co_await at_home<http_response>([&held, &wake] { return held(*wake); });
     } catch (const std::exception& e) {
       log::error("held_request_failed", {{"error", e.what()}});
       answer = errors(500, "internal", "the server could not complete the request");
@@ -427,8 +493,22 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     co_return answer;
   }
 
+  // Wakes a held answer when the client sends something or closes. Readiness can be stale (several
+  // threads: the edge of bytes a read already took may be reported after it), so it is checked
+  // with a peek, and a wait that finds nothing waits again.
+  void watch_reads(const connection_ptr& c, const std::shared_ptr<asio::steady_timer>& wake) {
+    c->sock->async_wait(tcp::socket::wait_read, [self = shared_from_this(), c, weak = std::weak_ptr(wake)](boost::system::error_code ec) {
+      auto w = weak.lock();
+      if (ec || !c->alive || !w || c->wake.lock() != w) return;  // cancelled, or the hold is over
+      char byte;
+      const auto n = ::recv(c->sock->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return self->watch_reads(c, w);
+      asio::dispatch(self->ctx, [w] { w->expires_at(std::chrono::steady_clock::now()); });
+    });
+  }
+
   struct in_flight_guard {
-    server_stats& s;
+    counters& s;
     bool counted = true;
     void release() {
       if (counted) --s.in_flight;
@@ -460,8 +540,17 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     parser.body_limit(most);
     auto [ec, header_bytes] = co_await http::async_read_header(stream, buf, parser, use_tuple);
     std::size_t limit = opts.body_limit;
+    // Asked only of a body that may not fit the usual limit (never of a poll).
+    if (!ec && opts.body_limit_for &&
+        (parser.chunked() || (parser.content_length() && *parser.content_length() > opts.body_limit))) {
+      const auto& header = parser.get().base();
+      const std::size_t larger =
+          co_await at_home<std::size_t>([this, &header]() -> asio::awaitable<std::size_t> {
+            co_return opts.body_limit_for(header);
+          });
+      limit = std::min(most, std::max(opts.body_limit, larger));
+    }
     if (!ec && opts.body_limit_for) {
-      limit = std::min(most, std::max(opts.body_limit, opts.body_limit_for(parser.get().base())));
       if (auto length = parser.content_length(); length && *length > limit) ec = http::error::body_limit;
       else parser.body_limit(limit);
     }
@@ -495,7 +584,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     out.keep_alive = req.msg.keep_alive();
     out.version = req.msg.version();
     try {
-      out.r = co_await handler(req);
+      out.r = co_await at_home<http_response>([this, &req] { return handler(req); });
     } catch (const std::exception& e) {
       log::error("request_failed", {{"target", std::string(req.msg.target())}, {"error", e.what()}});
       out.r = errors(500, "internal", "the server could not complete the request");
@@ -504,8 +593,8 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   }
 
   template <class Stream>
-  asio::awaitable<void> serve(Stream& stream, watchdog& dog, std::list<connection>::iterator conn,
-                              client_identity who, bool tls, std::string peer) {
+  asio::awaitable<void> serve(Stream& stream, watchdog& dog, connection_ptr conn, client_identity who, bool tls,
+                              std::string peer) {
     beast::flat_buffer buf;
     bool first = true;
     while (!stopping) {
@@ -528,7 +617,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       if (!ex) co_return;
       if (ex->r.held) {
         guard.release();  // a held answer is idle, not in flight: a shutdown does not wait for it
-        ex->r = co_await hold(stream, dog, *conn, buf, std::move(ex->r));
+        ex->r = co_await hold(stream, dog, conn, buf, std::move(ex->r));
       }
       if (!co_await send(stream, dog, std::move(ex->r), ex->version, ex->keep_alive && !stopping)) co_return;
       if (!ex->keep_alive) co_return;
@@ -537,14 +626,18 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
 };
 
 http_server::http_server(asio::any_io_executor ctx, server_options opts, http_handler handler, error_renderer errors)
-    : impl_(std::make_shared<impl>(ctx, std::move(opts), std::move(handler), std::move(errors))) {}
+    : impl_(std::make_shared<impl>(ctx, std::nullopt, std::move(opts), std::move(handler), std::move(errors))) {}
+
+http_server::http_server(asio::any_io_executor home, asio::any_io_executor sessions, server_options opts,
+                         http_handler handler, error_renderer errors)
+    : impl_(std::make_shared<impl>(home, std::move(sessions), std::move(opts), std::move(handler), std::move(errors))) {}
 
 http_server::~http_server() {
   boost::system::error_code ignored;
   impl_->stopping = true;
   impl_->acceptor.close(ignored);
-  for (auto& c : impl_->connections)
-    if (c.close) c.close();
+  std::lock_guard lock(impl_->mu);
+  for (auto& c : impl_->connections) impl_->close(c);
 }
 
 void http_server::start() { impl_->start(); }
@@ -552,8 +645,18 @@ void http_server::start() { impl_->start(); }
 tcp::endpoint http_server::local_endpoint() const { return impl_->acceptor.local_endpoint(); }
 
 server_stats http_server::stats() const {
-  auto s = impl_->st;
-  s.open_connections = impl_->connections.size();
+  const auto& c = impl_->st;
+  server_stats s;
+  s.open_connections = impl_->open_connections();
+  s.in_flight = c.in_flight;
+  s.accepted = c.accepted;
+  s.refused_over_cap = c.refused_over_cap;
+  s.refused_per_address = c.refused_per_address;
+  s.accept_failures = c.accept_failures;
+  s.timed_out = c.timed_out;
+  s.tls_handshakes = c.tls_handshakes;
+  s.tls_resumed = c.tls_resumed;
+  s.held = c.held;
   return s;
 }
 
@@ -562,15 +665,18 @@ asio::awaitable<void> http_server::shutdown(std::chrono::milliseconds drain) {
   self->stopping = true;
   boost::system::error_code ignored;
   self->acceptor.close(ignored);
-  for (auto& c : self->connections)
-    if (c.idle && c.close) c.close();
+  {
+    std::lock_guard lock(self->mu);
+    for (auto& c : self->connections)
+      if (c->idle) self->close(c);
+  }
   const auto deadline = std::chrono::steady_clock::now() + drain;
   while (self->st.in_flight > 0 && std::chrono::steady_clock::now() < deadline) {
     asio::steady_timer t(self->ctx, std::chrono::milliseconds(10));
     co_await t.async_wait(use_tuple);
   }
-  for (auto& c : self->connections)
-    if (c.close) c.close();
+  std::lock_guard lock(self->mu);
+  for (auto& c : self->connections) self->close(c);
 }
 
 }  // namespace nixfleet

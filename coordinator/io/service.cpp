@@ -11,6 +11,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <thread>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -42,7 +43,7 @@ core::create_key new_key(protocol::key_request request) {
   return {"key-" + protocol::random_hex(6), "nfk_" + protocol::random_hex(32), std::move(request)};
 }
 
-service::impl::impl(asio::io_context& c, service_options o) : ctx(c), opts(std::move(o)) {
+service::impl::impl(asio::io_context& c, service_options o) : ctx(c), home(asio::make_strand(c)), opts(std::move(o)) {
   if (!opts.clock)
     opts.clock = [] { return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now()); };
   store = opts.open_store ? opts.open_store() : open_sqlite(opts.db_path);
@@ -316,7 +317,7 @@ namespace {
 // and stop waits until the loop has left.
 asio::awaitable<void> periodic(std::shared_ptr<service::impl> self, std::chrono::milliseconds interval, bool at_once,
                                const char* what, asio::awaitable<void> (service::impl::*step)()) {
-  auto& t = self->loop_timers.emplace_back(self->ctx);
+  auto& t = self->loop_timers.emplace_back(self->home);
   ++self->loops_running;
   for (bool first = true; !self->stopping && !self->fatal; first = false) {
     if (!(first && at_once)) {
@@ -336,7 +337,7 @@ asio::awaitable<void> periodic(std::shared_ptr<service::impl> self, std::chrono:
 // The reconcile loop: a pass every interval, at the end of a soak, and soon after a rollout's host
 // reported a step (reconcile_soon cancels the wait).
 asio::awaitable<void> reconcile_loop(std::shared_ptr<service::impl> self) {
-  auto& t = self->loop_timers.emplace_back(self->ctx);
+  auto& t = self->loop_timers.emplace_back(self->home);
   self->reconcile_timer = &t;
   ++self->loops_running;
   while (!self->stopping && !self->fatal) {
@@ -373,8 +374,15 @@ void service::start() {
     auto s = weak.lock();
     return s ? s->body_limit_for(h) : 0;
   };
-  self->api.emplace(
-      self->ctx, api_options,
+  // More than one thread: connections on strands of their own, the application on `home`.
+  auto make_server = [&](std::optional<http_server>& slot, server_options so, http_handler h, error_renderer e) {
+    if (self->opts.threads > 1)
+      slot.emplace(self->home, self->ctx.get_executor(), std::move(so), std::move(h), std::move(e));
+    else
+      slot.emplace(self->home, std::move(so), std::move(h), std::move(e));
+  };
+  make_server(
+      self->api, api_options,
       [weak](http_request& req) -> asio::awaitable<http_response> {
         auto s = weak.lock();
         if (!s) co_return error_response(503, "unavailable", "shutting down");
@@ -390,8 +398,8 @@ void service::start() {
     server_options mo;
     mo.listen = *self->opts.metrics_listen;
     mo.max_connections = 64;
-    self->metrics_server.emplace(
-        self->ctx, mo,
+    make_server(
+        self->metrics_server, mo,
         [weak](http_request& req) -> asio::awaitable<http_response> {
           auto s = weak.lock();
           if (!s) co_return error_response(503, "unavailable", "shutting down");
@@ -408,8 +416,8 @@ void service::start() {
     self->metrics_server->start();
   }
   if (self->opts.ui) {
-    self->ui_server.emplace(
-        self->ctx, *self->opts.ui,
+    make_server(
+        self->ui_server, *self->opts.ui,
         [weak](http_request& req) -> asio::awaitable<http_response> {
           auto s = weak.lock();
           if (!s) co_return error_response(503, "unavailable", "shutting down");
@@ -421,12 +429,12 @@ void service::start() {
     self->ui_server->start();
   }
   const auto& o = self->opts;
-  asio::co_spawn(self->ctx, reconcile_loop(self), asio::detached);
-  asio::co_spawn(self->ctx, periodic(self, o.prune_interval, true, "prune_failed", &impl::prune_reports), asio::detached);
-  asio::co_spawn(self->ctx, periodic(self, o.key_sync_interval, false, "key_sync_failed", &impl::sync_keys),
+  asio::co_spawn(self->home, reconcile_loop(self), asio::detached);
+  asio::co_spawn(self->home, periodic(self, o.prune_interval, true, "prune_failed", &impl::prune_reports), asio::detached);
+  asio::co_spawn(self->home, periodic(self, o.key_sync_interval, false, "key_sync_failed", &impl::sync_keys),
                  asio::detached);
   if (o.audit_key)
-    asio::co_spawn(self->ctx,
+    asio::co_spawn(self->home,
                    periodic(self, o.checkpoint_interval, true, "audit_checkpoint_failed", &impl::checkpoint_audit),
                    asio::detached);
 }
@@ -459,12 +467,14 @@ asio::awaitable<void> service::stop(std::chrono::milliseconds drain) {
   }
   co_await self->checkpoint_audit();
   while (self->writes_in_flight > 0 || self->loops_running > 0) {
-    asio::steady_timer t(self->ctx, std::chrono::milliseconds(5));
+    asio::steady_timer t(self->home, std::chrono::milliseconds(5));
     co_await t.async_wait(use_tuple);
   }
 }
 
 asio::awaitable<void> service::reconcile_now() { co_await impl_->reconcile_all(); }
+
+asio::any_io_executor service::executor() const { return impl_->home; }
 
 std::uint64_t service::store_operations() const { return impl_->store->operations(); }
 
@@ -481,7 +491,8 @@ std::string create_key(const std::string& db_path, const std::string& name, role
 }
 
 int run_serve(service_options opts) {
-  asio::io_context ctx(1);
+  const std::size_t threads = std::max<std::size_t>(opts.threads, 1);
+  asio::io_context ctx(static_cast<int>(threads));
   int exit_code = 0;
   opts.on_fatal = [&ctx, &exit_code](const std::string& why) {
     log::error("store_write_failed_stopping", {{"error", why}});
@@ -515,13 +526,13 @@ int run_serve(service_options opts) {
   else
     log::warn("audit_not_anchored", {{"detail", "no --audit-key: the audit chain is not signed, and whoever can write "
                                                 "the database can rewrite it undetected"}});
-  asio::signal_set signals(ctx, SIGINT, SIGTERM);
+  asio::signal_set signals(svc->executor(), SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     log::info("stopping", {{"signal", sig}});
     systemd::notify("STOPPING=1");
     asio::co_spawn(
-        ctx,
+        svc->executor(),
         [&]() -> asio::awaitable<void> {
           co_await svc->stop(std::chrono::seconds(10));
           ctx.stop();
@@ -529,7 +540,10 @@ int run_serve(service_options opts) {
         asio::detached);
   });
   systemd::notify("READY=1");
+  std::vector<std::thread> more;
+  for (std::size_t i = 1; i < threads; ++i) more.emplace_back([&ctx] { ctx.run(); });
   ctx.run();
+  for (auto& t : more) t.join();
   return exit_code;
 }
 

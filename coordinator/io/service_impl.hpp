@@ -6,6 +6,7 @@
 #include "nixfleet/coordinator/io/db_worker.hpp"
 #include "nixfleet/coordinator/io/service.hpp"
 
+#include <boost/asio/strand.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http/verb.hpp>
@@ -91,6 +92,9 @@ struct service::impl : std::enable_shared_from_this<impl> {
   impl(boost::asio::io_context& c, service_options o);
 
   boost::asio::io_context& ctx;
+  // Where the fleet lives: every handler, loop and timer of the service runs here, one at a time,
+  // whatever number of threads run `ctx` (connections run on strands of their own).
+  boost::asio::strand<boost::asio::io_context::executor_type> home;
   service_options opts;
   std::unique_ptr<storage> store;
   std::optional<db_worker> db;

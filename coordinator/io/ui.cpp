@@ -324,7 +324,7 @@ struct event_stream {
   clock_type::time_point last{};
   bool started = false, ended = false;
 
-  event_stream(std::shared_ptr<impl> s, std::string h) : service(std::move(s)), session(std::move(h)), timer(service->ctx) {
+  event_stream(std::shared_ptr<impl> s, std::string h) : service(std::move(s)), session(std::move(h)), timer(service->home) {
     ++service->ui_streams;
   }
   ~event_stream() {

@@ -77,6 +77,18 @@ BOOST_AUTO_TEST_CASE(a_low_soft_descriptor_limit_is_raised_and_one_the_cap_canno
   std::ifstream err(dir / "err");
   const std::string why(std::istreambuf_iterator<char>(err), {});
   BOOST_TEST(why.find("--max-connections 1000 needs 1128 file descriptors and the limit is 256") != std::string::npos, why);
+
+  // A thread count that is not one is refused the same way.
+  for (const char* bad : {"0", "65", "two", "2x"}) {
+    const pid_t t = spawn_logged({NIXFLEET_COORDINATOR_BIN, "check-config", "--insecure-http", "--threads", bad},
+                                 dir / "err-threads", fd_limit{4096, 4096});
+    ::waitpid(t, &rc, 0);
+    BOOST_TEST((WIFEXITED(rc) && WEXITSTATUS(rc) == 64), bad);
+    std::ifstream terr(dir / "err-threads");
+    const std::string said(std::istreambuf_iterator<char>(terr), {});
+    BOOST_TEST(said.find("--threads: expected a number from 1 to 64 or auto, got " + std::string(bad)) != std::string::npos,
+               said);
+  }
   std::error_code ec;
   fs::remove_all(dir, ec);
 }
@@ -91,7 +103,8 @@ BOOST_AUTO_TEST_CASE(sigkill_under_load_loses_no_acknowledged_report_and_the_rol
     return send(ep, {m, target, body, {{"Authorization", "Bearer " + key}}});
   };
 
-  pid_t pid = spawn_coordinator(db, port, dir / "coordinator.log");
+  // On three threads until the kill, on one after it.
+  pid_t pid = spawn_coordinator(db, port, dir / "coordinator.log", {"--threads", "3"});
   BOOST_REQUIRE(wait_healthy(ep));
 
   std::vector<std::string> hosts;

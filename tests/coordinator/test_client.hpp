@@ -22,6 +22,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <algorithm>
+#include <vector>
 #include <thread>
 
 namespace nixfleet::test {
@@ -117,33 +119,39 @@ class running_coordinator {
       fatal_ = why;
       ++fatal_calls_;
     };
+    // NIXFLEET_TEST_THREADS runs every coordinator of a suite on that many threads (ctest runs
+    // the service suites once so).
+    if (const char* t = std::getenv("NIXFLEET_TEST_THREADS"); t != nullptr && opts.threads == 1)
+      opts.threads = std::clamp<std::size_t>(std::strtoul(t, nullptr, 10), 1, 64);
+    const std::size_t threads = opts.threads;
     svc_.emplace(ctx_, std::move(opts));
     svc_->start();
     endpoint_ = svc_->api_endpoint();
-    thread_ = std::thread([this] { ctx_.run(); });
+    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { ctx_.run(); });
   }
   ~running_coordinator() { stop(); }
 
   void stop() {
-    if (!thread_.joinable()) return;
-    auto f = asio::co_spawn(ctx_, svc_->stop(std::chrono::milliseconds(2000)), asio::use_future);
+    if (threads_.empty()) return;
+    auto f = asio::co_spawn(svc_->executor(), svc_->stop(std::chrono::milliseconds(2000)), asio::use_future);
     f.wait_for(std::chrono::seconds(10));
     ctx_.stop();
-    thread_.join();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
     svc_.reset();
   }
 
-  // Runs `fn` on the coordinator's thread and waits for it.
+  // Runs `fn` where the fleet lives (the service's strand) and waits for it.
   template <class F>
   auto on_thread(F fn) {
     std::packaged_task<decltype(fn())()> task(std::move(fn));
     auto fut = task.get_future();
-    asio::post(ctx_, [&task] { task(); });
+    asio::post(svc_->executor(), [&task] { task(); });
     return fut.get();
   }
 
   void reconcile() {
-    auto f = asio::co_spawn(ctx_, svc_->reconcile_now(), asio::use_future);
+    auto f = asio::co_spawn(svc_->executor(), svc_->reconcile_now(), asio::use_future);
     f.get();
   }
 
@@ -162,7 +170,7 @@ class running_coordinator {
   asio::io_context ctx_;
   std::optional<coordinator::io::service> svc_;
   asio::ip::tcp::endpoint endpoint_;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
   mutable std::mutex fatal_mutex_;
   std::string fatal_;
   int fatal_calls_ = 0;

@@ -126,6 +126,7 @@ field serviceConfig ExecStart <<<"$unit" > "$work/exec"
 mapfile -t argv < <(systemd_argv "$work/exec")
 [ "${argv[3]}" = '/tmp/100%done $HOME.db' ] || fail "the db path did not survive systemd quoting: ${argv[3]}"
 "$coordinator" check-config "${argv[@]:2}" >/dev/null 2>"$work/err" || fail "rendered ExecStart refused: $(cat "$work/err")"
+grep -q -- '"--threads" "1"' "$work/exec" || fail "the coordinator's thread count is not rendered: $(cat "$work/exec")"
 bad_coords=(
   'db = "/tmp/x.db";|tls_cert and tls_key, or insecure_http'
   'insecure_http = true; poll_hint = 5000;|poll_hint'
@@ -154,6 +155,16 @@ if evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; sett
   out=$(evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; settings.tls_key = $src/README.md; settings.tls_cert = \"/c\"; }; }")
   grep -q "tls_key" <<<"$(field failed <<<"$out")" || fail "a path literal for tls_key was accepted"
 fi
+# A thread count outside 1–64 (or auto) is refused by the type; auto reaches the binary as is.
+for n in 0 65 '"two"'; do
+  if evaluate coordinator "{ services.nixfleet-coordinator = { enable = true; settings = { insecure_http = true; threads = $n; }; }; }" >/dev/null 2>&1; then
+    fail "threads = $n was accepted"
+  fi
+done
+out=$(evaluate coordinator '{ services.nixfleet-coordinator = { enable = true; settings = { insecure_http = true; threads = "auto"; }; }; }') ||
+  fail "threads = auto does not evaluate"
+field units nixfleet-coordinator <<<"$out" | field serviceConfig ExecStart > "$work/exec-auto"
+grep -q -- '"--threads" "auto"' "$work/exec-auto" || fail "threads = auto is not rendered: $(cat "$work/exec-auto")"
 echo "coordinator module: ExecStart accepted by check-config through systemd quoting, ${#bad_coords[@]} bad settings refused at evaluation"
 
 # --- read-only pkgs -----------------------------------------------------------------------

@@ -102,6 +102,11 @@ struct server_stats {
 class http_server {
  public:
   http_server(boost::asio::any_io_executor ex, server_options opts, http_handler handler, error_renderer errors);
+  // Each connection on a strand of its own made from `sessions` (run by several threads: TLS,
+  // parsing and writing in parallel), while the handler, held answers, streamed bodies and
+  // `body_limit_for` run on `home`, which must run one thing at a time (a strand).
+  http_server(boost::asio::any_io_executor home, boost::asio::any_io_executor sessions, server_options opts,
+              http_handler handler, error_renderer errors);
   http_server(boost::asio::io_context& ctx, server_options opts, http_handler handler, error_renderer errors)
       : http_server(ctx.get_executor(), std::move(opts), std::move(handler), std::move(errors)) {}
   ~http_server();

@@ -30,6 +30,10 @@ using nixfleet::tls_options;
 struct service_options {
   std::string db_path;
   server_options api;
+  // Threads running the io_context (run_serve starts them; a caller running ctx itself starts
+  // as many). Above one, connections (TLS, parsing, writing) run on strands of their own, in
+  // parallel; the fleet and everything touching it stays on one strand (`service::executor`).
+  std::size_t threads = 1;
   std::optional<boost::asio::ip::tcp::endpoint> metrics_listen;
   // Plain HTTP: agent routes are open (no client certificates to check).
   bool insecure_http = false;
@@ -107,6 +111,8 @@ class service {
   boost::asio::awaitable<void> stop(std::chrono::milliseconds drain);
   // Runs one reconcile pass over every active rollout now (tests; the loop does it periodically).
   boost::asio::awaitable<void> reconcile_now();
+  // The strand the fleet lives on: stop() and reconcile_now() are awaited there.
+  boost::asio::any_io_executor executor() const;
   // Statements the store ran since it was opened.
   std::uint64_t store_operations() const;
 
