@@ -97,3 +97,17 @@ db.executemany("insert or replace into machines (id, body) values (?, ?)",
 db.commit()
 PY
 }
+
+# A database $work/db in which machine bench-01 is assigned a signed release (r1), made through a
+# coordinator that is stopped again; and a PKI for it in $work/pki (sets $pki).
+one_assigned_machine() {
+  make_pki bench-01
+  pki=$work/pki
+  start_operator_coordinator
+  local path=/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-bench-01
+  "$bin/nixfleet" release create --id r1 --sign-key "$work/op.sec" --entry "bench-01=$path" \
+    --cache-url https://cache.example.org >/dev/null
+  "$bin/nixfleet" deploy --release r1 --hosts bench-01 --waves 100% >/dev/null
+  kill -TERM $coord; wait $coord || true
+  coord=
+}

@@ -14,15 +14,8 @@ seconds=${1:-5}; runs=${2:-5}
 . integration/bench/lib.sh
 bench_init
 nport=$(free_port); ctport=$(free_port); ntport=$(free_port)
-make_pki bench-01
-pki=$work/pki
-
-start_operator_coordinator
-path=/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-bench-01
-"$bin/nixfleet" release create --id r1 --sign-key "$work/op.sec" --entry "bench-01=$path" --cache-url https://cache.example.org >/dev/null
-"$bin/nixfleet" deploy --release r1 --hosts bench-01 --waves 100% >/dev/null
+one_assigned_machine
 # A copy of the same state, served over TLS with agent authentication (one io thread each).
-kill -TERM $coord; wait $coord || true
 cp "$work/db" "$work/db-tls"
 "$bin/nixfleet-coordinator" serve --db "$work/db" --listen "127.0.0.1:$cport" --insecure-http --log-level error 2>/dev/null &
 coord=$!

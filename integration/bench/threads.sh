@@ -10,15 +10,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-5}; runs=${2:-5}; conns=${3:-16}
 . integration/bench/lib.sh
 bench_init
-make_pki bench-01
-pki=$work/pki
-
-start_operator_coordinator
-path=/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-bench-01
-"$bin/nixfleet" release create --id r1 --sign-key "$work/op.sec" --entry "bench-01=$path" --cache-url https://cache.example.org >/dev/null
-"$bin/nixfleet" deploy --release r1 --hosts bench-01 --waves 100% >/dev/null
-kill -TERM $coord; wait $coord || true
-coord=
+one_assigned_machine
 declare -A port pid
 for t in 1 2; do
   cp "$work/db" "$work/db-$t"
