@@ -5,6 +5,7 @@
 // limit hook) always runs on the home executor, so the application stays single-threaded.
 #include "nixfleet/common/http_server.hpp"
 
+#include "nixfleet/common/http_wire.hpp"
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/common/tls_stream.hpp"
 
@@ -59,7 +60,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   struct counters {
     std::atomic<std::size_t> in_flight{0}, held{0};
     std::atomic<std::uint64_t> accepted{0}, refused_over_cap{0}, refused_per_address{0}, accept_failures{0},
-        timed_out{0}, tls_handshakes{0}, tls_resumed{0};
+        timed_out{0}, tls_handshakes{0}, tls_resumed{0}, quick{0};
   };
 
   impl(asio::any_io_executor c, std::optional<asio::any_io_executor> sx, server_options o, http_handler h,
@@ -402,15 +403,11 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   template <class Stream>
   asio::awaitable<bool> send(Stream& stream, watchdog& dog, http_response r, unsigned version, bool keep_alive) {
     if (r.stream) co_return co_await send_chunked(stream, dog, std::move(r), version, keep_alive);
-    http::response<http::string_body> res{static_cast<http::status>(r.status), version};
-    res.set(http::field::server, opts.server_name);
-    if (!r.body.empty() || r.status != 204) res.set(http::field::content_type, r.content_type);
-    for (auto& [k, v] : r.headers) res.set(k, v);
-    res.body() = std::move(r.body);
-    res.keep_alive(keep_alive);
-    res.prepare_payload();
+    std::string out;
+    http_wire::write_response(out, r, version, keep_alive, opts.server_name, false);
     dog.set(opts.write_timeout);
-    auto [ec, n] = co_await http::async_write(stream, res, use_tuple);
+    const std::array<asio::const_buffer, 2> parts{asio::buffer(out), asio::buffer(r.body)};
+    auto [ec, n] = co_await asio::async_write(stream, parts, use_tuple);
     co_return !ec;
   }
 
@@ -596,6 +593,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<void> serve(Stream& stream, watchdog& dog, connection_ptr conn, client_identity who, bool tls,
                               std::string peer) {
     beast::flat_buffer buf;
+    std::string quick;  // the quick path's answer while it is written
     bool first = true;
     while (!stopping) {
       if (buf.size() == 0 && !pending(stream)) {
@@ -612,10 +610,29 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       conn->idle = false;
       ++st.in_flight;
       in_flight_guard guard{st};
+      if (opts.quick && !sessions) {
+        // The plain case answered from the head alone, without Beast or the handler's coroutines.
+        const std::string_view data(static_cast<const char*>(buf.data().data()), buf.size());
+        if (auto head = http_wire::read_request_head(data, opts.header_limit)) {
+          quick.clear();
+          const bool keep = head->keep_alive && !stopping;
+          if (opts.quick(quick_request{*head, who, tls, keep}, quick)) {
+            buf.consume(head->size);
+            first = false;
+            ++st.quick;
+            dog.set(opts.write_timeout);
+            auto [ec, n] = co_await asio::async_write(stream, asio::buffer(quick), use_tuple);
+            if (ec || !keep) co_return;
+            if (quick.capacity() > 4096) std::string().swap(quick);
+            continue;
+          }
+        }
+      }
       auto ex = co_await read_and_handle(stream, dog, buf, first, who, tls, peer);
       first = false;
       if (!ex) co_return;
       if (ex->r.held) {
+        std::string().swap(quick);  // a held connection keeps no answer's bytes
         guard.release();  // a held answer is idle, not in flight: a shutdown does not wait for it
         ex->r = co_await hold(stream, dog, conn, buf, std::move(ex->r));
       }
@@ -657,6 +674,7 @@ server_stats http_server::stats() const {
   s.tls_handshakes = c.tls_handshakes;
   s.tls_resumed = c.tls_resumed;
   s.held = c.held;
+  s.quick = c.quick;
   return s;
 }
 

@@ -82,6 +82,8 @@ std::string service::impl::render_metrics() const {
     t.family("nixfleet_coordinator_tls_handshakes_total", "counter", "Completed TLS handshakes, by session resumption.");
     t.sample("nixfleet_coordinator_tls_handshakes_total", {{"resumed", "false"}}, s.tls_handshakes - s.tls_resumed);
     t.sample("nixfleet_coordinator_tls_handshakes_total", {{"resumed", "true"}}, s.tls_resumed);
+    t.scalar("nixfleet_coordinator_quick_answers_total", "counter",
+             "Polls answered from the request head alone (the poll path's plain case).", s.quick);
     t.scalar("nixfleet_coordinator_long_polls_held", "gauge", "Polls held until their machine's desired state changes.",
              s.held);
   }

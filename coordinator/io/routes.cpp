@@ -3,6 +3,7 @@
 // encodes the answer; the rules themselves live in coordinator/core.
 #include "service_impl.hpp"
 
+#include "nixfleet/common/http_wire.hpp"
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/common/pki.hpp"
 #include "nixfleet/protocol/codec.hpp"
@@ -144,6 +145,53 @@ asio::awaitable<http_response> get_desired(impl& s, route_call& c) {
   };
   co_return r;
 }
+
+}  // namespace
+
+// The poll path's plain case, answered from the request head without a coroutine: the same checks
+// and the same answer as dispatch → get_desired, and anything else (a refusal, a held poll, a
+// store still writing, an unusual target) left to them.
+bool impl::quick_answer(const quick_request& q, std::string& out) {
+  const auto& head = q.head;
+  if (fatal || head.method != "GET") return false;
+  constexpr std::string_view prefix = "/api/v1/machines/", suffix = "/desired";
+  std::string_view target = head.target;
+  if (!target.starts_with(prefix)) return false;
+  target.remove_prefix(prefix.size());
+  std::string_view query;
+  if (const auto mark = target.find('?'); mark != std::string_view::npos) {
+    query = target.substr(mark + 1);
+    target = target.substr(0, mark);
+  }
+  if (!target.ends_with(suffix)) return false;
+  const std::string_view id_text = target.substr(0, target.size() - suffix.size());
+  if (protocol::check_identifier(id_text)) return false;
+  std::uint64_t wait_s = 0;
+  if (!query.empty()) {
+    constexpr std::string_view wait = "wait=";
+    if (!query.starts_with(wait)) return false;
+    const auto digits = query.substr(wait.size());
+    auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), wait_s);
+    if (ec != std::errc() || p != digits.data() + digits.size() || wait_s > 3600) return false;
+  }
+  if (auto ver = head.field(protocol::protocol_header))
+    if (ver->substr(0, ver->find('.')) != "1") return false;
+  if (core::authorize_agent(q.client.id, q.client.problem, id_text, opts.insecure_http)) return false;
+  if (core::certificate_refusal(fleet, id_text, q.client.serial, opts.clock())) return false;
+  const auto start = std::chrono::steady_clock::now();
+  const std::string id(id_text);
+  auto answer = desired_answer(id, head.field("If-None-Match").value_or(std::string_view()));
+  if (!answer) return false;  // memory is ahead of the store: the full path waits for it
+  // A poll that would be held is the full path's.
+  if (answer->status == 304 && wait_s > 0 && opts.long_poll_max.count() > 0 && !stopping) return false;
+  answer->headers.emplace_back(std::string(protocol::protocol_header), std::to_string(protocol::protocol_version));
+  http_wire::write_response(out, *answer, head.version, q.keep_alive, opts.api.server_name);
+  if (desired_metrics == nullptr) desired_metrics = &route_stats["/api/v1/machines/{id}/desired"];
+  observe(*desired_metrics, answer->status, start);
+  return true;
+}
+
+namespace {
 
 asio::awaitable<http_response> post_reports(impl& s, route_call& c) {
   auto body = body_of<protocol::report_batch>(c.req);
@@ -777,7 +825,10 @@ asio::awaitable<http_response> impl::handle(http_request& req) {
 }
 
 void impl::observe(const std::string& route, unsigned status, std::chrono::steady_clock::time_point start) {
-  auto& m = route_stats[route];
+  observe(route_stats[route], status, start);
+}
+
+void impl::observe(route_metrics& m, unsigned status, std::chrono::steady_clock::time_point start) {
   ++m.by_status[status];
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++m.count;

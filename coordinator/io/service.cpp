@@ -374,6 +374,12 @@ void service::start() {
     auto s = weak.lock();
     return s ? s->body_limit_for(h) : 0;
   };
+  // Polls answered from the request head (one thread: the connection runs on `home` already).
+  if (self->opts.quick_polls)
+    api_options.quick = [weak](const quick_request& q, std::string& out) {
+      auto s = weak.lock();
+      return s && s->quick_answer(q, out);
+    };
   // More than one thread: connections on strands of their own, the application on `home`.
   auto make_server = [&](std::optional<http_server>& slot, server_options so, http_handler h, error_renderer e) {
     if (self->opts.threads > 1)

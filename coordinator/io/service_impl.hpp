@@ -124,6 +124,9 @@ struct service::impl : std::enable_shared_from_this<impl> {
   // The same, waiting for the store when memory is ahead of it (503 when it stays ahead).
   boost::asio::awaitable<http_response> answer_desired(const std::string& id, std::string if_none_match);
   std::map<std::string, route_metrics> route_stats;
+  route_metrics* desired_metrics = nullptr;  // route_stats' entry of the poll path, once it has one
+  // The poll path's plain case from the request head alone (http_server's quick path).
+  bool quick_answer(const quick_request& q, std::string& out);
   std::uint64_t reports_ingested = 0;
   std::uint64_t writes_in_flight = 0;
   // The background loops' timers (cancelled by stop) and how many loops still run: stop waits for
@@ -225,6 +228,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
   std::size_t body_limit_for(const boost::beast::http::request_header<>& h) const;
   // Counts an answer in the route's metrics (requests by status, latency).
   void observe(const std::string& route, unsigned status, std::chrono::steady_clock::time_point start);
+  void observe(route_metrics& m, unsigned status, std::chrono::steady_clock::time_point start);
   // An API route; `session`, from the dashboard, stands for the API key (and only operator
   // routes are reached through it).
   boost::asio::awaitable<http_response> dispatch(http_request& req, std::string& route,

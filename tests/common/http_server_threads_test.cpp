@@ -2,6 +2,7 @@
 // what the application gives it (the handler, a held answer, the body-limit hook) still runs on
 // the home strand alone, every request is answered, and a shutdown lets held answers go.
 #include "nixfleet/common/http_server.hpp"
+#include "nixfleet/common/http_wire.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <future>
 #include <netinet/in.h>
+#include <optional>
 #include <string>
 #include <sys/socket.h>
 #include <thread>
@@ -235,6 +237,94 @@ BOOST_AUTO_TEST_CASE(held_answers_wake_on_home_for_the_next_request_and_for_a_sh
   for (auto& c : cs) BOOST_TEST(c->read().second == "woke");
   BOOST_TEST(off_home.load() == 0);
   on(home, [&] { srv.reset(); });
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(http_server_quick_path)
+
+std::string said(const std::pair<unsigned, std::string>& answer) {
+  return std::to_string(answer.first) + " " + answer.second;
+}
+
+// A server whose quick path answers GET /quick/… from the head alone; everything else reaches the
+// handler, which echoes the method, target and body.
+struct quick_server {
+  explicit quick_server(std::size_t threads) : p(threads) {
+    auto o = loopback();
+    o.quick = [this](const quick_request& q, std::string& out) {
+      if (q.head.method != "GET" || !q.head.target.starts_with("/quick/")) return false;
+      ++offered_on_home;
+      http_response r = plain(200, "quick " + std::string(q.head.target) + " " +
+                                       std::string(q.head.field("X-Tag").value_or("-")));
+      http_wire::write_response(out, r, q.head.version, q.keep_alive, "nixfleet");
+      return true;
+    };
+    auto handler = [](http_request& req) -> asio::awaitable<http_response> {
+      co_return plain(200, "full " + std::string(req.msg.method_string()) + " " + std::string(req.msg.target()) + " " +
+                               req.msg.body());
+    };
+    if (threads > 1) {
+      auto home = asio::make_strand(p.ctx);
+      srv.emplace(home, p.ctx.get_executor(), o, handler, errors());
+    } else {
+      srv.emplace(p.ctx.get_executor(), o, handler, errors());
+    }
+    srv->start();
+    port = srv->local_endpoint().port();
+  }
+  pool p;
+  std::atomic<int> offered_on_home{0};
+  std::optional<http_server> srv;
+  unsigned short port = 0;
+};
+
+BOOST_AUTO_TEST_CASE(plain_heads_are_answered_by_the_quick_path_in_order_with_the_full_path_between) {
+  quick_server s(1);
+  raw_client c(s.port);
+  // Pipelined in one write: quick, a body for the full path, quick, a head the quick path leaves
+  // (percent-encoded), quick split across two writes, then quick with Connection: close.
+  c.write("GET /quick/1 HTTP/1.1\r\nHost: t\r\nX-Tag: a\r\n\r\n"
+          "POST /quick/2 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody" +
+          get("/quick/3") + get("/quick/%34") + "GET /quick/5 HTTP/1.1\r\nHo");
+  BOOST_TEST(said(c.read()) == "200 quick /quick/1 a");
+  BOOST_TEST(said(c.read()) == "200 full POST /quick/2 body");
+  BOOST_TEST(said(c.read()) == "200 quick /quick/3 -");
+  BOOST_TEST(said(c.read()) == "200 full GET /quick/%34 ");
+  c.write("st: t\r\n\r\nGET /quick/6 HTTP/1.1\r\nConnection: close\r\n\r\n");
+  // /quick/5 arrived in two pieces: the full parser read the rest of its head.
+  BOOST_TEST(said(c.read()) == "200 full GET /quick/5 ");
+  BOOST_TEST(said(c.read()) == "200 quick /quick/6 -");
+  BOOST_TEST(c.read().first == 0u);  // closed after the answer that said so
+  BOOST_TEST(s.srv->stats().quick == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(malformed_heads_are_answered_by_the_full_parser_and_the_server_keeps_serving) {
+  quick_server s(1);
+  {
+    raw_client c(s.port);
+    c.write("GET /quick/1 HTTP/1.1\r\nBad Name: x\r\n\r\n");
+    BOOST_TEST(c.read().first == 400u);
+  }
+  {
+    raw_client c(s.port);
+    c.write("GET /quick/" + std::string(20000, 'a') + " HTTP/1.1\r\n\r\n");
+    BOOST_TEST(c.read().first == 431u);
+  }
+  raw_client c(s.port);
+  c.write(get("/quick/ok"));
+  BOOST_TEST(said(c.read()) == "200 quick /quick/ok -");
+  BOOST_TEST(s.srv->stats().quick == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(with_several_threads_every_request_takes_the_full_path) {
+  // The quick handler would run on a connection's strand, not where the application lives.
+  quick_server s(4);
+  raw_client c(s.port);
+  c.write(get("/quick/1"));
+  BOOST_TEST(said(c.read()) == "200 full GET /quick/1 ");
+  BOOST_TEST(s.srv->stats().quick == 0u);
+  BOOST_TEST(s.offered_on_home == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

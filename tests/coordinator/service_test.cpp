@@ -8,6 +8,8 @@
 #include "nixfleet/protocol/codec.hpp"
 
 #include <boost/asio/detached.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
@@ -849,6 +851,64 @@ BOOST_AUTO_TEST_CASE(metrics_are_served_on_their_own_address) {
   BOOST_TEST(m.body.find("nixfleet_coordinator_build_info") != std::string::npos);
   BOOST_TEST(m.body.find("nixfleet_coordinator_store_write_seconds_total") != std::string::npos);
   BOOST_TEST(send(ep, {verb::get, "/api/v1/machines", {}, {}}).status == 404u);
+}
+
+BOOST_AUTO_TEST_CASE(a_poll_answered_from_its_head_is_byte_for_byte_the_full_path_s_answer) {
+  start();
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1"})).status == 201u);
+  BOOST_TEST(as(deployer, verb::post, "/api/v1/rollouts", R"({"release_id":"r1","target":{"hosts":["web-1"]}})").status == 201u);
+  const std::string etag = agent(verb::get, "/api/v1/machines/web-1/desired").headers["ETag"];
+  BOOST_TEST_REQUIRE(!etag.empty());
+  c.reset();
+  // Every kind of plain poll, pipelined on one connection; the last closes it.
+  auto poll = [](const std::string& target, const std::string& fields = {}, const std::string& version = "1.1") {
+    return "GET " + target + " HTTP/" + version + "\r\nHost: c\r\n" + fields + "\r\n";
+  };
+  const std::string desired = "/api/v1/machines/web-1/desired";
+  const std::string requests =
+      poll(desired) + poll(desired, "If-None-Match: " + etag + "\r\n") +
+      poll(desired + "?wait=0", "If-None-Match: " + etag + "\r\nX-Nixfleet-Protocol: 1\r\n") +
+      poll(desired + "?wait=30", "If-None-Match: \"stale\"\r\n") + poll("/api/v1/machines/web-2/desired") +
+      poll("/api/v1/machines/web-2/desired", "If-None-Match: \"none\"\r\n") +
+      poll(desired, "X-Nixfleet-Protocol: 2\r\n") + poll("/api/v1/machines/-bad/desired") +
+      poll(desired, "Connection: keep-alive\r\n", "1.0") + poll(desired, "Connection: close\r\n");
+  auto exchange = [&](bool quick) {
+    auto o = options();
+    o.quick_polls = quick;
+    o.metrics_listen = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0);
+    start(o);
+    asio::io_context ctx;
+    asio::ip::tcp::socket sock(ctx);
+    sock.connect(c->endpoint());
+    asio::write(sock, asio::buffer(requests));
+    std::string answers;
+    boost::system::error_code ec;
+    asio::read(sock, asio::dynamic_buffer(answers), ec);  // to the close
+    BOOST_TEST(ec == asio::error::eof);
+    auto ep = c->on_thread([this] { return *c->service().metrics_endpoint(); });
+    const auto metrics = send(ep, {verb::get, "/metrics", {}, {}}).body;
+    const std::string sample = "\nnixfleet_coordinator_quick_answers_total ";
+    const auto at = metrics.find(sample);
+    BOOST_TEST_REQUIRE(at != std::string::npos);
+    const auto quick_answers = std::stoul(metrics.substr(at + sample.size()));
+    // Requests by the route's metrics, whichever path answered them.
+    BOOST_TEST(metrics.find("route=\"/api/v1/machines/{id}/desired\",status=\"200\"} 4") != std::string::npos, metrics);
+    c.reset();
+    return std::make_pair(answers, quick_answers);
+  };
+  const auto [quick, answered_quick] = exchange(true);
+  const auto [full, answered_full] = exchange(false);
+  // All but the protocol version 2 and the bad id; none when the suite runs on several threads.
+  const char* threads = std::getenv("NIXFLEET_TEST_THREADS");
+  const bool one_thread = threads == nullptr || std::strtoul(threads, nullptr, 10) <= 1;
+  BOOST_TEST(answered_quick == (one_thread ? 8u : 0u));
+  BOOST_TEST(answered_full == 0u);
+  BOOST_TEST(quick == full);
+  BOOST_TEST(quick.find("HTTP/1.1 426 ") != std::string::npos);
+  BOOST_TEST(quick.find("HTTP/1.1 400 ") != std::string::npos);
+  BOOST_TEST(quick.find("HTTP/1.1 304 ") != std::string::npos);
+  BOOST_TEST(quick.find("HTTP/1.1 204 ") != std::string::npos);
+  BOOST_TEST(quick.find("HTTP/1.0 200 ") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

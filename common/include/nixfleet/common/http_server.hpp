@@ -21,6 +21,11 @@
 
 namespace nixfleet {
 
+namespace http_wire {
+struct request_head;
+}
+struct quick_request;
+
 struct tls_options {
   std::string cert_file;
   std::string key_file;
@@ -47,6 +52,9 @@ struct server_options {
   std::size_t max_connections = 20'000;
   std::size_t max_connections_per_address = 0;  // from one source address; 0: no cap but the total
   std::string server_name = "nixfleet";  // the Server header
+  // The quick path (the poll path's answers): see quick_handler. Used when the server runs on one
+  // thread (no sessions executor), for a plain head already whole in the read buffer.
+  std::function<bool(const quick_request&, std::string& out)> quick;
 };
 
 // What a verified client certificate says about its holder: `id` when it names exactly one machine
@@ -82,6 +90,17 @@ struct http_response {
   std::function<boost::asio::awaitable<http_response>(boost::asio::steady_timer& wake)> held;
 };
 
+// A request offered to the quick path before any parsing beyond its head (http_wire.hpp): a handler
+// that can answer it at once, on the server's thread and without waiting for anything, appends the
+// whole answer (http_wire::write_response) to `out` and returns true; false sends the request down
+// the full path (Beast's parser, http_handler), which answers everything, errors included.
+struct quick_request {
+  const http_wire::request_head& head;
+  const client_identity& client;
+  bool tls = false;
+  bool keep_alive = true;  // what the answer must say: the head's wish, unless the server is stopping
+};
+
 using http_handler = std::function<boost::asio::awaitable<http_response>(http_request&)>;
 // The body of an error answered by the server itself (bad request, too large…).
 using error_renderer = std::function<http_response(unsigned status, std::string code, std::string message)>;
@@ -97,6 +116,7 @@ struct server_stats {
   std::uint64_t tls_handshakes = 0;  // completed
   std::uint64_t tls_resumed = 0;     // of those, resumed sessions (no certificate work)
   std::size_t held = 0;              // answers held back right now (long polls)
+  std::uint64_t quick = 0;           // requests answered by the quick path
 };
 
 class http_server {

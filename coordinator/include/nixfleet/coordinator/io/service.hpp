@@ -34,6 +34,10 @@ struct service_options {
   // as many). Above one, connections (TLS, parsing, writing) run on strands of their own, in
   // parallel; the fleet and everything touching it stays on one strand (`service::executor`).
   std::size_t threads = 1;
+  // A plain poll is answered from its request head alone (no HTTP parser, no coroutine per
+  // request) when the server runs on one thread: the same checks, the same bytes as the full path,
+  // which takes everything else. Off only to compare the two.
+  bool quick_polls = true;
   std::optional<boost::asio::ip::tcp::endpoint> metrics_listen;
   // Plain HTTP: agent routes are open (no client certificates to check).
   bool insecure_http = false;
