@@ -104,6 +104,12 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       ssl->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                        asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
                        asio::ssl::context::single_dh_use);
+      // Sessions resume from tickets (the session travels with the client, sealed with the
+      // context's ticket key), so none is kept here: OpenSSL's own cache would hold every
+      // session, client certificate included, up to 20,480 of them, and sweep that table under
+      // its lock as connections come and go.
+      SSL_CTX_set_session_cache_mode(ssl->native_handle(), SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL_STORE |
+                                                               SSL_SESS_CACHE_NO_AUTO_CLEAR);
       boost::system::error_code ec;
       ssl->use_certificate_chain_file(opts.tls->cert_file, ec);
       if (ec) throw std::runtime_error("cannot load the TLS certificate " + opts.tls->cert_file + ": " + ec.message());
