@@ -2,7 +2,7 @@
 # Held connections: CONNS agents' long polls held open by the coordinator (mTLS, a certificate per
 # machine, `GET …/desired?wait=300` for machines with nothing assigned) against nginx holding the
 # same number of idle TLS keep-alive connections (each answered once, ssl_verify_client on, one
-# worker). Memory per connection = the server's RSS with them open less its RSS before, / CONNS.
+# worker; TLS 1.3 on both, as agents speak it). Memory per connection = the server's RSS with them open less its RSS before, / CONNS.
 # bench_load opens them from one thread, spread over loopback source addresses. Each run measures
 # both servers back to back. Usage: held.sh [conns] [runs]   (10000 3)
 # Binaries from $BENCH_BUILD (default build/release).
@@ -31,7 +31,7 @@ http { access_log off; keepalive_timeout 600s; keepalive_requests 1000000;
   client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
   server { listen 127.0.0.1:$nport ssl; root $work/www; default_type application/json;
     ssl_certificate $pki/server.crt; ssl_certificate_key $pki/server.key;
-    ssl_client_certificate $pki/ca.crt; ssl_verify_client on; } }
+    ssl_client_certificate $pki/ca.crt; ssl_verify_client on; ssl_protocols TLSv1.3; } }
 NGINX
 
 hold() {  # URL PATH PID: prints how many are open and the server's RSS (KiB) then

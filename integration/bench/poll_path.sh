@@ -4,7 +4,9 @@
 # at the same connection counts: plain HTTP with wrk; HTTPS with a client certificate (the
 # coordinator's agent authentication; nginx with ssl_verify_client on) with bench_load, which can
 # present one — over kept-alive connections, and with a new connection and handshake per request
-# as agents poll. The load generator has one thread (wrk -t1, bench_load --threads 1), so that on
+# as agents poll. Both servers speak TLS 1.3, as the coordinator and its agents do (Debian's nginx
+# 1.22 offers at most TLS 1.2 unless told: its resumed handshakes skipped the key exchange).
+# The load generator has one thread (wrk -t1, bench_load --threads 1), so that on
 # a 2-core machine the server measured has a core to itself. Each run measures both servers back
 # to back; the summary gives the median and min–max over the runs. Usage: poll_path.sh [seconds] [runs]   (5 5)
 # Binaries from $BENCH_BUILD (default build/release).
@@ -38,7 +40,7 @@ http { access_log off; etag on; keepalive_requests 1000000;
   server { listen 127.0.0.1:$nport; root $work/www; default_type application/json; }
   server { listen 127.0.0.1:$ntport ssl; root $work/www; default_type application/json;
     ssl_certificate $pki/server.crt; ssl_certificate_key $pki/server.key;
-    ssl_client_certificate $pki/ca.crt; ssl_verify_client on; } }
+    ssl_client_certificate $pki/ca.crt; ssl_verify_client on; ssl_protocols TLSv1.3; } }
 NGINX
 nginx -c "$work/nginx.conf" & nginx=$!
 wait_http "http://127.0.0.1:$nport/desired"

@@ -69,7 +69,7 @@ for mode in $modes; do
       ssl=; scheme=http; extra=()
       if [ $mode = nginx-tls ]; then
         ssl="ssl; ssl_certificate $pki/server.crt; ssl_certificate_key $pki/server.key;
-          ssl_client_certificate $pki/ca.crt; ssl_verify_client on"; scheme=https
+          ssl_client_certificate $pki/ca.crt; ssl_verify_client on; ssl_protocols TLSv1.3"; scheme=https
         extra=(--resume --ca "$pki/ca.crt" --client-ca-cert "$pki/ca.crt" --client-ca-key "$pki/ca.key")
       fi
       cat > "$work/nginx.conf" <<NGINX
