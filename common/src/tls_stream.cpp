@@ -88,7 +88,8 @@ bool tls_stream::has_pending() const { return SSL_has_pending(ssl_) == 1; }
 // finishes at once completes through a post, never inside the initiating call.
 template <class Handler, class Try>
 void tls_stream::run(Handler h, Try attempt, bool first) {
-  ERR_clear_error();
+  // SSL_get_error needs an empty error queue; looking is cheaper than clearing every time.
+  if (ERR_peek_error() != 0) ERR_clear_error();
   step s = attempt();
   if (s.w == step::what::done) {
     auto finish = [h = std::move(h), s]() mutable {

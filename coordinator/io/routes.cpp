@@ -16,9 +16,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <limits>
 #include <random>
+#include <span>
 #include <variant>
 
 namespace nixfleet::coordinator::io {
@@ -180,12 +182,20 @@ bool impl::quick_answer(const quick_request& q, std::string& out) {
   if (core::certificate_refusal(fleet, id_text, q.client.serial, opts.clock())) return false;
   const auto start = std::chrono::steady_clock::now();
   const std::string id(id_text);
-  auto answer = desired_answer(id, head.field("If-None-Match").value_or(std::string_view()));
+  const auto answer = desired_now(id, head.field("If-None-Match").value_or(std::string_view()));
   if (!answer) return false;  // memory is ahead of the store: the full path waits for it
   // A poll that would be held is the full path's.
   if (answer->status == 304 && wait_s > 0 && opts.long_poll_max.count() > 0 && !stopping) return false;
-  answer->headers.emplace_back(std::string(protocol::protocol_header), std::to_string(protocol::protocol_version));
-  http_wire::write_response(out, *answer, head.version, q.keep_alive, opts.api.server_name);
+  // The fields desired_answer and handle() give it, in their order, without making them.
+  static const std::string version_text = std::to_string(protocol::protocol_version);
+  if (long_poll_text_.empty()) long_poll_text_ = std::to_string(opts.long_poll_max.count());
+  std::array<std::pair<std::string_view, std::string_view>, 3> fields;
+  std::size_t n = 0;
+  fields[n++] = {"ETag", answer->etag};
+  if (opts.long_poll_max.count() > 0) fields[n++] = {protocol::long_poll_header, long_poll_text_};
+  fields[n++] = {protocol::protocol_header, version_text};
+  http_wire::write_response(out, answer->status, "application/json", std::span(fields.data(), n), answer->body,
+                            head.version, q.keep_alive, opts.api.server_name);
   if (desired_metrics == nullptr) desired_metrics = &route_stats["/api/v1/machines/{id}/desired"];
   observe(*desired_metrics, answer->status, start);
   return true;

@@ -99,29 +99,32 @@ void service::impl::drop_hot(const std::string& id) {
   }
 }
 
-std::optional<http_response> service::impl::desired_answer(const std::string& id, std::string_view if_none_match) {
-  if (fatal) return error_response(503, "unavailable", "the coordinator lost its store and is stopping");
+std::optional<service::impl::desired_view> service::impl::desired_now(const std::string& id,
+                                                                     std::string_view if_none_match) {
   auto it = served.find(id);
   const std::string_view etag = it == served.end() ? nothing_assigned_etag : it->second.etag();
+  if (if_none_match == etag) return desired_view{304, etag, {}};
+  if (etag == nothing_assigned_etag) return desired_view{204, etag, {}};
+  if (auto hot = hot_bodies.find(id); hot != hot_bodies.end()) return desired_view{200, etag, hot->second};
+  // Made again: the same bytes as published unless memory holds a change not yet durable.
+  auto m = fleet.machines.find(id);
+  if (m == fleet.machines.end()) return std::nullopt;
+  auto d = core::served(fleet, m->second, opts.poll_hint_s);
+  if (!d) return std::nullopt;
+  remade_ = protocol::serialize(*d);
+  if (etag_of(remade_) != etag) return std::nullopt;
+  keep_hot(id, remade_);
+  return desired_view{200, etag, remade_};
+}
+
+std::optional<http_response> service::impl::desired_answer(const std::string& id, std::string_view if_none_match) {
+  if (fatal) return error_response(503, "unavailable", "the coordinator lost its store and is stopping");
+  auto now = desired_now(id, if_none_match);
+  if (!now) return std::nullopt;
   http_response r;
-  if (if_none_match == etag) {
-    r.status = 304;
-  } else if (etag == nothing_assigned_etag) {
-    r.status = 204;
-  } else if (auto hot = hot_bodies.find(id); hot != hot_bodies.end()) {
-    r = json_response(200, hot->second);
-  } else {
-    // Made again: the same bytes as published unless memory holds a change not yet durable.
-    auto m = fleet.machines.find(id);
-    if (m == fleet.machines.end()) return std::nullopt;
-    auto d = core::served(fleet, m->second, opts.poll_hint_s);
-    if (!d) return std::nullopt;
-    std::string body = protocol::serialize(*d);
-    if (etag_of(body) != etag) return std::nullopt;
-    keep_hot(id, body);
-    r = json_response(200, std::move(body));
-  }
-  r.headers.emplace_back("ETag", std::string(etag));
+  r.status = now->status;
+  r.body = std::string(now->body);
+  r.headers.emplace_back("ETag", std::string(now->etag));
   if (opts.long_poll_max.count() > 0)
     r.headers.emplace_back(std::string(protocol::long_poll_header), std::to_string(opts.long_poll_max.count()));
   return r;

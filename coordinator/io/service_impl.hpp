@@ -121,6 +121,15 @@ struct service::impl : std::enable_shared_from_this<impl> {
   // while memory holds a change to it that is not durable yet (the body made from the fleet is not
   // the published one).
   std::optional<http_response> desired_answer(const std::string& id, std::string_view if_none_match);
+  // The same as a status, the published ETag and the body, viewed in place (valid until the fleet
+  // or the hot bodies change): what desired_answer and the quick path both answer from.
+  struct desired_view {
+    unsigned status = 0;
+    std::string_view etag, body;
+  };
+  std::optional<desired_view> desired_now(const std::string& id, std::string_view if_none_match);
+  std::string remade_;  // a body made again and not kept hot, for desired_now's view
+  std::string long_poll_text_;  // the long-poll field's value, made once for the quick path
   // The same, waiting for the store when memory is ahead of it (503 when it stays ahead).
   boost::asio::awaitable<http_response> answer_desired(const std::string& id, std::string if_none_match);
   std::map<std::string, route_metrics> route_stats;

@@ -61,9 +61,17 @@ for h in hosts:
         d = datetime.fromisoformat(h["dispatched_at"].replace("Z", "+00:00")).timestamp() * 1000
         by_wave.setdefault(h["wave"], []).append((fetch[h["hostname"]] - d) / 1000)
 wall = t1 - t0
+# The rollout's own timeline, from the coordinator: made → its last event (completed). The CLI's
+# `--wait` looks once a second, so the wall time above runs up to a second past the end.
+(created_ms,) = db.execute("select created_at from rollouts where release_id = 'r2'").fetchone()
+events = [json.loads(b) for (b,) in db.execute(
+    "select e.body from rollout_events e join rollouts r on r.id = e.rollout_id where r.release_id = 'r2' order by e.seq")]
+ended = max(datetime.fromisoformat(e["at"].replace("Z", "+00:00")).timestamp() for e in events)
+own = ended - created_ms / 1000
 expected = fleet["reports_generated"] - fleet["reports_superseded"] - fleet["reports_pending"]
 print(f"agents {agents}, waves 1/10%/100%, soak {soak} s each, agent poll interval {poll} s, poll_hint {hint} s")
 print(f"rollout wall time {wall:.1f} s; beyond the soaks ({3 * soak} s): {wall - 3 * soak:.1f} s")
+print(f"rollout timeline (made -> {events[-1]['kind']}) {own:.2f} s; beyond the soaks: {own - 3 * soak:.2f} s")
 print(f"coordinator CPU during the rollout: {(c1 - c0) / tick:.2f} s = {100 * (c1 - c0) / tick / wall:.1f} % of one core")
 print(f"fleet process CPU (all {agents} agents, whole run): {fleet['cpu_s']:.1f} s")
 for w in sorted(by_wave):

@@ -3,10 +3,14 @@
 // the input's first byte picks (none, an agent certificate, one that names no one, or an API key
 // of each role), against an in-memory store.
 // Properties beyond "no crash": no exception escapes the handler, no answer is a 5xx other than
-// 503, every status is a real one, and a JSON answer is JSON.
+// 503, every status is a real one, and a JSON answer is JSON. And the quick path against the full
+// one: a head the quick reader takes, Beast reads the same (method, target, version, keep-alive,
+// fields), and a poll the coordinator answers from the head is answered with the bytes the full
+// path gives.
 #include "../../coordinator/io/service_impl.hpp"
 #include "../coordinator/fake_storage.hpp"
 
+#include "nixfleet/common/http_wire.hpp"
 #include "nixfleet/protocol/signing.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -19,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string_view>
 
 namespace {
@@ -73,9 +78,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   auto& h = the();
   nixfleet::http_request req{parser.release(), {}, true, "127.0.0.1:1"};
-  req.msg.erase(http::field::authorization);
   if (who == 1) req.client.id = "web-1";
   if (who == 2) req.client.problem = "the client certificate's subject has 2 CNs";
+
+  const std::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);
+  std::optional<std::string> quick;
+  if (auto head = nixfleet::http_wire::read_request_head(input, 16 * 1024)) {
+    if (head->method != req.msg.method_string() || head->target != req.msg.target() ||
+        head->version != req.msg.version() || head->keep_alive != req.msg.keep_alive())
+      std::abort();
+    for (std::size_t i = 0; i < head->field_count; ++i) {
+      auto it = req.msg.find(head->fields[i].first);
+      if (it == req.msg.end() || head->field(head->fields[i].first) != it->value()) std::abort();
+    }
+    if (who < 3 && !head->field("Authorization")) {
+      std::string out;
+      if (h.svc->quick_answer(nixfleet::quick_request{*head, req.client, true, head->keep_alive}, out))
+        quick = std::move(out);
+    }
+  }
+  req.msg.erase(http::field::authorization);
   if (who >= 3) req.msg.set(http::field::authorization, "Bearer " + keys[who - 3]);
   {
     std::lock_guard lock(h.state->mutex);
@@ -108,6 +130,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (verbose) std::fprintf(stderr, "%s %s -> %u\n", std::string(req.msg.method_string()).c_str(),
                             std::string(req.msg.target()).c_str(), answer.status);
   if (answer.status < 100 || answer.status > 599) std::abort();
+  if (quick) {
+    if (answer.held || answer.stream) std::abort();
+    // What the server adds to every API answer (service.cpp's handler and error renderer).
+    std::string full;
+    nixfleet::http_wire::write_response(full, answer, req.msg.version(), req.msg.keep_alive(), "nixfleet");
+    if (full != *quick) std::abort();
+  }
   if (answer.status >= 500 && answer.status != 503) std::abort();
   if (answer.content_type == "application/json" && !answer.body.empty()) {
     boost::system::error_code jec;

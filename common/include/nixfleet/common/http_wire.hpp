@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -41,5 +42,9 @@ std::optional<request_head> read_request_head(std::string_view data, std::size_t
 // version's default, and Content-Length. `r.stream` and `r.held` are not looked at.
 void write_response(std::string& out, const http_response& r, unsigned version, bool keep_alive,
                     std::string_view server_name, bool with_body = true);
+// The same from parts, nothing made on the way (the quick path).
+void write_response(std::string& out, unsigned status, std::string_view content_type,
+                    std::span<const std::pair<std::string_view, std::string_view>> fields, std::string_view body,
+                    unsigned version, bool keep_alive, std::string_view server_name, bool with_body = true);
 
 }  // namespace nixfleet::http_wire
