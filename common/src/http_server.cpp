@@ -595,6 +595,21 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     co_return out;
   }
 
+  // The plain case answered from the head alone, without Beast or the handler's coroutines: the
+  // answer in `out` and the head consumed, with whether the connection stays open. Not a
+  // coroutine, so that the head (a kilobyte of views) never takes room in a suspended frame.
+  std::optional<bool> answer_quickly(beast::flat_buffer& buf, const client_identity& who, bool tls, std::string& out) {
+    const std::string_view data(static_cast<const char*>(buf.data().data()), buf.size());
+    const auto head = http_wire::read_request_head(data, opts.header_limit);
+    if (!head) return std::nullopt;
+    out.clear();
+    const bool keep = head->keep_alive && !stopping;
+    if (!opts.quick(quick_request{*head, who, tls, keep}, out)) return std::nullopt;
+    buf.consume(head->size);
+    ++st.quick;
+    return keep;
+  }
+
   template <class Stream>
   asio::awaitable<void> serve(Stream& stream, watchdog& dog, connection_ptr conn, client_identity who, bool tls,
                               std::string peer) {
@@ -617,21 +632,13 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       ++st.in_flight;
       in_flight_guard guard{st};
       if (opts.quick && !sessions) {
-        // The plain case answered from the head alone, without Beast or the handler's coroutines.
-        const std::string_view data(static_cast<const char*>(buf.data().data()), buf.size());
-        if (auto head = http_wire::read_request_head(data, opts.header_limit)) {
-          quick.clear();
-          const bool keep = head->keep_alive && !stopping;
-          if (opts.quick(quick_request{*head, who, tls, keep}, quick)) {
-            buf.consume(head->size);
-            first = false;
-            ++st.quick;
-            dog.set(opts.write_timeout);
-            auto [ec, n] = co_await asio::async_write(stream, asio::buffer(quick), use_tuple);
-            if (ec || !keep) co_return;
-            if (quick.capacity() > 4096) std::string().swap(quick);
-            continue;
-          }
+        if (const auto keep = answer_quickly(buf, who, tls, quick)) {
+          first = false;
+          dog.set(opts.write_timeout);
+          auto [ec, n] = co_await asio::async_write(stream, asio::buffer(quick), use_tuple);
+          if (ec || !*keep) co_return;
+          if (quick.capacity() > 4096) std::string().swap(quick);
+          continue;
         }
       }
       auto ex = co_await read_and_handle(stream, dog, buf, first, who, tls, peer);
