@@ -406,9 +406,11 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     }
   }
 
+  // The answers below are the caller's, taken by reference: a copy would take room in the frames
+  // of every held connection.
   template <class Stream>
-  asio::awaitable<bool> send(Stream& stream, watchdog& dog, http_response r, unsigned version, bool keep_alive) {
-    if (r.stream) co_return co_await send_chunked(stream, dog, std::move(r), version, keep_alive);
+  asio::awaitable<bool> send(Stream& stream, watchdog& dog, http_response& r, unsigned version, bool keep_alive) {
+    if (r.stream) co_return co_await send_chunked(stream, dog, r, version, keep_alive);
     std::string out;
     http_wire::write_response(out, r, version, keep_alive, opts.server_name, false);
     dog.set(opts.write_timeout);
@@ -418,7 +420,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   }
 
   template <class Stream>
-  asio::awaitable<bool> send_chunked(Stream& stream, watchdog& dog, http_response r, unsigned version, bool keep_alive) {
+  asio::awaitable<bool> send_chunked(Stream& stream, watchdog& dog, http_response& r, unsigned version, bool keep_alive) {
     http::response<http::empty_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, opts.server_name);
     res.set(http::field::content_type, r.content_type);
@@ -461,9 +463,10 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   }
 
   // A held answer (a long poll): the connection waits idle, watched for anything the client sends.
+  // `r` comes with the handler's held function and leaves with the answer to send.
   template <class Stream>
-  asio::awaitable<http_response> hold(Stream& stream, watchdog& dog, const connection_ptr& c, beast::flat_buffer& buf,
-                                      http_response r) {
+  asio::awaitable<void> hold(Stream& stream, watchdog& dog, const connection_ptr& c, beast::flat_buffer& buf,
+                             http_response& r) {
     connection& conn = *c;
     auto held = std::move(r.held);
     auto& sock = socket_of(stream);
@@ -479,12 +482,11 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       watch_reads(c, wake);
     }
     dog.set(std::chrono::hours(1));  // the handler's own deadline is the one that counts
-    http_response answer;
     try {
-      answer = co_await at_home<http_response>([&held, &wake] { return held(*wake); });
+      r = co_await at_home<http_response>([&held, &wake] { return held(*wake); });
     } catch (const std::exception& e) {
       log::error("held_request_failed", {{"error", e.what()}});
-      answer = errors(500, "internal", "the server could not complete the request");
+      r = errors(500, "internal", "the server could not complete the request");
     }
     --st.held;
     conn.idle = false;
@@ -493,7 +495,6 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       boost::system::error_code ignored;
       sock.cancel(ignored);  // the watch, if it is still waiting
     }
-    co_return answer;
   }
 
   // Wakes a held answer when the client sends something or closes. Readiness can be stale (several
@@ -576,7 +577,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
                         : ec == http::error::header_limit
                             ? errors(431, "header_too_large", "the request header is too large")
                             : errors(400, "bad_request", "malformed HTTP request");
-      co_await send(stream, dog, std::move(r), 11, false);
+      co_await send(stream, dog, r, 11, false);
       // Read (and drop) what the client is still sending for a moment, so that closing does
       // not reset the connection before it has read the answer.
       if (ec == http::error::body_limit) co_await drain(stream, dog);
@@ -647,9 +648,9 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       if (ex->r.held) {
         std::string().swap(quick);  // a held connection keeps no answer's bytes
         guard.release();  // a held answer is idle, not in flight: a shutdown does not wait for it
-        ex->r = co_await hold(stream, dog, conn, buf, std::move(ex->r));
+        co_await hold(stream, dog, conn, buf, ex->r);
       }
-      if (!co_await send(stream, dog, std::move(ex->r), ex->version, ex->keep_alive && !stopping)) co_return;
+      if (!co_await send(stream, dog, ex->r, ex->version, ex->keep_alive && !stopping)) co_return;
       if (!ex->keep_alive) co_return;
     }
   }
