@@ -388,7 +388,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         if (SSL_session_reused(stream->native_handle())) ++self->st.tls_resumed;
         // Named first: GCC 12 destroys a temporary passed into a coroutine call twice.
         client_identity who = peer_identity(stream->native_handle());
-        co_await self->serve(*stream, *dog, conn, std::move(who), true, peer);
+        co_await self->serve(*stream, *dog, conn, who, true, peer);
         dog->set(std::chrono::seconds(2));
         co_await stream->async_shutdown(use_tuple);
       } else {
@@ -400,7 +400,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       auto watched = self->watch(*conn, stream);
       auto dog = watched.dog;
       client_identity nobody;
-      co_await self->serve(stream, *dog, conn, std::move(nobody), false, peer);
+      co_await self->serve(stream, *dog, conn, nobody, false, peer);
       boost::system::error_code ignored;
       stream.shutdown(tcp::socket::shutdown_send, ignored);
     }
@@ -611,9 +611,10 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     return keep;
   }
 
+  // `who` and `peer` belong to the session's frame, which outlives this loop.
   template <class Stream>
-  asio::awaitable<void> serve(Stream& stream, watchdog& dog, connection_ptr conn, client_identity who, bool tls,
-                              std::string peer) {
+  asio::awaitable<void> serve(Stream& stream, watchdog& dog, connection_ptr conn, const client_identity& who, bool tls,
+                              const std::string& peer) {
     beast::flat_buffer buf;
     std::string quick;  // the quick path's answer while it is written
     bool first = true;
