@@ -68,12 +68,11 @@ class tls_stream {
   template <class ConstBuffers, class Token>
   auto async_write_some(const ConstBuffers& buffers, Token&& token) {
     boost::asio::const_buffer first;
-    std::size_t total = 0, parts = 0;
+    std::size_t parts = 0;
     for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers); ++it) {
       boost::asio::const_buffer b(*it);
       if (b.size() == 0) continue;
       if (parts++ == 0) first = b;
-      total += b.size();
     }
     if (parts > 1 && first.size() < gather_limit) {
       gathered_.clear();
