@@ -49,6 +49,20 @@ std::optional<std::string_view> bearer_key(std::string_view v) {
   return v.substr(bearer.size());
 }
 
+// Whether an X-Nixfleet-Protocol value has our major version.
+bool speaks_our_protocol(std::string_view version) {
+  return version.substr(0, version.find('.')) == std::to_string(protocol::protocol_version);
+}
+
+// A whole number up to `max`, all of `text`.
+bool whole_number(std::string_view text, std::uint64_t max, std::uint64_t& out) {
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size() || v > max) return false;
+  out = v;
+  return true;
+}
+
 // A CSV cell safe to open in a spreadsheet: quoted, and never starting a formula.
 std::string csv_cell(std::string_view s) {
   std::string out = "\"";
@@ -108,13 +122,15 @@ asio::awaitable<std::variant<core::principal, http_response>> authenticate(impl&
 // ---------------------------------------------------------------------------------------------
 // Agent routes
 
+constexpr std::uint64_t max_wait_s = 3600;  // what `?wait=` may ask for (then capped by long_poll_max)
+
 // The poll path: memory only.
 // With `?wait=S` and the ETag the machine already has, the answer is held until its desired state
 // changes, S elapses (at most long_poll_max, less a random fifth, so that polls held together do
 // not expire together) or the agent sends its next request on the connection.
 asio::awaitable<http_response> get_desired(impl& s, route_call& c) {
   std::uint64_t wait_s = 0;
-  if (!query_number(c.query, "wait", 3600, wait_s))
+  if (!query_number(c.query, "wait", max_wait_s, wait_s))
     co_return error_response(400, "bad_request", "wait is a whole number of seconds, at most 3600");
   std::string inm;
   if (auto h = c.req.msg.find(http::field::if_none_match); h != c.req.msg.end()) inm = h->value();
@@ -171,13 +187,9 @@ bool impl::quick_answer(const quick_request& q, std::string& out) {
   std::uint64_t wait_s = 0;
   if (!query.empty()) {
     constexpr std::string_view wait = "wait=";
-    if (!query.starts_with(wait)) return false;
-    const auto digits = query.substr(wait.size());
-    auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), wait_s);
-    if (ec != std::errc() || p != digits.data() + digits.size() || wait_s > 3600) return false;
+    if (!query.starts_with(wait) || !whole_number(query.substr(wait.size()), max_wait_s, wait_s)) return false;
   }
-  if (auto ver = head.field(protocol::protocol_header))
-    if (ver->substr(0, ver->find('.')) != "1") return false;
+  if (auto ver = head.field(protocol::protocol_header); ver && !speaks_our_protocol(*ver)) return false;
   if (core::authorize_agent(q.client.id, q.client.problem, id_text, opts.insecure_http)) return false;
   if (core::certificate_refusal(fleet, id_text, q.client.serial, opts.clock())) return false;
   const auto start = std::chrono::steady_clock::now();
@@ -186,13 +198,13 @@ bool impl::quick_answer(const quick_request& q, std::string& out) {
   if (!answer) return false;  // memory is ahead of the store: the full path waits for it
   // A poll that would be held is the full path's.
   if (answer->status == 304 && wait_s > 0 && opts.long_poll_max.count() > 0 && !stopping) return false;
-  // The fields desired_answer and handle() give it, in their order, without making them.
-  static const std::string version_text = std::to_string(protocol::protocol_version);
-  if (long_poll_text_.empty()) long_poll_text_ = std::to_string(opts.long_poll_max.count());
+  // The fields desired_answer and handle() give it, in their order (short numbers: no allocation).
+  const std::string long_poll_text = std::to_string(opts.long_poll_max.count()),
+                    version_text = std::to_string(protocol::protocol_version);
   std::array<std::pair<std::string_view, std::string_view>, 3> fields;
   std::size_t n = 0;
   fields[n++] = {"ETag", answer->etag};
-  if (opts.long_poll_max.count() > 0) fields[n++] = {protocol::long_poll_header, long_poll_text_};
+  if (opts.long_poll_max.count() > 0) fields[n++] = {protocol::long_poll_header, long_poll_text};
   fields[n++] = {protocol::protocol_header, version_text};
   http_wire::write_response(out, answer->status, "application/json", std::span(fields.data(), n), answer->body,
                             head.version, q.keep_alive, opts.api.server_name);
@@ -716,12 +728,7 @@ bool match(std::string_view pattern, const std::vector<std::string>& seg, std::v
 bool query_number(const std::map<std::string, std::string>& query, const char* key, std::uint64_t max,
                   std::uint64_t& out) {
   auto it = query.find(key);
-  if (it == query.end()) return true;
-  std::uint64_t v = 0;
-  auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
-  if (ec != std::errc() || p != it->second.data() + it->second.size() || v > max) return false;
-  out = v;
-  return true;
+  return it == query.end() || whole_number(it->second, max, out);
 }
 
 asio::awaitable<std::variant<core::principal, http_response>> impl::key_principal(std::string_view key) {
@@ -763,7 +770,7 @@ asio::awaitable<http_response> impl::dispatch(http_request& req, std::string& ro
   if (fatal) co_return error_response(503, "unavailable", "the coordinator lost its store and is stopping");
   if (auto h = req.msg.find(protocol::protocol_header); h != req.msg.end()) {
     std::string_view ver = h->value();
-    if (ver.substr(0, ver.find('.')) != std::to_string(protocol::protocol_version))
+    if (!speaks_our_protocol(ver))
       co_return error_response(426, "unsupported_protocol", "this coordinator speaks protocol version 1");
   }
   auto parsed = boost::urls::parse_origin_form(req.msg.target());

@@ -129,7 +129,6 @@ struct service::impl : std::enable_shared_from_this<impl> {
   };
   std::optional<desired_view> desired_now(const std::string& id, std::string_view if_none_match);
   std::string remade_;  // a body made again and not kept hot, for desired_now's view
-  std::string long_poll_text_;  // the long-poll field's value, made once for the quick path
   // The same, waiting for the store when memory is ahead of it (503 when it stays ahead).
   boost::asio::awaitable<http_response> answer_desired(const std::string& id, std::string if_none_match);
   std::map<std::string, route_metrics> route_stats;

@@ -52,7 +52,7 @@ struct server_options {
   std::size_t max_connections = 20'000;
   std::size_t max_connections_per_address = 0;  // from one source address; 0: no cap but the total
   std::string server_name = "nixfleet";  // the Server header
-  // The quick path (the poll path's answers): see quick_handler. Used when the server runs on one
+  // The quick path (the poll path's answers): see quick_request. Used when the server runs on one
   // thread (no sessions executor), for a plain head already whole in the read buffer.
   std::function<bool(const quick_request&, std::string& out)> quick;
 };
