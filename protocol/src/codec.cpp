@@ -98,6 +98,33 @@ void describe(V& v, X& x) {
   v.req("results", x.results, spec{.max_items = limits::max_probe_results});
 }
 
+template <class V, class X>
+  requires is<X, probe_evidence>
+void describe(V& v, X& x) {
+  v.req("probe", x.probe, short_text);
+  v.req("type", x.type, short_text);
+  v.req("status", x.status);
+  v.opt("message", x.message, spec{.max_len = limits::max_evidence_message_bytes});
+  v.opt("output", x.output, spec{.max_len = limits::max_evidence_output_bytes});
+}
+
+template <class V, class X>
+  requires is<X, forensics_bundle>
+void describe(V& v, X& x) {
+  v.opt("target", x.target, path);
+  v.opt("previous", x.previous, path);
+  v.def("probes", x.probes, spec{.max_items = limits::max_evidence_probes});
+  v.def("failed_units", x.failed_units, spec{.max_len = limits::max_short_text_bytes, .max_items = limits::max_failed_units});
+  v.opt("journal", x.journal, spec{.max_len = limits::max_journal_bytes});
+  v.opt("switch_output", x.switch_output, spec{.max_len = limits::max_switch_output_bytes});
+  v.def("closure_diff", x.closure_diff,
+        spec{.max_len = limits::max_short_text_bytes, .max_items = limits::max_closure_diff_lines});
+  v.def("closure_changes", x.closure_changes);
+  v.def("notes", x.notes, spec{.max_len = limits::max_short_text_bytes, .max_items = limits::max_forensics_notes});
+  v.ensure(x.closure_changes >= x.closure_diff.size(), "closure_changes", errc::out_of_range,
+           "counts the lines before the list was cut: at least as many as closure_diff holds");
+}
+
 // Kinds that are about one target store path.
 constexpr bool kind_needs_store_path(report_kind k) noexcept {
   return k != report_kind::heartbeat && k != report_kind::up_to_date && k != report_kind::health;
@@ -118,6 +145,7 @@ void describe(V& v, X& x) {
   v.opt("booted_path", x.booted_path, path);
   v.req("agent_version", x.agent_version, spec{.max_len = 64});
   v.req("uptime_s", x.uptime_s);
+  v.opt("forensics", x.forensics);
   v.ensure(x.seq >= 1, "seq", errc::out_of_range, "sequence numbers start at 1");
   v.ensure(!kind_needs_store_path(x.kind) || x.store_path.has_value(), "store_path", errc::missing_field,
            "required for this kind of report");
@@ -520,6 +548,8 @@ NIXFLEET_INSTANTIATE(desired_state)
 NIXFLEET_INSTANTIATE(probe_result)
 NIXFLEET_INSTANTIATE(health_report)
 NIXFLEET_INSTANTIATE(report)
+NIXFLEET_INSTANTIATE(probe_evidence)
+NIXFLEET_INSTANTIATE(forensics_bundle)
 NIXFLEET_INSTANTIATE(report_batch)
 NIXFLEET_INSTANTIATE(report_ack)
 NIXFLEET_INSTANTIATE(release_entry)

@@ -6,6 +6,7 @@
 
 #include <boost/url/parse.hpp>
 
+#include <algorithm>
 #include <array>
 #include <span>
 
@@ -128,6 +129,65 @@ bool is_valid_utf8(std::string_view s) noexcept {
     i += len;
   }
   return true;
+}
+
+namespace {
+
+// The length of the UTF-8 character starting at s[i], or 0 when it is not one.
+std::size_t utf8_length(std::string_view s, std::size_t i) noexcept {
+  const auto c = static_cast<unsigned char>(s[i]);
+  const std::size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+  if (len == 0 || i + len > s.size()) return 0;
+  return is_valid_utf8(s.substr(i, len)) ? len : 0;
+}
+
+}  // namespace
+
+std::string printable_excerpt(std::string_view raw, std::size_t max, keep part) {
+  std::string clean;
+  clean.reserve(std::min(raw.size(), max * 2));
+  for (std::size_t i = 0; i < raw.size();) {
+    const auto c = static_cast<unsigned char>(raw[i]);
+    if (c == 0x1b) {  // ESC: a CSI sequence ends at a byte in 0x40..0x7e; others are two bytes
+      i += 1;
+      if (i < raw.size() && raw[i] == '[') {
+        ++i;
+        while (i < raw.size() && !(raw[i] >= 0x40 && raw[i] <= 0x7e)) ++i;
+      }
+      if (i < raw.size()) ++i;
+      continue;
+    }
+    if (c == '\r') { ++i; continue; }
+    if (c < 0x80) {
+      clean.push_back(c == '\n' || c == '\t' ? static_cast<char>(c) : (c < 0x20 || c == 0x7f) ? ' ' : static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    if (const auto len = utf8_length(raw, i)) {
+      clean.append(raw.substr(i, len));
+      i += len;
+    } else {
+      clean.push_back('?');
+      ++i;
+    }
+  }
+  if (clean.size() <= max) return clean;
+  static constexpr std::string_view mark = "[…]";
+  if (max <= mark.size() + 1) return {};
+  const std::size_t room = max - mark.size() - 1;
+  auto boundary = [&](std::size_t at) {  // not inside a character
+    while (at < clean.size() && (static_cast<unsigned char>(clean[at]) & 0xc0) == 0x80) ++at;
+    return at;
+  };
+  if (part == keep::tail) {
+    std::size_t from = boundary(clean.size() - room);
+    if (const auto nl = clean.find('\n', from); nl != std::string::npos && nl + 1 < clean.size()) from = nl + 1;
+    return std::string(mark) + "\n" + clean.substr(from);
+  }
+  std::size_t to = room;
+  while (to > 0 && (static_cast<unsigned char>(clean[to]) & 0xc0) == 0x80) --to;
+  if (const auto nl = clean.rfind('\n', to); nl != std::string::npos && nl > 0) to = nl;
+  return clean.substr(0, to) + "\n" + std::string(mark);
 }
 
 boost::system::error_code check_text(std::string_view s, std::size_t max, newlines nl) {

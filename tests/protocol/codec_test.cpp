@@ -58,6 +58,8 @@ const std::map<std::string, round_trip>& wire_types() {
       {"probe_result", via<probe_result>()},
       {"health_report", via<health_report>()},
       {"report", via<report>()},
+      {"probe_evidence", via<probe_evidence>()},
+      {"forensics_bundle", via<forensics_bundle>()},
       {"report_batch", via<report_batch>()},
       {"report_ack", via<report_ack>()},
       {"release_entry", via<release_entry>()},
@@ -286,6 +288,29 @@ BOOST_AUTO_TEST_CASE(bad_input_names_the_field) {
       {"key role", decoding<key_request>(R"({"name":"ci","role":"root"})"), "role", errc::invalid_enum},
       {"key name", decoding<key_request>(R"({"name":"c i","role":"admin"})"), "name", errc::invalid_key},
       {"retry flag type", decoding<resume_request>(R"({"retry_failed":"yes"})"), "retry_failed", errc::wrong_type},
+      // forensics: every part bounded, nothing unchecked
+      {"forensics journal too long",
+       decoding<report>(report_with("forensics", "{\"journal\":\"" + std::string(16 * 1024 + 1, 'j') + "\"}")),
+       "forensics.journal", errc::too_long},
+      {"forensics probe output too long",
+       decoding<report>(report_with("forensics", R"({"probes":[{"probe":"p","type":"exec","status":"fail","output":")" +
+                                                     std::string(2049, 'o') + "\"}]}")),
+       "forensics.probes[0].output", errc::too_long},
+      {"forensics too many probes",
+       decoding<forensics_bundle>([] {
+         std::string ps;
+         for (int i = 0; i < 17; ++i) ps += std::string(i ? "," : "") + R"({"probe":"p","type":"t","status":"pass"})";
+         return R"({"probes":[)" + ps + "]}";
+       }()),
+       "probes", errc::too_many_items},
+      {"forensics target not a store path", decoding<forensics_bundle>(R"({"target":"/etc/passwd"})"), "target",
+       errc::invalid_store_path},
+      {"forensics control character in a unit",
+       decoding<forensics_bundle>(R"({"failed_units":["a\u001b[31m.service"]})"), "failed_units[0]",
+       errc::invalid_characters},
+      {"forensics diff count below its lines",
+       decoding<forensics_bundle>(R"({"closure_diff":["a: 1 → 2"],"closure_changes":0})"), "closure_changes",
+       errc::out_of_range},
   };
   for (const auto& c : cases) {
     BOOST_TEST_CONTEXT(c.what) {

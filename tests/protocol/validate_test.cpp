@@ -140,4 +140,35 @@ BOOST_AUTO_TEST_CASE(size_specs_parse_counts_and_percentages) {
   BOOST_TEST(parse_size_spec("0").value().resolve(3) == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(program_output_becomes_bounded_printable_text) {
+  auto accepted = [](const std::string& s, std::size_t max) { return !check_text(s, max, newlines::allow).failed(); };
+  // Colours, carriage returns, a bell, a NUL, a lone continuation byte, a cut character.
+  const std::string raw = std::string("\x1b[1;31merror\x1b[0m: a\r\nb\x07" "c") + '\0' + "d \x80 caf\xc3\xa9 \xe2\x82";
+  const auto clean = printable_excerpt(raw, 1024);
+  BOOST_TEST(clean == "error: a\nb c d ? café ??");
+  BOOST_TEST(accepted(clean, 1024));
+  // Longer than the limit: the end is kept from a line start, marked.
+  std::string lines;
+  for (int i = 0; i < 1000; ++i) lines += "line " + std::to_string(i) + " é\n";
+  const auto tail = printable_excerpt(lines, 200);
+  BOOST_TEST(tail.size() <= 200u);
+  BOOST_TEST(accepted(tail, 200));
+  BOOST_TEST(tail.starts_with("[…]\nline "));
+  BOOST_TEST(tail.ends_with("line 999 é\n"));
+  const auto head = printable_excerpt(lines, 200, keep::head);
+  BOOST_TEST(head.size() <= 200u);
+  BOOST_TEST(head.starts_with("line 0 é\n"));
+  BOOST_TEST(head.ends_with("\n[…]"));
+  BOOST_TEST(accepted(head, 200));
+  // One long line of multibyte characters is cut between characters.
+  BOOST_TEST(accepted(printable_excerpt(std::string(3000, 'x') + std::string(300, '\xc3'), 100), 100));
+  std::string wide;
+  for (int i = 0; i < 500; ++i) wide += "é";
+  for (std::size_t max : {50u, 51u, 52u, 99u}) {
+    BOOST_TEST(accepted(printable_excerpt(wide, max), max), max);
+    BOOST_TEST(accepted(printable_excerpt(wide, max, keep::head), max), max);
+  }
+  BOOST_TEST(printable_excerpt(wide, 3).empty());
+}
+
 BOOST_AUTO_TEST_SUITE_END()

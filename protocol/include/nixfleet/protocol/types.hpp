@@ -35,6 +35,15 @@ struct limits {
   static constexpr std::size_t max_waves = 32;
   static constexpr std::size_t max_list_items = 100000;
   static constexpr std::size_t max_revocations = 4096;
+  // A forensics bundle (what an agent saw when a target failed): at most about 110 KiB.
+  static constexpr std::size_t max_evidence_probes = 16;
+  static constexpr std::size_t max_evidence_message_bytes = 1024;
+  static constexpr std::size_t max_evidence_output_bytes = 2048;
+  static constexpr std::size_t max_failed_units = 64;
+  static constexpr std::size_t max_journal_bytes = 16 * 1024;
+  static constexpr std::size_t max_switch_output_bytes = 4096;
+  static constexpr std::size_t max_closure_diff_lines = 64;
+  static constexpr std::size_t max_forensics_notes = 8;
   // Sequences are signed as JSON numbers: exact only below 2^53.
   static constexpr std::uint64_t max_sequence = (std::uint64_t{1} << 53) - 1;
 };
@@ -162,6 +171,36 @@ struct health_report {
   friend bool operator==(const health_report&, const health_report&) = default;
 };
 
+// One probe's last result at the verdict, with what it printed or answered.
+struct probe_evidence {
+  std::string probe;
+  std::string type;
+  probe_status status = probe_status::fail;
+  std::optional<std::string> message;
+  // The end of an exec probe's stdout and stderr, an http probe's status line and body excerpt.
+  std::optional<std::string> output;
+
+  friend bool operator==(const probe_evidence&, const probe_evidence&) = default;
+};
+
+// What an agent saw when a target failed on it (rolled_back, rollback_failed, activation_failed),
+// bounded: each part is cut to its limit by the agent and refused above it by the decoder.
+struct forensics_bundle {
+  std::optional<std::string> target;    // the generation that failed
+  std::optional<std::string> previous;  // the one the host went back to (or kept)
+  std::vector<probe_evidence> probes;   // failing ones first
+  std::vector<std::string> failed_units;
+  // `journalctl` of the failed units and those the switch started or restarted, since activation.
+  std::optional<std::string> journal;
+  std::optional<std::string> switch_output;  // the end of switch-to-configuration's output
+  // `nix store diff-closures previous target`, one line per package ("nginx: 1.24.0 → 1.25.0, +12.1 KiB").
+  std::vector<std::string> closure_diff;
+  std::uint32_t closure_changes = 0;  // lines before the list was cut
+  std::vector<std::string> notes;     // what could not be collected, and why
+
+  friend bool operator==(const forensics_bundle&, const forensics_bundle&) = default;
+};
+
 struct report {
   std::uint64_t seq = 0;
   timestamp at{};
@@ -176,6 +215,7 @@ struct report {
   std::optional<std::string> booted_path;
   std::string agent_version;
   std::uint64_t uptime_s = 0;
+  std::optional<forensics_bundle> forensics;
 
   friend bool operator==(const report&, const report&) = default;
 };

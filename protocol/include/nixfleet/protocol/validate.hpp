@@ -57,4 +57,12 @@ boost::system::error_code check_platform(std::string_view s);
 // Valid UTF-8 (no overlongs, no surrogates).
 bool is_valid_utf8(std::string_view s) noexcept;
 
+// Makes any program output (a journal, a probe's stdout, a switch's stderr) into text that
+// check_text accepts with newlines allowed, in at most `max` bytes: terminal escape sequences and
+// carriage returns are dropped, other control characters become spaces, bytes that are not UTF-8
+// become '?'. When it is longer, the end (`keep::tail`) or the start (`keep::head`) is kept, cut
+// at a line (or at least a character) boundary and marked with "[…]".
+enum class keep { head, tail };
+std::string printable_excerpt(std::string_view raw, std::size_t max, keep part = keep::tail);
+
 }  // namespace nixfleet::protocol
