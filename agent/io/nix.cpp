@@ -147,7 +147,16 @@ std::string switch_activator::running() {
 }
 
 boost::asio::awaitable<std::vector<protocol::probe_result>> health_prober::round() {
-  co_return co_await health::run_all(setup_->probes);
+  std::vector<std::string> outputs;
+  auto results = co_await health::run_all(setup_->probes, &outputs);
+  outputs_ = std::move(outputs);
+  co_return results;
+}
+
+std::string health_prober::output_of(const std::string& probe) const {
+  for (std::size_t i = 0; i < outputs_.size() && i < setup_->probes.size(); ++i)
+    if (setup_->probes[i]->common().name == probe) return outputs_[i];
+  return {};
 }
 
 boost::asio::awaitable<void> steady_clock::sleep_until(core::time_point t) {

@@ -1,6 +1,8 @@
 // The probe registry and running probes with a hard time limit, concurrently.
 #include "nixfleet/health/probe.hpp"
 
+#include "nixfleet/protocol/validate.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -41,7 +43,7 @@ const registry& registry::builtin() {
   return r;
 }
 
-asio::awaitable<protocol::probe_result> run_probe(probe& p) {
+asio::awaitable<protocol::probe_result> run_probe(probe& p, std::string* output) {
   using namespace asio::experimental::awaitable_operators;
   protocol::probe_result r;
   r.probe = p.common().name;
@@ -54,6 +56,8 @@ asio::awaitable<protocol::probe_result> run_probe(probe& p) {
       auto& o = std::get<0>(first);
       r.status = o.passed ? protocol::probe_status::pass : protocol::probe_status::fail;
       if (!o.message.empty()) r.message = std::move(o.message);
+      if (output != nullptr)
+        *output = protocol::printable_excerpt(o.output, protocol::limits::max_evidence_output_bytes);
     } else {
       r.status = protocol::probe_status::fail;
       r.message = fmt::format("timed out after {} ms", p.common().timeout.count());
@@ -71,9 +75,11 @@ asio::awaitable<protocol::probe_result> run_probe(probe& p) {
   co_return r;
 }
 
-asio::awaitable<std::vector<protocol::probe_result>> run_all(const std::vector<probe_ptr>& probes) {
+asio::awaitable<std::vector<protocol::probe_result>> run_all(const std::vector<probe_ptr>& probes,
+                                                             std::vector<std::string>* outputs) {
   auto ex = co_await asio::this_coro::executor;
   std::vector<protocol::probe_result> results(probes.size());
+  if (outputs != nullptr) outputs->assign(probes.size(), std::string());
   if (probes.empty()) co_return results;
 
   // A timer that never fires on its own: the last probe to finish cancels it.
@@ -83,7 +89,7 @@ asio::awaitable<std::vector<protocol::probe_result>> run_all(const std::vector<p
   // One signal per probe, so that our own cancellation reaches every probe.
   std::vector<asio::cancellation_signal> signals(probes.size());
   for (std::size_t i = 0; i < probes.size(); ++i) {
-    asio::co_spawn(ex, run_probe(*probes[i]),
+    asio::co_spawn(ex, run_probe(*probes[i], outputs != nullptr ? &(*outputs)[i] : nullptr),
                    asio::bind_cancellation_slot(
                        signals[i].slot(),
                        [&results, i, done, remaining, failure](std::exception_ptr e, protocol::probe_result r) {

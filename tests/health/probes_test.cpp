@@ -1,6 +1,7 @@
 // Built-in probes against real local targets: an HTTP(S) server and a TCP listener on ephemeral
 // ports, real commands, and a stand-in systemctl (no systemd runs where these tests run).
 #include "nixfleet/health/config.hpp"
+#include "nixfleet/protocol/validate.hpp"
 #include "../common/ready_fifo.hpp"
 #include "run_sync.hpp"
 #include "test_http_server.hpp"
@@ -43,6 +44,20 @@ protocol::probe_result check(health::probe& p, test::test_http_server* server = 
     if (server) server->stop();
     co_return r;
   }());
+}
+
+// The same, with what the probe printed or answered.
+std::pair<protocol::probe_result, std::string> check_with_output(health::probe& p, test::test_http_server* server = nullptr,
+                                                                 asio::io_context* shared = nullptr) {
+  asio::io_context own;
+  asio::io_context& ctx = shared ? *shared : own;
+  std::string output;
+  auto result = test::run_sync(ctx, [&]() -> asio::awaitable<protocol::probe_result> {
+    auto r = co_await health::run_probe(p, &output);
+    if (server) server->stop();
+    co_return r;
+  }());
+  return {result, output};
 }
 
 std::string http_probe(unsigned short port, const std::string& path, const std::string& extra = "") {
@@ -88,6 +103,17 @@ BOOST_AUTO_TEST_CASE(wrong_status_fails_and_expected_status_set_is_honoured) {
   test::test_http_server server2(ctx2);
   auto accepts_500 = make(http_probe(server2.port(), "/error", R"(, "expect_status": [500, 503])"));
   BOOST_TEST((check(*accepts_500, &server2, &ctx2).status == probe_status::pass));
+}
+
+BOOST_AUTO_TEST_CASE(a_failure_keeps_the_status_and_the_start_of_the_body_for_forensics) {
+  asio::io_context ctx;
+  test::test_http_server server(ctx);
+  auto p = make(http_probe(server.port(), "/error"));
+  auto [r, output] = check_with_output(*p, &server, &ctx);
+  BOOST_TEST((r.status == probe_status::fail));
+  BOOST_TEST(output.starts_with("HTTP 500\n"), output);
+  BOOST_TEST(output.size() > std::string("HTTP 500\n").size(), output);
+  BOOST_TEST(!protocol::check_text(output, protocol::limits::max_evidence_output_bytes, protocol::newlines::allow).failed());
 }
 
 BOOST_AUTO_TEST_CASE(body_mismatch_fails) {
@@ -216,6 +242,22 @@ BOOST_AUTO_TEST_CASE(huge_output_is_capped) {
   auto rj = check(*j);
   BOOST_TEST((rj.status == probe_status::fail));
   BOOST_TEST(rj.message->find("cap") != std::string::npos, *rj.message);
+}
+
+BOOST_AUTO_TEST_CASE(a_probe_printing_megabytes_leaves_a_bounded_excerpt_of_both_streams) {
+  // 8 MB of numbered lines on stdout and on stderr, a terminal colour and a NUL among them.
+  auto p = make(R"({"name": "c", "type": "exec", "shell": true, "max_output_bytes": 65536,
+                    "command": "seq 1 1000000 | sed 's/^/out /'; printf '\\033[31mred\\000\\n' >&2; seq 1 1000000 | sed 's/^/err /' >&2; exit 3"})");
+  auto [r, output] = check_with_output(*p);
+  BOOST_TEST((r.status == probe_status::fail));
+  BOOST_TEST(r.message.value_or("").starts_with("exited with code 3"), r.message.value_or(""));
+  BOOST_TEST(output.size() <= protocol::limits::max_evidence_output_bytes);
+  BOOST_TEST(!protocol::check_text(output, protocol::limits::max_evidence_output_bytes, protocol::newlines::allow).failed());
+  BOOST_TEST(output.starts_with("stdout:\n[…]\n"), output);
+  BOOST_TEST(output.find("was discarded") != std::string::npos, output);
+  BOOST_TEST(output.find("stderr:\n") != std::string::npos, output);
+  BOOST_TEST(output.find("err 1000000\n") != std::string::npos, output);  // the end of stderr
+  BOOST_TEST(r.duration_ms < 10000u);
 }
 
 BOOST_AUTO_TEST_CASE(json_output_decides_and_garbage_fails) {

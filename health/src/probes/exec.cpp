@@ -31,19 +31,25 @@ class exec_probe final : public detail::process_probe {
     auto req = make_request(std::move(argv));
     req.max_output = cfg_.max_output_bytes;
     auto r = co_await process::run(std::move(req));
-    if (r.how != process::result::ending::exited) co_return outcome{false, detail::failure_text(r)};
-    if (cfg_.json_output) {
-      auto o = detail::parse_json_outcome(r);
-      if (r.exit_code != 0 && o.passed) o = {false, "exited with code " + std::to_string(r.exit_code)};
-      co_return o;
-    }
-    if (r.exit_code == 0) co_return outcome{true, detail::first_line(r.out)};
-    auto msg = "exited with code " + std::to_string(r.exit_code);
-    if (auto line = detail::first_line(r.err_tail.empty() ? r.out : r.err_tail); !line.empty()) msg += ": " + line;
-    co_return outcome{false, msg};
+    auto o = judge(r);
+    o.output = detail::output_of(r);
+    co_return o;
   }
 
  private:
+  outcome judge(const process::result& r) const {
+    if (r.how != process::result::ending::exited) return outcome{false, detail::failure_text(r)};
+    if (cfg_.json_output) {
+      auto o = detail::parse_json_outcome(r);
+      if (r.exit_code != 0 && o.passed) o = {false, "exited with code " + std::to_string(r.exit_code)};
+      return o;
+    }
+    if (r.exit_code == 0) return outcome{true, detail::first_line(r.out)};
+    auto msg = "exited with code " + std::to_string(r.exit_code);
+    if (auto line = detail::first_line(r.err_tail.empty() ? r.out : r.err_tail); !line.empty()) msg += ": " + line;
+    return outcome{false, msg};
+  }
+
   exec_config cfg_;
 };
 

@@ -43,10 +43,15 @@ class http_probe final : public probe {
                                ? (status >= 200 && status < 300)
                                : std::find(cfg_.expect_status.begin(), cfg_.expect_status.end(), status) !=
                                      cfg_.expect_status.end();
-    if (!status_ok) co_return outcome{false, "unexpected status " + std::to_string(status)};
+    // What the service answered, for forensics: its status and the start of its body.
+    auto answered = "HTTP " + std::to_string(status) + "\n" +
+                    protocol::printable_excerpt(res.answer->body, protocol::limits::max_evidence_output_bytes - 16,
+                                                protocol::keep::head);
+    if (!status_ok) co_return outcome{false, "unexpected status " + std::to_string(status), std::move(answered)};
     if (cfg_.body_contains && res.answer->body.find(*cfg_.body_contains) == std::string::npos)
-      co_return outcome{false, "status " + std::to_string(status) + " but the body lacks the expected text"};
-    co_return outcome{true, "status " + std::to_string(status)};
+      co_return outcome{false, "status " + std::to_string(status) + " but the body lacks the expected text",
+                        std::move(answered)};
+    co_return outcome{true, "status " + std::to_string(status), std::move(answered)};
   }
 
  private:

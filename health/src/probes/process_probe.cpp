@@ -27,6 +27,18 @@ std::string failure_text(const process::result& r) {
   return text;
 }
 
+std::string output_of(const process::result& r) {
+  constexpr std::size_t part = protocol::limits::max_evidence_output_bytes / 2 - 32;
+  std::string text;
+  if (!r.out.empty()) {
+    text += "stdout:\n" + protocol::printable_excerpt(r.out, part);
+    if (r.out_truncated) text += "\n(stdout beyond " + std::to_string(r.out.size()) + " bytes was discarded)";
+    text += '\n';
+  }
+  if (!r.err_tail.empty()) text += "stderr:\n" + protocol::printable_excerpt(r.err_tail, part) + '\n';
+  return text;
+}
+
 outcome parse_json_outcome(const process::result& r) {
   if (r.out_truncated) return {false, "output larger than the cap is not a valid result"};
   boost::system::error_code ec;

@@ -35,6 +35,10 @@ std::string first_line(const std::string& text, std::size_t max = 200);
 // "exited with code 3: <stderr tail>" style text for a failed run.
 std::string failure_text(const process::result& r);
 
+// The ends of what the process wrote, for forensics: "stdout:\n…\nstderr:\n…", each part's end
+// kept, and the place where the output cap cut stdout said.
+std::string output_of(const process::result& r);
+
 // Reads `{"status": "pass"|"fail", "message": "…"}` from a probe's stdout.
 outcome parse_json_outcome(const process::result& r);
 

@@ -31,6 +31,9 @@ struct probe_common {
 struct outcome {
   bool passed = false;
   std::string message;
+  // What the target printed or answered (an exec probe's output, an http probe's status and body),
+  // for the forensics of a failed target; never sent with routine health.
+  std::string output;
 };
 
 // Where the probes find the programs they run; tests point these elsewhere.
@@ -85,11 +88,13 @@ class registry {
 };
 
 // Runs one probe, bounded by its hard limit; exceptions become a failed result. Completes with
-// the wire result (probe, type, status, duration_ms, message).
-boost::asio::awaitable<protocol::probe_result> run_probe(probe& p);
+// the wire result (probe, type, status, duration_ms, message); the probe's output goes to
+// `output` when given (an excerpt of at most protocol::limits::max_evidence_output_bytes).
+boost::asio::awaitable<protocol::probe_result> run_probe(probe& p, std::string* output = nullptr);
 
-// Runs all probes concurrently; results in the order of `probes`.
-boost::asio::awaitable<std::vector<protocol::probe_result>> run_all(const std::vector<probe_ptr>& probes);
+// Runs all probes concurrently; results (and, when given, outputs) in the order of `probes`.
+boost::asio::awaitable<std::vector<protocol::probe_result>> run_all(const std::vector<probe_ptr>& probes,
+                                                                     std::vector<std::string>* outputs = nullptr);
 
 // Each built-in probe type's factory, one file each.
 namespace probes {

@@ -59,9 +59,11 @@ class health_prober final : public prober {
   explicit health_prober(std::shared_ptr<health::health_setup> setup) : setup_(std::move(setup)) {}
   boost::asio::awaitable<std::vector<protocol::probe_result>> round() override;
   std::vector<health::gated_probe> probes() const override { return setup_->gated(); }
+  std::string output_of(const std::string& probe) const override;
 
  private:
   std::shared_ptr<health::health_setup> setup_;
+  std::vector<std::string> outputs_;  // of the last round, in the order of setup_->probes
 };
 
 class steady_clock final : public clock {

@@ -45,6 +45,8 @@ class prober {
   virtual ~prober() = default;
   virtual boost::asio::awaitable<std::vector<protocol::probe_result>> round() = 0;
   virtual std::vector<health::gated_probe> probes() const = 0;
+  // What a probe printed or answered in the last round (an excerpt), for forensics.
+  virtual std::string output_of(const std::string& /*probe*/) const { return {}; }
 };
 
 class clock {
