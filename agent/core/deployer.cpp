@@ -186,6 +186,7 @@ actions deployer::begin_rollback(std::string reason, time_point) {
   record_->reason = std::move(reason);
   gate_.reset();
   stage_ = stage::rolling_back;
+  rollback_failures_ = 0;
   return {write_record_action{*record_}, rollback_action{record_->previous, record_->mode}};
 }
 
@@ -198,6 +199,10 @@ actions deployer::on_rollback_done(bool ok, const std::string& error, const std:
   auto r = report_for(report_kind::rollback_failed,
                       "rolling back to " + record_->previous + " failed: " +
                           (ok ? running + " runs instead" : error) + "; retrying");
+  if (rollback_failures_++ == 0 && !record_->manual) {
+    r.health = last_health_;
+    r.investigate_against = record_->previous;
+  }
   return {r, wait_action{now + cfg_.rollback_retry}};
 }
 
@@ -217,6 +222,7 @@ actions deployer::finish_rollback(const std::string& message) {
   }
   auto r = report_for(report_kind::rolled_back, message);
   r.health = last_health_;
+  if (!record_->manual) r.investigate_against = record_->previous;
   // Reported before the record goes, as for confirmation.
   acts.push_back(r);
   acts.push_back(clear_record_action{});

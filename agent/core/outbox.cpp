@@ -21,6 +21,14 @@ std::uint64_t outbox::push(protocol::report r) {
     items_.erase(victim != items_.end() ? victim : items_.begin());
     ++dropped_;
   }
+  std::size_t with_forensics = 0;
+  for (auto it = items_.rbegin(); it != items_.rend(); ++it) {
+    if (!it->forensics || ++with_forensics <= max_forensics) continue;
+    it->forensics.reset();
+    static constexpr std::string_view why = " (forensics dropped: newer failures queued while the coordinator was away)";
+    if (it->message.value_or("").size() + why.size() <= protocol::limits::max_message_bytes)
+      it->message = it->message.value_or("") + std::string(why);
+  }
   const auto seq = items_.back().seq;
   if (pushed_) pushed_();
   return seq;
@@ -28,7 +36,11 @@ std::uint64_t outbox::push(protocol::report r) {
 
 std::vector<protocol::report> outbox::batch(std::size_t max) const {
   std::vector<protocol::report> out;
-  for (std::size_t i = 0; i < items_.size() && i < max; ++i) out.push_back(items_[i]);
+  std::size_t with_forensics = 0;
+  for (std::size_t i = 0; i < items_.size() && i < max; ++i) {
+    if (items_[i].forensics && ++with_forensics > forensics_per_batch && !out.empty()) break;
+    out.push_back(items_[i]);
+  }
   return out;
 }
 

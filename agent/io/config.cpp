@@ -44,6 +44,20 @@ void describe(V& v, X& x) {
            "cert_file and key_file go together");
 }
 
+template <class V, class X>
+  requires std::same_as<std::remove_const_t<X>, forensics_config>
+void describe(V& v, X& x) {
+  v.def("enable", x.enable);
+  v.def("journal", x.journal);
+  v.def("journal_lines", x.journal_lines);
+  v.def("journal_exclude", x.journal_exclude, {.max_len = 256, .max_items = 256});
+  v.def("timeout_s", x.timeout);
+  v.ensure(x.journal_lines >= 1 && x.journal_lines <= 10000, "journal_lines", errc::out_of_range,
+           "between 1 and 10000");
+  v.ensure(x.timeout >= std::chrono::milliseconds(100) && x.timeout <= std::chrono::minutes(2), "timeout_s",
+           errc::out_of_range, "between 0.1 and 120 seconds");
+}
+
 namespace {
 
 // A trusted key as configured: `"name:base64"`, or `{"key": "name:base64", "not_after": TIME}`.
@@ -97,6 +111,7 @@ void describe_config(V& v, X& raw) {
   v.def("control_socket", x.control_socket, path_spec);
   v.opt("metrics_listen", x.metrics_listen, {.fn = check_listen});
   v.def("outbox_limit", x.outbox_limit);
+  v.def("forensics", x.forensics);
   v.def("log_level", x.log_level, {.max_len = 16});
 
   v.ensure(!x.enroll_token_file || !x.tls.cert_file, "enroll_token_file", errc::invalid_combination,

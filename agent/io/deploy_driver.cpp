@@ -1,6 +1,7 @@
 // The deployer's hands.
 #include "nixfleet/agent/io/deploy_driver.hpp"
 
+#include "nixfleet/agent/core/forensics.hpp"
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/protocol/validate.hpp"
 
@@ -64,6 +65,25 @@ boost::asio::awaitable<void> deploy_driver::emit(protocol::report r) {
   if (auto ec = co_await store_.save_outbox(outbox_))
     log::error("cannot persist the outbox", {{"error", ec.message()}, {"seq", seq}});
   log::info("report", {{"kind", protocol::to_string(kind)}, {"seq", seq}});
+}
+
+boost::asio::awaitable<protocol::forensics_bundle> deploy_driver::investigate(const core::report_action& a) {
+  protocol::forensics_bundle b;
+  // After an agent restart the switch's output and start time are gone: the journal is then the
+  // newest lines of the failed units.
+  if (seams_.forensics != nullptr) {
+    // (named: GCC 12 destroys braced temporaries inside co_await twice)
+    forensics_request q{*a.store_path, *a.investigate_against, activation_began_, switch_output_};
+    b = co_await seams_.forensics->investigate(std::move(q));
+  } else {
+    if (!protocol::check_store_path(*a.store_path)) b.target = a.store_path;
+    if (!protocol::check_store_path(*a.investigate_against)) b.previous = a.investigate_against;
+  }
+  if (a.health)
+    b.probes = core::evidence_of(*a.health, [this](const std::string& probe) { return seams_.probes.output_of(probe); });
+  if (!switch_output_.empty())
+    b.switch_output = protocol::printable_excerpt(switch_output_, protocol::limits::max_switch_output_bytes);
+  co_return b;
 }
 
 boost::asio::awaitable<void> deploy_driver::save_state() {
@@ -152,6 +172,7 @@ boost::asio::awaitable<std::optional<core::actions>> deploy_driver::perform(cons
   auto& t = seams_.time;
   if (const auto* r = std::get_if<core::report_action>(&a)) {
     auto full = stamp(*r);
+    if (r->investigate_against && r->store_path) full.forensics = co_await investigate(*r);
     co_await emit(std::move(full));
     co_return std::nullopt;
   }
@@ -173,8 +194,10 @@ boost::asio::awaitable<std::optional<core::actions>> deploy_driver::perform(cons
       if (!set.ok) co_return machine_.on_activation_done(false, set.error, seams_.activation.running(), t.now());
     }
     const auto began = t.now();
+    activation_began_ = t.wall_now();
     auto sw = co_await seams_.activation.switch_to(act->store_path, act->mode);
     metrics_.last_activation_seconds = std::chrono::duration<double>(t.now() - began).count();
+    switch_output_ = std::move(sw.output);
     co_return machine_.on_activation_done(sw.ok, sw.error, seams_.activation.running(), t.now());
   }
   if (const auto* p = std::get_if<core::probe_round_action>(&a)) {

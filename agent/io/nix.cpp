@@ -119,9 +119,23 @@ boost::asio::awaitable<step_result> switch_activator::switch_to(std::string stor
   }
   req.timeout = settings_.timeout;
   req.kill_grace = settings_.kill_grace;
+  req.stderr_tail = protocol::limits::max_switch_output_bytes;
   auto r = co_await process::run(std::move(req));
-  if (r.ok()) co_return step_result{true, {}};
-  co_return failed("switch-to-configuration " + verb, r);
+  auto out = r.ok() ? step_result{true, {}} : failed("switch-to-configuration " + verb, r);
+  if (settings_.how == activation_settings::runner::systemd_run) {
+    // The switch wrote to its unit's journal, not to us.
+    process::request j;
+    j.argv = {settings_.journalctl, "--no-pager", "--quiet", "-o", "cat", "-n", "200",
+              "--unit=nixfleet-switch-" + std::to_string(switches_)};
+    j.timeout = std::chrono::seconds(5);
+    j.kill_grace = std::chrono::seconds(1);
+    j.max_output = 256 * 1024;
+    auto jr = co_await process::run(std::move(j));
+    out.output = protocol::printable_excerpt(jr.out, protocol::limits::max_switch_output_bytes);
+  } else {
+    out.output = protocol::printable_excerpt(r.out + r.err_tail, protocol::limits::max_switch_output_bytes);
+  }
+  co_return out;
 }
 
 boost::asio::awaitable<void> switch_activator::wait_for_earlier_switch() {

@@ -1,6 +1,7 @@
 // Wires the real seams into the runtime and runs it under signals and the systemd watchdog.
 #include "nixfleet/agent/run_command.hpp"
 
+#include "nixfleet/agent/io/forensics.hpp"
 #include "nixfleet/agent/io/identity.hpp"
 #include "nixfleet/agent/io/nix.hpp"
 #include "nixfleet/agent/io/runtime.hpp"
@@ -109,6 +110,12 @@ int run_agent(const agent_config& cfg) {
   io::nix_cli nix(ns);
   io::switch_activator activation(as);
   io::health_prober probes(health_setup);
+  io::host_investigator forensics({.enable = cfg.forensics.enable,
+                                   .journal = cfg.forensics.journal,
+                                   .journal_lines = cfg.forensics.journal_lines,
+                                   .journal_exclude = cfg.forensics.journal_exclude,
+                                   .timeout = cfg.forensics.timeout,
+                                   .nix_config = io::nix_config_for(ns)});
   io::steady_clock time;
   const auto seed = std::random_device{}();
 
@@ -131,7 +138,7 @@ int run_agent(const agent_config& cfg) {
   auto agent = [&]() -> boost::asio::awaitable<void> {
     if (keeper) co_await ensure_identity(*keeper, effective, time);
     auto client = io::make_http_client(effective);
-    io::agent_runtime runtime(effective, {*client, nix, activation, probes, time, keeper ? &*keeper : nullptr},
+    io::agent_runtime runtime(effective, {*client, nix, activation, probes, time, keeper ? &*keeper : nullptr, &forensics},
                               health_setup->gate, seed);
     co_await runtime.run();
   };

@@ -32,7 +32,7 @@ agent_runtime::agent_runtime(const agent_config& cfg, runtime_seams seams, healt
       store_(cfg.state_dir),
       outbox_(cfg.outbox_limit),
       machine_(deployer_config_for(cfg, gate, seams.probes.probes())),
-      driver_(machine_, {seams.nix, seams.activation, seams.probes, seams.time}, store_, outbox_, cfg.machine_id,
+      driver_(machine_, {seams.nix, seams.activation, seams.probes, seams.time, seams.forensics}, store_, outbox_, cfg.machine_id,
               cfg.profile, std::string(nixfleet::version())),
       keys_(cfg.trusted_keys),
       trust_{&keys_, cfg.allow_unsigned, cfg.max_target_age},

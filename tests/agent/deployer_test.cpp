@@ -239,6 +239,9 @@ BOOST_AUTO_TEST_CASE(probe_failing_after_switch_triggers_rollback_and_quarantine
   BOOST_TEST(last.message->find("health gate failed") != std::string::npos, *last.message);
   BOOST_TEST(!last.health->passed);
   BOOST_TEST(!s.w.last_good.has_value());
+  // The report asks for forensics, comparing the bad target with what the host went back to.
+  BOOST_TEST(last.investigate_against.value_or("") == path_a);
+  for (std::size_t i = 0; i + 1 < s.w.reports.size(); ++i) BOOST_TEST(!s.w.reports[i].investigate_against);
 }
 
 BOOST_AUTO_TEST_CASE(quarantined_target_is_not_reapplied_over_many_polls) {
@@ -329,6 +332,11 @@ BOOST_AUTO_TEST_CASE(failed_rollback_is_reported_and_retried) {
   BOOST_TEST(s.w.running == path_a);
   BOOST_TEST((s.w.reports.back().kind == report_kind::rolled_back));
   BOOST_TEST((s.now - start >= 60s));  // two retry waits
+  // Forensics with the first failed rollback, not with every retry, and with the final outcome.
+  std::vector<bool> asked;
+  for (const auto& r : s.w.reports)
+    if (r.kind == report_kind::rollback_failed || r.kind == report_kind::rolled_back) asked.push_back(r.investigate_against.has_value());
+  BOOST_TEST((asked == std::vector<bool>{true, false, true}));
 }
 
 BOOST_AUTO_TEST_CASE(desired_state_during_a_deployment_is_ignored) {
@@ -424,6 +432,7 @@ BOOST_AUTO_TEST_CASE(manual_rollback_goes_to_last_known_good_without_quarantine)
   for (const auto& r : s.w.reports)
     if (r.release_id) BOOST_TEST(!r.release_id->empty());
   BOOST_TEST(!s.w.reports.back().release_id.has_value());
+  BOOST_TEST(!s.w.reports.back().investigate_against.has_value());  // the operator asked: nothing failed
   BOOST_TEST(s.d.on_manual_rollback(s.w.running, path_a, s.now).size() == 1u);  // nothing to do: rejected
 }
 

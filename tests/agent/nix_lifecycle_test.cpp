@@ -1,6 +1,8 @@
 // The whole deploy lifecycle against real Nix (runs when nix is installed): real store paths, a
 // real profile in a temporary directory, real switch-to-configuration scripts, real probes.
 #include "nixfleet/agent/io/deploy_driver.hpp"
+#include "nixfleet/agent/io/forensics.hpp"
+#include "nixfleet/protocol/codec.hpp"
 #include "nixfleet/agent/io/nix.hpp"
 #include "run_sync.hpp"
 
@@ -44,6 +46,7 @@ builtins.derivation {
     /bin/cat > $out/bin/switch-to-configuration <<EOF
     #!/bin/sh
     echo "\$1 $out" >> ${stateDir}/switch.log
+    echo "starting the following units: demo-${label}.service" >&2
     /bin/ln -sfn $out ${stateDir}/current-system
     EOF
     /bin/chmod +x $out/bin/switch-to-configuration
@@ -124,7 +127,18 @@ BOOST_AUTO_TEST_CASE(good_target_becomes_a_generation_and_a_failing_one_is_rolle
   io::state_store store(dir / "agent");
   BOOST_REQUIRE(!store.prepare());
   core::outbox box;
-  io::deploy_driver driver(machine, {nix, activation, probes, time}, store, box, "web-01", profile, "test");
+  // Forensics with the real `nix store diff-closures`; systemd does not run here, so systemctl and
+  // journalctl are stand-ins that name a failed unit and print its journal.
+  io::forensics_settings fs_settings;
+  fs_settings.systemctl = (dir / "systemctl").string();
+  fs_settings.journalctl = (dir / "journalctl").string();
+  std::ofstream(fs_settings.systemctl) << "#!/bin/sh\necho 'demo.service loaded failed failed Demo'\n";
+  std::ofstream(fs_settings.journalctl) << "#!/bin/sh\necho \"journal of $*\"\n";
+  for (const auto& f : {fs_settings.systemctl, fs_settings.journalctl}) fs::permissions(f, fs::perms::owner_all);
+  fs_settings.nix_config = std::getenv("NIX_CONFIG");
+  io::host_investigator investigator(fs_settings);
+  io::deploy_driver driver(machine, {nix, activation, probes, time, &investigator}, store, box, "web-01", profile,
+                           "test");
   const core::trust_policy no_keys{.allow_unsigned = true};
 
   boost::asio::io_context ctx;
@@ -151,6 +165,28 @@ BOOST_AUTO_TEST_CASE(good_target_becomes_a_generation_and_a_failing_one_is_rolle
              *box.items().back().message);
   BOOST_REQUIRE(driver.state().quarantine.size() == 1u);
   BOOST_TEST(driver.state().quarantine[0].store_path == c);
+  // The rolled_back report carries what the host saw: the probe's output, the failed unit and its
+  // journal, the switch's output and the closure difference between c and b.
+  const auto& fx = box.items().back().forensics;
+  BOOST_REQUIRE(fx.has_value());
+  BOOST_TEST(fx->target.value_or("") == c);
+  BOOST_TEST(fx->previous.value_or("") == b);
+  BOOST_REQUIRE(fx->probes.size() == 1u);
+  BOOST_TEST(fx->probes[0].probe == "marker");
+  BOOST_TEST((fx->probes[0].status == protocol::probe_status::fail));
+  BOOST_TEST(fx->failed_units == std::vector<std::string>{"demo.service"});
+  const auto label = std::to_string(::getpid());
+  BOOST_TEST(fx->switch_output.value_or("").find("starting the following units: demo-c-" + label + ".service") !=
+                 std::string::npos,
+             fx->switch_output.value_or(""));
+  BOOST_TEST(fx->journal.value_or("").find("--unit=demo.service --unit=demo-c-" + label + ".service") != std::string::npos,
+             fx->journal.value_or(""));
+  BOOST_TEST(fx->closure_changes >= 1u);
+  bool names_c = false;
+  for (const auto& line : fx->closure_diff) names_c = names_c || line.find("nixos-system-test-c") != std::string::npos;
+  BOOST_TEST(names_c, "closure diff: " << fx->closure_diff.size() << " lines");
+  BOOST_TEST(fx->notes.empty(), (fx->notes.empty() ? "" : fx->notes.front()));
+  BOOST_TEST(protocol::from_json<protocol::report>(protocol::to_json(box.items().back())).has_value());
   std::ifstream log(dir / "switch.log");
   std::string text((std::istreambuf_iterator<char>(log)), {});
   BOOST_TEST(text == "switch " + a + "\nswitch " + b + "\nswitch " + c + "\nswitch " + b + "\n");

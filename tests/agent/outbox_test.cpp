@@ -140,4 +140,35 @@ BOOST_AUTO_TEST_CASE(nothing_is_lost_across_outages_and_restarts) {
   fs::remove_all(dir, ec);
 }
 
+BOOST_AUTO_TEST_CASE(forensics_are_kept_on_the_newest_failures_and_a_batch_carries_a_few) {
+  core::outbox box(1000);
+  auto failure = [](std::uint32_t n) {
+    protocol::report r;
+    r.kind = protocol::report_kind::rolled_back;
+    r.store_path = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-web-01-a";
+    r.message = "health gate failed " + std::to_string(n);
+    r.forensics = protocol::forensics_bundle{};
+    r.forensics->journal = std::string(16 * 1024, 'j');
+    return r;
+  };
+  for (std::uint32_t i = 0; i < 12; ++i) box.push(failure(i));
+  std::size_t kept = 0;
+  for (const auto& r : box.items()) kept += r.forensics.has_value();
+  BOOST_TEST(kept == core::outbox::max_forensics);
+  // The oldest lost theirs and say so; the newest kept theirs.
+  BOOST_TEST(!box.items().front().forensics.has_value());
+  BOOST_TEST(box.items().front().message->find("forensics dropped") != std::string::npos);
+  BOOST_TEST(box.items().back().forensics.has_value());
+  BOOST_TEST(box.items().back().message.value() == "health gate failed 11");
+  // A batch stops before the fifth bundle; one with no room left still carries its first report.
+  const auto first = box.batch(100);
+  std::size_t carried = 0;
+  for (const auto& r : first) carried += r.forensics.has_value();
+  BOOST_TEST(carried == core::outbox::forensics_per_batch);
+  BOOST_TEST(first.size() == 4u + core::outbox::forensics_per_batch);  // four without, then four with
+  box.ack(first.back().seq);
+  BOOST_TEST(box.batch(1).size() == 1u);
+  BOOST_TEST(box.batch(100).size() == core::outbox::forensics_per_batch);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -25,6 +25,16 @@ struct tls_files {
   std::optional<std::string> key_file;
 };
 
+// What a failed target's report carries besides the probes' last word (the `forensics` object).
+struct forensics_config {
+  bool enable = true;                 // failed units, journal, closure difference
+  bool journal = true;                // the journal of the failed units and those the switch touched
+  std::uint32_t journal_lines = 200;  // newest, in all
+  // Units whose journal never leaves the host (globs: "vault*.service").
+  std::vector<std::string> journal_exclude;
+  std::chrono::milliseconds timeout{std::chrono::seconds(5)};  // each command
+};
+
 struct agent_config {
   // This host's machine id; the system hostname when absent.
   std::string machine_id;
@@ -76,6 +86,7 @@ struct agent_config {
   std::chrono::milliseconds control_deadline{std::chrono::seconds(5)};
   std::optional<std::string> metrics_listen;  // "127.0.0.1:9101"
   std::uint32_t outbox_limit = 10000;
+  forensics_config forensics;
   std::string log_level = "info";
 };
 

@@ -44,6 +44,9 @@ struct report_action {
   std::optional<std::string> rollout_id;
   std::optional<std::string> message;
   std::optional<protocol::health_report> health;
+  // Attach forensics: the target (store_path) failed on this host, and this is the generation it
+  // is compared with (the one it went back to, or tried to).
+  std::optional<std::string> investigate_against;
 };
 struct fetch_action {
   std::string store_path;
@@ -141,6 +144,7 @@ class deployer {
   // The last refusal reported, so that every poll of the same state is not reported again.
   std::optional<std::tuple<verdict, std::string, std::uint32_t>> last_refusal_;
   std::vector<std::pair<std::string, std::uint32_t>> dry_run_done_;
+  std::uint32_t rollback_failures_ = 0;  // of the rollback under way: forensics go with the first
 };
 
 std::string_view to_string(deployer::stage s) noexcept;

@@ -1,6 +1,9 @@
 // The report outbox: sequence numbers, order, acknowledgement and bounds. Lifecycle reports are
 // kept until acknowledged (the oldest dropped only past `limit`); periodic ones (heartbeat,
-// health) are not queued up: a newer one replaces the pending one of its kind.
+// health) are not queued up: a newer one replaces the pending one of its kind. Forensics are heavy
+// (up to about 110 KiB each): only the newest `max_forensics` pending reports keep theirs (an older
+// one says in its message that it lost them), and a batch carries at most `forensics_per_batch`,
+// so that it stays well below the coordinator's 1 MiB body limit.
 #pragma once
 
 #include "nixfleet/protocol/types.hpp"
@@ -21,7 +24,10 @@ class outbox {
   std::uint64_t push(protocol::report r);
   void on_push(std::function<void()> f) { pushed_ = std::move(f); }
 
-  // Up to `max` reports, oldest first.
+  static constexpr std::size_t max_forensics = 8;
+  static constexpr std::size_t forensics_per_batch = 4;
+
+  // Up to `max` reports, oldest first (fewer when the next would be one forensics too many).
   std::vector<protocol::report> batch(std::size_t max) const;
 
   // Forgets every report with seq ≤ `acked_seq`.

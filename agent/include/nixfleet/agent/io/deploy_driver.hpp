@@ -17,6 +17,7 @@ struct driver_seams {
   activator& activation;
   prober& probes;
   clock& time;
+  investigator* forensics = nullptr;
 };
 
 class deploy_driver {
@@ -55,6 +56,8 @@ class deploy_driver {
   boost::asio::awaitable<void> execute(core::actions acts);
   boost::asio::awaitable<std::optional<core::actions>> perform(const core::action& a);
   boost::asio::awaitable<void> emit(protocol::report r);
+  // The forensics of a target that failed here (see report_action::investigate_against).
+  boost::asio::awaitable<protocol::forensics_bundle> investigate(const core::report_action& a);
   boost::asio::awaitable<void> save_state();
 
   core::deployer& machine_;
@@ -67,6 +70,9 @@ class deploy_driver {
   core::time_point started_;
   persistent_state state_;
   agent_metrics metrics_;
+  // Of the last activation: when it began (wall time) and what the switch printed.
+  std::optional<protocol::timestamp> activation_began_;
+  std::string switch_output_;
 };
 
 }  // namespace nixfleet::agent::io

@@ -40,6 +40,7 @@ struct activation_settings {
   std::chrono::milliseconds kill_grace{std::chrono::seconds(60)};
   std::filesystem::path current_system = "/run/current-system";
   std::string systemctl = "systemctl";
+  std::string journalctl = "journalctl";  // the output of a switch run in a transient unit
 };
 
 class switch_activator final : public activator {

@@ -25,6 +25,7 @@ struct runtime_seams {
   prober& probes;
   clock& time;
   identity_keeper* identity = nullptr;  // an enrolled host's identity, renewed while running
+  investigator* forensics = nullptr;     // what a failed target left on the host; none: probes only
 };
 
 class agent_runtime {

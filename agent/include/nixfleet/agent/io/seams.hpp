@@ -9,6 +9,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@ namespace nixfleet::agent::io {
 struct step_result {
   bool ok = false;
   std::string error;  // what failed, with the command's stderr tail
+  std::string output;  // the end of what a switch printed (forensics), printable and bounded
 };
 
 class nix_runner {
@@ -47,6 +49,22 @@ class prober {
   virtual std::vector<health::gated_probe> probes() const = 0;
   // What a probe printed or answered in the last round (an excerpt), for forensics.
   virtual std::string output_of(const std::string& /*probe*/) const { return {}; }
+};
+
+// What a failed target left behind on the host, beyond the agent's own knowledge: the failed
+// units, their journal and the closure difference.
+struct forensics_request {
+  std::string target;    // the generation that failed
+  std::string previous;  // the one it is compared with (went back to, or tried to)
+  std::optional<protocol::timestamp> since;  // when the target's activation began, when known
+  std::string switch_output;  // names the units the switch stopped, started and restarted
+};
+
+class investigator {
+ public:
+  virtual ~investigator() = default;
+  // Every part bounded in time and size; what could not be had is a note, never an exception.
+  virtual boost::asio::awaitable<protocol::forensics_bundle> investigate(forensics_request request) = 0;
 };
 
 class clock {

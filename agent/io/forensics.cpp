@@ -1,0 +1,102 @@
+// The host's side of forensics.
+#include "nixfleet/agent/io/forensics.hpp"
+
+#include "nixfleet/agent/core/forensics.hpp"
+#include "nixfleet/common/process.hpp"
+#include "nixfleet/protocol/validate.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include <algorithm>
+
+namespace nixfleet::agent::io {
+namespace {
+
+using protocol::limits;
+
+// A command's trouble, as one note: "journalctl timed out after 5000 ms".
+std::string note_of(const std::string& what, const process::result& r) {
+  auto text = what + " " + r.describe();
+  if (auto tail = protocol::printable_excerpt(r.err_tail, 120); !tail.empty()) {
+    std::replace(tail.begin(), tail.end(), '\n', ' ');
+    text += ": " + tail;
+  }
+  return protocol::printable_excerpt(text, limits::max_short_text_bytes, protocol::keep::head);
+}
+
+process::request command(const forensics_settings& s, std::vector<std::string> argv) {
+  process::request req;
+  req.argv = std::move(argv);
+  req.timeout = s.timeout;
+  req.kill_grace = std::chrono::seconds(1);
+  req.max_output = 1 << 20;
+  req.stderr_tail = 512;
+  return req;
+}
+
+}  // namespace
+
+boost::asio::awaitable<protocol::forensics_bundle> host_investigator::investigate(forensics_request q) {
+  using namespace boost::asio::experimental::awaitable_operators;
+  protocol::forensics_bundle b;
+  if (!protocol::check_store_path(q.target)) b.target = q.target;
+  if (!protocol::check_store_path(q.previous)) b.previous = q.previous;
+  if (!settings_.enable) co_return b;
+  std::vector<std::string> notes;
+
+  // The failed units and the closure difference at once; the journal needs the failed units.
+  auto failed_units = [&]() -> boost::asio::awaitable<void> {
+    std::vector<std::string> argv = {settings_.systemctl, "list-units", "--failed", "--plain", "--no-legend",
+                                     "--no-pager", "--full"};
+    auto req = command(settings_, std::move(argv));
+    auto r = co_await process::run(std::move(req));
+    if (r.ok()) b.failed_units = core::failed_units_in(r.out);
+    else notes.push_back(note_of("systemctl", r));
+  };
+  auto closure = [&]() -> boost::asio::awaitable<void> {
+    if (!b.target || !b.previous || *b.target == *b.previous) co_return;
+    std::vector<std::string> argv = {settings_.nix, "store", "diff-closures", *b.previous, *b.target};
+    auto req = command(settings_, std::move(argv));
+    req.env = process::environment_with("NIX_CONFIG", settings_.nix_config);
+    auto r = co_await process::run(std::move(req));
+    if (!r.ok()) {
+      notes.push_back(note_of("nix store diff-closures", r));
+      co_return;
+    }
+    auto lines = core::closure_diff_lines(r.out, limits::max_closure_diff_lines);
+    b.closure_diff = std::move(lines.lines);
+    b.closure_changes = lines.total;
+    if (r.out_truncated) notes.emplace_back("nix store diff-closures printed more than 1 MiB: the count stops there");
+  };
+  co_await (failed_units() && closure());
+
+  if (settings_.journal) {
+    std::vector<std::string> units = b.failed_units;
+    for (auto& u : core::units_in_switch_output(q.switch_output))
+      if (std::find(units.begin(), units.end(), u) == units.end()) units.push_back(std::move(u));
+    std::erase_if(units, [&](const std::string& u) {
+      return std::any_of(settings_.journal_exclude.begin(), settings_.journal_exclude.end(),
+                         [&](const std::string& p) { return core::unit_matches(p, u); });
+    });
+    if (units.size() > 32) units.resize(32);
+    if (!units.empty()) {
+      std::vector<std::string> argv = {settings_.journalctl, "--no-pager", "--quiet", "-o", "short-iso",
+                                       "-n", std::to_string(settings_.journal_lines)};
+      if (q.since) {
+        const auto ms = q.since->time_since_epoch().count();
+        argv.push_back("--since=@" + std::to_string(ms / 1000));
+      }
+      for (const auto& u : units) argv.push_back("--unit=" + u);
+      auto req = command(settings_, std::move(argv));
+      auto r = co_await process::run(std::move(req));
+      if (!r.ok()) notes.push_back(note_of("journalctl", r));
+      // What a journalctl that timed out did print is still worth having.
+      if (!r.out.empty()) b.journal = protocol::printable_excerpt(r.out, limits::max_journal_bytes);
+    }
+  }
+  if (notes.size() > limits::max_forensics_notes) notes.resize(limits::max_forensics_notes);
+  b.notes = std::move(notes);
+  co_return b;
+}
+
+}  // namespace nixfleet::agent::io
