@@ -135,6 +135,7 @@ int run(int argc, char** argv) {
   auto* machines = app.add_subcommand("machines", "List, show and manage machines");
   machines->require_subcommand(1);
   std::string m_id, m_state;
+  bool show_rollback = false;
   std::vector<std::string> m_tags;
   auto* mlist = machines->add_subcommand("list", "List machines");
   mlist->add_option("--tag", s_opts.tag, "only machines with this tag");
@@ -142,7 +143,10 @@ int run(int argc, char** argv) {
   mlist->callback([&] { action = [&] { return fleet_status(ctx, s_opts); }; });
   auto* mshow = machines->add_subcommand("show", "Everything about one machine");
   mshow->add_option("ID", m_id, "machine id")->required();
-  mshow->callback([&] { action = [&] { return machine_show(ctx, m_id); }; });
+  mshow->add_flag("--rollback", show_rollback,
+                  "the newest rollback or failed activation instead, with what the host saw (probe output, failed "
+                  "units, journal, switch output, closure difference)");
+  mshow->callback([&] { action = [&] { return show_rollback ? machine_show_rollback(ctx, m_id) : machine_show(ctx, m_id); }; });
   auto* mtag = machines->add_subcommand("tag", "Set a machine's tags (admin)");
   mtag->add_option("ID", m_id, "machine id")->required();
   mtag->add_option("TAGS", m_tags, "the tags (none clears them)");

@@ -134,6 +134,7 @@ int rollout_status(context& ctx, const std::string& id);
 int rollout_command(context& ctx, const std::string& id, const std::string& action, bool retry_failed);
 int fleet_status(context& ctx, const status_opts& o);
 int machine_show(context& ctx, const std::string& id);
+int machine_show_rollback(context& ctx, const std::string& id);
 int machine_update(context& ctx, const std::string& id, const json::object& body);
 int machine_enroll(context& ctx, const std::string& id, const std::vector<std::string>& tags, std::chrono::seconds ttl);
 int machine_revoke(context& ctx, const std::string& id);

@@ -57,6 +57,81 @@ int machine_show(context& ctx, const std::string& id) {
   return exit_ok;
 }
 
+namespace {
+
+// Program output, indented under its heading.
+void print_block(const std::string& text, const char* indent = "    ") {
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    const auto nl = rest.find('\n');
+    auto line = std::string(rest.substr(0, nl));
+    std::erase(line, '\r');  // a carriage return would let a line overwrite the one before
+    std::cout << indent << line << "\n";
+    if (nl == std::string_view::npos) break;
+    rest.remove_prefix(nl + 1);
+  }
+}
+
+}  // namespace
+
+// The newest failure on record (a rollback, a failed rollback or a failed activation) with what
+// the host saw: why, the probes' last word, failed units, journal, switch output, closure diff.
+int machine_show_rollback(context& ctx, const std::string& id) {
+  require_id(id, "machine");
+  const std::string target = "/api/v1/machines/" + id + "/reports?kind=rolled_back,rollback_failed,activation_failed&limit=1";
+  auto list = ctx.api().call("GET", target);
+  if (!list.is_array()) detail::invalid_answer(target, "not a JSON array");
+  if (list.as_array().empty()) {
+    if (ctx.s.json) return print_json(json::value(nullptr)), exit_ok;
+    std::cout << "no rollback or failed activation of " << id << " is on record (reports are kept for a while only)\n";
+    return exit_ok;
+  }
+  auto body = list.as_array().front();
+  // Checked like any answer; received_at is the coordinator's addition to the report.
+  std::optional<protocol::timestamp> received;
+  if (auto* o = body.if_object(); o && o->contains("received_at")) {
+    if (const auto* t = o->at("received_at").if_string()) {
+      if (auto parsed = protocol::parse_time(*t)) received = *parsed;
+    }
+    o->erase("received_at");
+  }
+  const auto r = decode<protocol::report>(body, target);
+  if (ctx.s.json) return print_json(list.as_array().front()), exit_ok;
+  std::cout << protocol::to_string(r.kind) << "  " << protocol::format_time(r.at) << " (report " << r.seq
+            << (received ? ", received " + protocol::format_time(*received) : std::string()) << ")\n"
+            << "target      " << or_dash(r.store_path) << "\n";
+  if (r.rollout_id) std::cout << "rollout     " << *r.rollout_id << "\n";
+  if (r.message) std::cout << "why         " << *r.message << "\n";
+  if (!r.forensics) {
+    std::cout << "no forensics: the agent sent none (an older agent, or they were dropped while it was cut off)\n";
+    return exit_ok;
+  }
+  const auto& f = *r.forensics;
+  if (f.previous) std::cout << "went back to " << *f.previous << "\n";
+  if (!f.probes.empty()) {
+    std::cout << "probes:\n";
+    for (const auto& p : f.probes) {
+      std::cout << "  " << p.probe << " (" << p.type << "): " << protocol::to_string(p.status)
+                << (p.message ? " — " + *p.message : std::string()) << "\n";
+      if (p.output) print_block(*p.output);
+    }
+  }
+  std::cout << "failed units: " << (f.failed_units.empty() ? std::string("none") : join(f.failed_units)) << "\n";
+  if (f.switch_output) std::cout << "switch output (end):\n", print_block(*f.switch_output);
+  if (f.journal) std::cout << "journal:\n", print_block(*f.journal);
+  if (f.closure_changes > 0) {
+    std::cout << "closure difference (" << f.closure_diff.size() << " of " << f.closure_changes << " changes):\n";
+    for (const auto& line : f.closure_diff) std::cout << "  " << line << "\n";
+  } else if (f.previous && f.target) {
+    std::cout << "closure difference: none recorded\n";
+  }
+  if (!f.notes.empty()) {
+    std::cout << "not collected:\n";
+    for (const auto& n : f.notes) std::cout << "  " << n << "\n";
+  }
+  return exit_ok;
+}
+
 int machine_update(context& ctx, const std::string& id, const json::object& body) {
   require_id(id, "machine");
   auto m = ctx.api().send<protocol::machine_status>("PUT", "/api/v1/machines/" + id, json::serialize(body));

@@ -144,6 +144,9 @@ effects ingest(fleet& f, const std::string& actor, const ingest_reports& e, time
         json::object detail{{"kind", protocol::to_string(r.kind)}};
         if (r.store_path) detail["store_path"] = *r.store_path;
         if (r.message) detail["message"] = *r.message;
+        // The report it came from, kept with its forensics: GET …/reports?kind=… finds it by seq.
+        detail["report_seq"] = r.seq;
+        if (r.forensics) detail["forensics"] = true;
         fx.changes.audit.push_back(
             {now, actor, "machine." + std::string(protocol::to_string(r.kind)), id, std::move(detail)});
       }

@@ -7,6 +7,7 @@
 #include "nixfleet/common/log.hpp"
 #include "nixfleet/common/pki.hpp"
 #include "nixfleet/protocol/codec.hpp"
+#include "nixfleet/protocol/json_fields.hpp"
 #include "nixfleet/protocol/signing.hpp"
 #include "nixfleet/protocol/validate.hpp"
 
@@ -263,13 +264,29 @@ asio::awaitable<http_response> get_machine(impl& s, route_call& c) {
   co_return json_response(200, protocol::serialize(core::status_of(s.fleet, it->second)));
 }
 
-// Its timeline: the reports kept (retention permitting), newest first, each as received.
+// Its timeline: the reports kept (retention permitting), newest first, each as received;
+// `?kind=rolled_back,rollback_failed` keeps those kinds only (a failure's forensics).
 asio::awaitable<http_response> machine_reports(impl& s, route_call& c) {
   if (!s.fleet.machines.contains(c.params[0])) co_return error_response(404, "not_found", "no such machine");
   std::uint64_t limit = 100;
   if (!query_number(c.query, "limit", 1000, limit) || limit == 0)
     co_return error_response(400, "invalid_query", "limit: 1 to 1000");
-  auto job = [id = c.params[0], n = static_cast<std::uint32_t>(limit)](storage& st) { return st.reports(id, n); };
+  std::vector<protocol::report_kind> kinds;
+  if (auto it = c.query.find("kind"); it != c.query.end()) {
+    std::string_view rest = it->second;
+    while (true) {
+      const auto comma = rest.find(',');
+      const auto name = rest.substr(0, comma);
+      auto kind = protocol::fields::enum_from_string<protocol::report_kind>(name);
+      if (!kind)
+        co_return error_response(400, "invalid_query",
+                                 "kind: a comma-separated list of " + protocol::fields::enum_choices<protocol::report_kind>());
+      if (std::find(kinds.begin(), kinds.end(), *kind) == kinds.end()) kinds.push_back(*kind);
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  auto job = [id = c.params[0], n = static_cast<std::uint32_t>(limit), kinds](storage& st) { return st.reports(id, n, kinds); };
   auto rows = co_await s.db->run<std::vector<core::stored_report>>(std::move(job));
   json::array a;
   a.reserve(rows.size());

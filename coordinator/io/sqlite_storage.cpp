@@ -450,10 +450,16 @@ class sqlite_storage final : public storage {
     return pruned;
   }
 
-  std::vector<stored_report> reports(const std::string& machine_id, std::uint32_t limit) override {
-    auto& s = prepared("SELECT received_at, body FROM reports WHERE machine_id = ? ORDER BY seq DESC LIMIT ?");
+  std::vector<stored_report> reports(const std::string& machine_id, std::uint32_t limit,
+                                     const std::vector<protocol::report_kind>& kinds) override {
+    // The kinds as one bound text ",rolled_back,rollback_failed,": one statement for any set.
+    std::string wanted = ",";
+    for (auto k : kinds) wanted.append(protocol::to_string(k)).append(",");
+    auto& s = prepared(
+        "SELECT received_at, body FROM reports WHERE machine_id = ? AND (? = ',' OR instr(?, ',' || kind || ',') > 0) "
+        "ORDER BY seq DESC LIMIT ?");
     reset_on_exit r{s};
-    s.bind(1, machine_id).bind(2, static_cast<std::int64_t>(limit));
+    s.bind(1, machine_id).bind(2, wanted).bind(3, wanted).bind(4, static_cast<std::int64_t>(limit));
     std::vector<stored_report> out;
     while (s.step())
       out.push_back({machine_id, from_millis(s.integer(0)), decode_or_throw<protocol::report>(s.text(1), "report")});

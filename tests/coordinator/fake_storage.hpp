@@ -54,7 +54,10 @@ class fake_storage final : public coordinator::io::storage {
   }
   std::vector<protocol::audit_checkpoint> audit_checkpoints(std::uint64_t, std::uint32_t) override { return {}; }
   std::uint64_t prune_reports(protocol::timestamp, std::uint64_t) override { return 0; }
-  std::vector<coordinator::io::stored_report> reports(const std::string&, std::uint32_t) override { return {}; }
+  std::vector<coordinator::io::stored_report> reports(const std::string&, std::uint32_t,
+                                                     const std::vector<protocol::report_kind>&) override {
+    return {};
+  }
   std::uint64_t report_count() override { return 0; }
   std::optional<coordinator::io::key_record> find_key(const std::string& hash) override {
     ++s_->operations;

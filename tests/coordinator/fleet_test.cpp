@@ -5,6 +5,7 @@
 #include "nixfleet/protocol/codec.hpp"
 #include "nixfleet/protocol/signing.hpp"
 
+#include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <functional>
@@ -96,7 +97,8 @@ void run(const std::vector<triple>& rows) {
       BOOST_TEST((got.changes.machines == want.changes.machines));
       BOOST_TEST((got.changes.reports == want.changes.reports));
       BOOST_TEST((got.changes.audit == want.changes.audit), "audit: " << got.changes.audit.size() << " entries");
-      for (const auto& a : got.changes.audit) BOOST_TEST_MESSAGE("  audit " << a.action << " " << a.target);
+      for (const auto& a : got.changes.audit)
+        BOOST_TEST_MESSAGE("  audit " << a.action << " " << a.target << " " << boost::json::serialize(a.detail));
       BOOST_TEST((got.changes == want.changes));
       BOOST_TEST((got.republish == want.republish));
       BOOST_TEST(got.republish_all == want.republish_all);
@@ -134,6 +136,9 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
   auto failed_gate = report(6, report_kind::rolled_back, B, A, T0 + 10s);
   failed_gate.message = "health gate failed";
   failed_gate.health = protocol::health_report{false, {}};
+  failed_gate.forensics = protocol::forensics_bundle{};
+  failed_gate.forensics->failed_units = {"api.service"};
+  failed_gate.forensics->journal = "api[1]: cannot reach the database";
 
   run({
       {"a fresh confirmation moves the machine, its history and the record",
@@ -152,7 +157,7 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          fx.changes.reports = {{"web-01", NOW, confirmed_b}};
          fx.changes.audit = {audit("agent:web-01", "machine.current_changed", "web-01", {{"from", A}, {"to", B}}),
                              audit("agent:web-01", "machine.confirmed", "web-01",
-                                   {{"kind", "confirmed"}, {"store_path", B}})};
+                                   {{"kind", "confirmed"}, {"store_path", B}, {"report_seq", 6u}})};
          fx.changes.machines = {m};
          fx.republish = {"web-01"};
          fx.reply = protocol::report_ack{6};
@@ -184,7 +189,7 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          fx.changes.reports = {{"web-01", NOW, restarted}};
          fx.changes.audit = {audit("agent:web-01", "machine.current_changed", "web-01", {{"from", A}, {"to", B}}),
                              audit("agent:web-01", "machine.confirmed", "web-01",
-                                   {{"kind", "confirmed"}, {"store_path", B}})};
+                                   {{"kind", "confirmed"}, {"store_path", B}, {"report_seq", 1u}})};
          fx.changes.machines = {m};
          fx.republish = {"web-01"};
          fx.reply = protocol::report_ack{1};
@@ -218,13 +223,18 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          set_last_report(m, failed_gate);
          fx.changes.reports = {{"web-01", NOW, failed_gate}};
          fx.changes.audit = {audit("agent:web-01", "machine.rolled_back", "web-01",
-                                   {{"kind", "rolled_back"}, {"store_path", B}, {"message", "health gate failed"}})};
+                                   {{"kind", "rolled_back"}, {"store_path", B}, {"message", "health gate failed"},
+                                    {"report_seq", 6u}, {"forensics", true}})};
          fx.changes.machines = {m};
          fx.republish = {"web-01"};
          fx.reply = protocol::report_ack{6};
          return fx;
        },
-       [](const fleet& f) { BOOST_TEST(!f.machines.at("web-01").health.has_value()); }},
+       [](const fleet& f) {
+         BOOST_TEST(!f.machines.at("web-01").health.has_value());
+         // The forensics are stored with the report, never kept in memory with the machine.
+         BOOST_TEST(!last_report_of(f.machines.at("web-01")).forensics.has_value());
+       }},
       {"a repeat of the last audited outcome is applied and stored but not audited again; another path is",
        +[] {
          auto f = base();
@@ -244,7 +254,8 @@ BOOST_AUTO_TEST_CASE(report_ingestion) {
          fx.changes.reports = {{"web-01", NOW, report(7, report_kind::rejected, B, A, T0 + 10s)},
                                {"web-01", NOW, report(8, report_kind::rejected, B, A, T0 + 11s)},
                                {"web-01", NOW, last_report_of(m)}};
-         fx.changes.audit = {audit("agent:web-01", "machine.rejected", "web-01", {{"kind", "rejected"}, {"store_path", C}})};
+         fx.changes.audit = {audit("agent:web-01", "machine.rejected", "web-01",
+                                   {{"kind", "rejected"}, {"store_path", C}, {"report_seq", 9u}})};
          fx.changes.machines = {m};
          fx.republish = {"web-01"};
          fx.reply = protocol::report_ack{9};

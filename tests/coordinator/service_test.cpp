@@ -387,6 +387,50 @@ BOOST_AUTO_TEST_CASE(reports_are_acknowledged_once_and_replays_are_not_doubled) 
   BOOST_TEST((loaded.machines[0].current_path == P1));
 }
 
+BOOST_AUTO_TEST_CASE(a_rollback_s_forensics_are_stored_with_its_report_found_by_kind_and_linked_from_the_audit) {
+  start();
+  json::array batch;
+  for (std::uint64_t seq = 1; seq <= 4; ++seq)
+    batch.push_back(json::parse(report_body(seq, seq == 3 ? "rolled_back" : "heartbeat", P2, P1)).at("reports").at(0));
+  batch[2].as_object()["message"] = "health gate failed: required probe api failed 2 consecutive checks";
+  batch[2].as_object()["forensics"] = json::parse(R"({"target":")" + P2 + R"(","previous":")" + P1 + R"(",
+      "probes":[{"probe":"api","type":"http","status":"fail","message":"unexpected status 500",
+                 "output":"HTTP 500\ndatabase connection refused"}],
+      "failed_units":["api.service"],"journal":"api[1]: cannot reach db\n",
+      "closure_diff":["api: 1.4.0 → 1.5.0"],"closure_changes":1})");
+  BOOST_TEST(agent(verb::post, "/api/v1/machines/web-1/reports", json::serialize(json::object{{"reports", batch}})).status ==
+             200u);
+
+  auto failures = as(reader, verb::get, "/api/v1/machines/web-1/reports?kind=rolled_back,rollback_failed&limit=5");
+  BOOST_TEST_REQUIRE(failures.status == 200u, failures.body);
+  const auto list = json::parse(failures.body).as_array();
+  BOOST_TEST_REQUIRE(list.size() == 1u, failures.body);
+  const auto& fx = list[0].at("forensics").as_object();
+  BOOST_TEST(list[0].at("seq").to_number<std::uint64_t>() == 3u);
+  BOOST_TEST(fx.at("probes").at(0).at("output").as_string() == "HTTP 500\ndatabase connection refused");
+  BOOST_TEST(fx.at("failed_units").at(0).as_string() == "api.service");
+  BOOST_TEST(fx.at("closure_diff").at(0).as_string() == "api: 1.4.0 → 1.5.0");
+  // Without a filter every report comes back; an unknown kind is refused, naming the choices.
+  BOOST_TEST(json::parse(as(reader, verb::get, "/api/v1/machines/web-1/reports").body).as_array().size() == 4u);
+  auto bad = as(reader, verb::get, "/api/v1/machines/web-1/reports?kind=rolled_back,exploded");
+  BOOST_TEST(bad.status == 400u);
+  BOOST_TEST(bad.body.find("rolled_back, rollback_failed") != std::string::npos, bad.body);
+  BOOST_TEST(as(reader, verb::get, "/api/v1/machines/web-1/reports?kind=").status == 400u);
+  // The audit entry points at the report.
+  auto audit = json::parse(as(reader, verb::get, "/api/v1/audit?action=machine.rolled_back").body).as_array();
+  BOOST_TEST_REQUIRE(audit.size() == 1u);
+  BOOST_TEST(audit[0].at("detail").at("report_seq").to_number<std::uint64_t>() == 3u);
+  BOOST_TEST(audit[0].at("detail").at("forensics").as_bool());
+
+  // A bundle beyond its bounds is refused whole, and nothing of the batch is kept.
+  auto big = json::parse(report_body(5, "rolled_back", P2, P1)).at("reports").at(0);
+  big.as_object()["forensics"] = json::object{{"journal", std::string(16 * 1024 + 1, 'j')}};
+  auto refused = agent(verb::post, "/api/v1/machines/web-1/reports", json::serialize(json::object{{"reports", json::array{big}}}));
+  BOOST_TEST(refused.status == 400u);
+  BOOST_TEST(refused.body.find("reports[0].forensics.journal") != std::string::npos, refused.body);
+  BOOST_TEST(json::parse(as(reader, verb::get, "/api/v1/machines/web-1/reports").body).as_array().size() == 4u);
+}
+
 BOOST_AUTO_TEST_CASE(machine_update_rollback_and_clearing_desired) {
   start();
   BOOST_TEST(as(deployer, verb::post, "/api/v1/releases", release_body("r1", P1, {"web-1"})).status == 201u);

@@ -67,7 +67,9 @@ class storage {
   // Deletes reports received before `before`, then the oldest until their bodies take at most
   // `max_bytes`; returns how many went.
   virtual std::uint64_t prune_reports(timestamp before, std::uint64_t max_bytes) = 0;
-  virtual std::vector<stored_report> reports(const std::string& machine_id, std::uint32_t limit) = 0;
+  // A machine's reports, newest first; only those of `kinds` when it is not empty.
+  virtual std::vector<stored_report> reports(const std::string& machine_id, std::uint32_t limit,
+                                             const std::vector<protocol::report_kind>& kinds = {}) = 0;
   virtual std::uint64_t report_count() = 0;
   // A key by the hash of its secret (keys made by another process after this one loaded).
   virtual std::optional<key_record> find_key(const std::string& hash) = 0;
