@@ -73,7 +73,10 @@ boost::asio::awaitable<protocol::forensics_bundle> deploy_driver::investigate(co
   // newest lines of the failed units.
   if (seams_.forensics != nullptr) {
     // (named: GCC 12 destroys braced temporaries inside co_await twice)
-    forensics_request q{*a.store_path, *a.investigate_against, activation_began_, switch_output_};
+    forensics_request q{*a.store_path, *a.investigate_against, activation_began_, switch_output_, std::nullopt};
+    if (failed_target_ == *a.store_path) q.failed = failed_before_rollback_;
+    // Used up by the final outcome; a failed rollback's retries keep it.
+    if (a.kind == protocol::report_kind::rolled_back) failed_target_.clear();
     b = co_await seams_.forensics->investigate(std::move(q));
   } else {
     if (!protocol::check_store_path(*a.store_path)) b.target = a.store_path;
@@ -208,6 +211,12 @@ boost::asio::awaitable<std::optional<core::actions>> deploy_driver::perform(cons
   }
   if (const auto* rb = std::get_if<core::rollback_action>(&a)) {
     log::warn("rolling back", {{"to", rb->store_path}});
+    // The switch back restarts what failed: list it first (once per failed target).
+    if (const auto& rec = machine_.record();
+        seams_.forensics != nullptr && rec && !rec->manual && failed_target_ != rec->target) {
+      failed_before_rollback_ = co_await seams_.forensics->failed_units();
+      failed_target_ = rec->target;
+    }
     std::string error;
     if (rb->mode != protocol::activation_mode::test) {
       auto set = co_await seams_.nix.set_profile(profile_, rb->store_path);

@@ -36,6 +36,20 @@ process::request command(const forensics_settings& s, std::vector<std::string> a
 
 }  // namespace
 
+boost::asio::awaitable<failed_units_snapshot> host_investigator::failed_units() {
+  failed_units_snapshot snap;
+  if (!settings_.enable) co_return snap;
+  std::vector<std::string> argv = {settings_.systemctl, "list-units", "--failed", "--plain", "--no-legend",
+                                   "--no-pager", "--full"};
+  auto req = command(settings_, std::move(argv));
+  req.timeout = std::min(settings_.timeout, settings_.before_rollback_timeout);
+  req.kill_grace = std::chrono::milliseconds(500);
+  auto r = co_await process::run(std::move(req));
+  if (r.ok()) snap.units = core::failed_units_in(r.out);
+  else snap.note = note_of("systemctl", r);
+  co_return snap;
+}
+
 boost::asio::awaitable<protocol::forensics_bundle> host_investigator::investigate(forensics_request q) {
   using namespace boost::asio::experimental::awaitable_operators;
   protocol::forensics_bundle b;
@@ -44,14 +58,14 @@ boost::asio::awaitable<protocol::forensics_bundle> host_investigator::investigat
   if (!settings_.enable) co_return b;
   std::vector<std::string> notes;
 
-  // The failed units and the closure difference at once; the journal needs the failed units.
-  auto failed_units = [&]() -> boost::asio::awaitable<void> {
-    std::vector<std::string> argv = {settings_.systemctl, "list-units", "--failed", "--plain", "--no-legend",
-                                     "--no-pager", "--full"};
-    auto req = command(settings_, std::move(argv));
-    auto r = co_await process::run(std::move(req));
-    if (r.ok()) b.failed_units = core::failed_units_in(r.out);
-    else notes.push_back(note_of("systemctl", r));
+  // The failed units (unless listed before the rollback) and the closure difference at once; the
+  // journal needs the failed units.
+  auto list_failed = [&]() -> boost::asio::awaitable<void> {
+    failed_units_snapshot snap;  // (no co_await inside a conditional expression: GCC 12 miscompiles it)
+    if (q.failed) snap = std::move(*q.failed);
+    else snap = co_await failed_units();
+    b.failed_units = std::move(snap.units);
+    if (!snap.note.empty()) notes.push_back(std::move(snap.note));
   };
   auto closure = [&]() -> boost::asio::awaitable<void> {
     if (!b.target || !b.previous || *b.target == *b.previous) co_return;
@@ -68,7 +82,7 @@ boost::asio::awaitable<protocol::forensics_bundle> host_investigator::investigat
     b.closure_changes = lines.total;
     if (r.out_truncated) notes.emplace_back("nix store diff-closures printed more than 1 MiB: the count stops there");
   };
-  co_await (failed_units() && closure());
+  co_await (list_failed() && closure());
 
   if (settings_.journal) {
     std::vector<std::string> units = b.failed_units;

@@ -128,7 +128,8 @@ BOOST_AUTO_TEST_CASE(collects_failed_units_their_journal_and_the_closure_differe
   io::host_investigator inv(s);
   io::forensics_request q{bad_path, good_path, protocol::timestamp(std::chrono::milliseconds(1'765'188'000'123)),
                           "stopping the following units: vault-agent.service, --evil.service\n"
-                          "starting the following units: vault-agent.service, worker.service\n"};
+                          "starting the following units: vault-agent.service, worker.service\n",
+                          std::nullopt};
   auto b = test::run_sync(inv.investigate(q));
   BOOST_TEST(b.target.value_or("") == bad_path);
   BOOST_TEST(b.previous.value_or("") == good_path);
@@ -151,7 +152,7 @@ BOOST_AUTO_TEST_CASE(a_hung_journalctl_and_a_failing_nix_become_notes_within_the
   s.timeout = 500ms;
   io::host_investigator inv(s);
   const auto began = std::chrono::steady_clock::now();
-  io::forensics_request q{bad_path, good_path, std::nullopt, ""};
+  io::forensics_request q{bad_path, good_path, std::nullopt, "", std::nullopt};
   auto b = test::run_sync(inv.investigate(q));
   const auto took = std::chrono::steady_clock::now() - began;
   BOOST_TEST(took < 4s);  // 0.5 s, then SIGKILL 1 s later
@@ -163,11 +164,30 @@ BOOST_AUTO_TEST_CASE(a_hung_journalctl_and_a_failing_nix_become_notes_within_the
   BOOST_TEST(args("journalctl").find("--since") == std::string::npos);  // unknown after a restart: newest lines
 }
 
+BOOST_AUTO_TEST_CASE(listing_failed_units_before_a_rollback_waits_briefly_even_for_a_hung_systemctl) {
+  auto s = settings();
+  s.systemctl = program("systemctl", "trap '' TERM; exec sleep 60");
+  s.timeout = 5s;
+  s.before_rollback_timeout = 300ms;
+  io::host_investigator inv(s);
+  const auto began = std::chrono::steady_clock::now();
+  auto snap = test::run_sync(inv.failed_units());
+  BOOST_TEST((std::chrono::steady_clock::now() - began < 2s));  // 0.3 s, SIGKILL 0.5 s later
+  BOOST_TEST(snap.units.empty());
+  BOOST_TEST(snap.note.starts_with("systemctl timed out"), snap.note);
+  // Given to the investigation, the snapshot is used as it is: systemctl is not asked again.
+  fs::remove(dir / "systemctl.args");
+  io::forensics_request q{bad_path, good_path, std::nullopt, "", io::failed_units_snapshot{{"api.service"}, ""}};
+  auto b = test::run_sync(inv.investigate(q));
+  BOOST_TEST((b.failed_units == std::vector<std::string>{"api.service"}));
+  BOOST_TEST(!fs::exists(dir / "systemctl.args"));
+}
+
 BOOST_AUTO_TEST_CASE(switched_off_or_without_paths_nothing_runs) {
   auto s = settings();
   s.enable = false;
   io::host_investigator off(s);
-  io::forensics_request q{bad_path, good_path, std::nullopt, ""};
+  io::forensics_request q{bad_path, good_path, std::nullopt, "", std::nullopt};
   auto b = test::run_sync(off.investigate(q));
   BOOST_TEST(b.target.value_or("") == bad_path);
   BOOST_TEST(b.failed_units.empty());
@@ -176,7 +196,7 @@ BOOST_AUTO_TEST_CASE(switched_off_or_without_paths_nothing_runs) {
   auto s2 = settings();
   s2.journal = false;
   io::host_investigator no_journal(s2);
-  io::forensics_request odd{"/tmp/not-a-store-path", "--version", std::nullopt, ""};
+  io::forensics_request odd{"/tmp/not-a-store-path", "--version", std::nullopt, "", std::nullopt};
   auto b2 = test::run_sync(no_journal.investigate(odd));
   BOOST_TEST(!b2.target.has_value());
   BOOST_TEST(!b2.journal.has_value());

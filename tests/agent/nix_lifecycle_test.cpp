@@ -132,7 +132,9 @@ BOOST_AUTO_TEST_CASE(good_target_becomes_a_generation_and_a_failing_one_is_rolle
   io::forensics_settings fs_settings;
   fs_settings.systemctl = (dir / "systemctl").string();
   fs_settings.journalctl = (dir / "journalctl").string();
-  std::ofstream(fs_settings.systemctl) << "#!/bin/sh\necho 'demo.service loaded failed failed Demo'\n";
+  // demo.service has failed while c runs; the switch back to b restarts it.
+  std::ofstream(fs_settings.systemctl) << "#!/bin/sh\n[ \"$(readlink " << (dir / "current-system").string() << ")\" = " << c
+                                       << " ] && echo 'demo.service loaded failed failed Demo'\nexit 0\n";
   std::ofstream(fs_settings.journalctl) << "#!/bin/sh\necho \"journal of $*\"\n";
   for (const auto& f : {fs_settings.systemctl, fs_settings.journalctl}) fs::permissions(f, fs::perms::owner_all);
   fs_settings.nix_config = std::getenv("NIX_CONFIG");
@@ -165,8 +167,8 @@ BOOST_AUTO_TEST_CASE(good_target_becomes_a_generation_and_a_failing_one_is_rolle
              *box.items().back().message);
   BOOST_REQUIRE(driver.state().quarantine.size() == 1u);
   BOOST_TEST(driver.state().quarantine[0].store_path == c);
-  // The rolled_back report carries what the host saw: the probe's output, the failed unit and its
-  // journal, the switch's output and the closure difference between c and b.
+  // The rolled_back report carries what the host saw: the probe's output, the failed unit (listed
+  // before the switch back cleared it) and its journal, the switch's output and the closure difference between c and b.
   const auto& fx = box.items().back().forensics;
   BOOST_REQUIRE(fx.has_value());
   BOOST_TEST(fx->target.value_or("") == c);

@@ -73,6 +73,9 @@ class deploy_driver {
   // Of the last activation: when it began (wall time) and what the switch printed.
   std::optional<protocol::timestamp> activation_began_;
   std::string switch_output_;
+  // The failed units listed just before rolling back from `failed_target_`.
+  std::string failed_target_;
+  std::optional<failed_units_snapshot> failed_before_rollback_;
 };
 
 }  // namespace nixfleet::agent::io

@@ -17,6 +17,8 @@ struct forensics_settings {
   // Units whose journal is never sent (globs: "vault*.service"); failed units are still named.
   std::vector<std::string> journal_exclude;
   std::chrono::milliseconds timeout{std::chrono::seconds(5)};  // each command
+  // Listing the failed units before a rollback: the rollback waits for it.
+  std::chrono::milliseconds before_rollback_timeout{std::chrono::seconds(2)};
   std::string systemctl = "systemctl";
   std::string journalctl = "journalctl";
   std::string nix = "nix";
@@ -26,6 +28,7 @@ struct forensics_settings {
 class host_investigator final : public investigator {
  public:
   explicit host_investigator(forensics_settings s) : settings_(std::move(s)) {}
+  boost::asio::awaitable<failed_units_snapshot> failed_units() override;
   boost::asio::awaitable<protocol::forensics_bundle> investigate(forensics_request request) override;
 
  private:

@@ -53,16 +53,27 @@ class prober {
 
 // What a failed target left behind on the host, beyond the agent's own knowledge: the failed
 // units, their journal and the closure difference.
+// The units failed at one moment (or why they could not be listed).
+struct failed_units_snapshot {
+  std::vector<std::string> units;
+  std::string note;
+};
+
 struct forensics_request {
   std::string target;    // the generation that failed
   std::string previous;  // the one it is compared with (went back to, or tried to)
   std::optional<protocol::timestamp> since;  // when the target's activation began, when known
   std::string switch_output;  // names the units the switch stopped, started and restarted
+  // Taken before the rollback, whose switch restarts (and so clears) failed units; listed anew
+  // when absent.
+  std::optional<failed_units_snapshot> failed;
 };
 
 class investigator {
  public:
   virtual ~investigator() = default;
+  // The failed units now, quickly (a rollback waits for it): bounded by a short timeout.
+  virtual boost::asio::awaitable<failed_units_snapshot> failed_units() = 0;
   // Every part bounded in time and size; what could not be had is a note, never an exception.
   virtual boost::asio::awaitable<protocol::forensics_bundle> investigate(forensics_request request) = 0;
 };
