@@ -116,7 +116,9 @@ int machine_show_rollback(context& ctx, const std::string& id) {
       if (p.output) print_block(*p.output);
     }
   }
-  std::cout << "failed units: " << (f.failed_units.empty() ? std::string("none") : join(f.failed_units)) << "\n";
+  std::cout << "failed units:";
+  for (std::size_t i = 0; i < f.failed_units.size(); ++i) std::cout << (i ? ", " : " ") << f.failed_units[i];
+  std::cout << (f.failed_units.empty() ? " none\n" : "\n");
   if (f.switch_output) std::cout << "switch output (end):\n", print_block(*f.switch_output);
   if (f.journal) std::cout << "journal:\n", print_block(*f.journal);
   if (f.closure_changes > 0) {

@@ -114,10 +114,10 @@ class Host:
     def sh(self, command, check=True, timeout=120):
         return run(self.prefix() + ["/bin/sh", "-c", command], check=check, env=self.env(), timeout=timeout)
 
-    def spawn(self, argv, log):
+    def spawn(self, argv, log, extra_env=None):
         return subprocess.Popen(self.prefix() + argv, stdout=subprocess.DEVNULL,
                                 stderr=open(self.dir / "logs" / log, "a"),
-                                env={**os.environ, **self.env()})
+                                env={**os.environ, **self.env(), **(extra_env or {})})
 
     # --- system ------------------------------------------------------------------------
     def install_initial(self, path):
@@ -192,8 +192,10 @@ class Host:
         (self.dir / "health.json").write_text(json.dumps({"gate": g, "probes": probes}, indent=2))
 
     def start_agent(self):
+        # systemd does not run here: the agent's forensics ask the sim's stand-in systemctl and journalctl.
+        path = f"{HERE / 'standins'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
         self.agent = self.spawn([str(self.fleet.bin / "nixfleet-agent"), "run", "--config", str(self.dir / "agent.json")],
-                                log="agent.log")
+                                log="agent.log", extra_env={"PATH": path})
 
     def stop_agent(self, sig=signal.SIGTERM):
         if self.agent and self.agent.poll() is None:

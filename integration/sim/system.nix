@@ -1,8 +1,10 @@
 # A tiny stand-in for a NixOS system, without nixpkgs: `bin/switch-to-configuration` records the
 # switch, points /run/current-system at this path and (re)starts a small HTTP service that the
-# health probes check. `mode` breaks it on purpose:
+# health probes check. It says what it stops and starts as NixOS's does, and keeps the state the
+# sim's stand-in systemctl and journalctl read: /run/sim-units/UNIT.failed marks a failed unit (a
+# switch restarts them all, clearing the marks), $SIM_HOST_DIR/journal/UNIT.log is its journal. `mode` breaks it on purpose:
 #   good            the service answers /health with 200
-#   probe_fails     the service answers /health with 500
+#   probe_fails     the service answers /health with 500, and its worker unit fails
 #   service_fails   the service exits at once
 #   switch_fails    switch-to-configuration exits 1
 #   switch_hangs    switch-to-configuration never returns (slow switch)
@@ -12,12 +14,23 @@ let
   switchScript = ''
     #!/bin/sh
     echo "$(/bin/date +%s.%N) $1 @out@" >> "''${SIM_HOST_DIR:-/tmp}/switches.log"
+    echo "stopping the following units: sim-service.service, sim-worker.service" >&2
     case "@mode@" in
       switch_fails) echo "switch failed on purpose" >&2; exit 1 ;;
       switch_hangs) exec /bin/sleep 3600 ;;
       switch_slow) /bin/sleep 4 ;;
     esac
     if [ "$1" != boot ]; then
+      echo "starting the following units: sim-service.service, sim-worker.service" >&2
+      journal="''${SIM_HOST_DIR:-/tmp}/journal"
+      /bin/mkdir -p /run/sim-units "$journal"
+      /bin/rm -f /run/sim-units/*.failed
+      if [ "@mode@" = probe_fails ]; then
+        echo "$(/bin/date -u +%Y-%m-%dT%H:%M:%S+0000) sim-worker[$$]: cannot open /var/lib/sim-worker/queue: permission denied" >> "$journal/sim-worker.service.log"
+        /bin/touch /run/sim-units/sim-worker.service.failed
+      else
+        echo "$(/bin/date -u +%Y-%m-%dT%H:%M:%S+0000) sim-worker[$$]: started, version @version@" >> "$journal/sim-worker.service.log"
+      fi
       /bin/ln -sfn @out@ /run/current-system
       if [ -f /run/sim-service.pid ]; then /bin/kill "$(/bin/cat /run/sim-service.pid)" 2>/dev/null || true; fi
       /usr/bin/setsid /usr/bin/python3 @out@/share/service.py @version@ @mode@ \

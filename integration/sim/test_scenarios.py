@@ -568,3 +568,49 @@ def test_16_long_polls_carry_every_wave_at_once_and_a_restart_brings_the_fleet_b
     for n, h in fleet.hosts.items():
         failed = (h.dir / "logs" / "agent.log").read_text(errors="replace").count("msg=\"poll failed\"") - failures_before[n]
         assert failed <= 3, f"{n} failed {failed} polls across one restart"
+
+
+def test_17_a_rollback_s_forensics_reach_the_operator(fleet):
+    """The canary of a broken release rolls back; the coordinator holds what the host saw: the
+    failing probe's answer, the unit that failed (listed before the switch back restarted it),
+    that unit's journal, the switch's output and the closure difference."""
+    all_reported(fleet)
+    bad = {n: fleet.build_system(n, "17", "probe_fails") for n in fleet.hosts}
+    fleet.release("bad-17", bad)
+    rid = fleet.deploy("bad-17", "--hosts", "*", "--waves", "canary", "--soak", "1")
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=120)
+    assert r["status"] == "paused", [e["kind"] for e in r["events"]]
+    canary = r["waves"][0]["hosts"][0]
+    c = fleet.hosts[canary]
+    wait_for("the canary to run its previous system again", lambda: c.current() == c.initial, timeout=30)
+    # The switch back cleared the failed unit's mark: only a listing taken before it names the unit.
+    assert c.sh("ls /run/sim-units").stdout.split() == []
+
+    shown = fleet.cli("machines", "show", canary, "--rollback").stdout
+    print(shown)
+    assert shown.startswith("rolled_back "), shown
+    assert f"target      {bad[canary]}" in shown
+    assert f"went back to {c.initial}" in shown
+    assert "health gate failed" in shown
+    assert "service (http): fail — unexpected status 500" in shown
+    assert "HTTP 500" in shown and "failing 17" in shown  # the probe's answer, body included
+    assert "failed units: sim-worker.service" in shown
+    assert "cannot open /var/lib/sim-worker/queue: permission denied" in shown  # its journal
+    assert "starting the following units: sim-service.service, sim-worker.service" in shown  # the switch
+    assert "closure difference (" in shown and "→" in shown
+
+    report = json.loads(fleet.cli("--json", "machines", "show", canary, "--rollback").stdout)
+    fx = report["forensics"]
+    assert report["kind"] == "rolled_back" and report["store_path"] == bad[canary]
+    assert fx["target"] == bad[canary] and fx["previous"] == c.initial
+    assert fx["failed_units"] == ["sim-worker.service"]
+    assert fx["closure_changes"] >= 1 and any("17" in line for line in fx["closure_diff"]), fx["closure_diff"]
+    assert fx["notes"] == [], fx["notes"]
+    # The audit entry of the rollback points at that report.
+    entries = [e for e in json.loads(fleet.cli("--json", "audit", "--limit", "1000").stdout)
+               if e["action"] == "machine.rolled_back" and e["target"] == canary]
+    assert entries and entries[-1]["detail"]["report_seq"] == report["seq"] and entries[-1]["detail"]["forensics"]
+
+    # A host that never failed has nothing to show.
+    other = next(n for n in fleet.hosts if n != canary)
+    assert "no rollback or failed activation" in fleet.cli("machines", "show", other, "--rollback").stdout
