@@ -121,6 +121,15 @@ in
           control_socket = nullable types.str "Break-glass control socket.";
           metrics_listen = nullable types.str "IP:port for Prometheus metrics.";
           outbox_limit = nullable types.ints.positive "Pending reports kept while the coordinator is away.";
+          forensics = nullable (types.submodule {
+            options = {
+              enable = nullable types.bool "Attach failed units, their journal and the closure difference to a failed target's report.";
+              journal = nullable types.bool "Send the journal of the failed units and of those the switch touched.";
+              journal_lines = nullable types.ints.positive "Journal lines sent, newest, in all (200).";
+              journal_exclude = nullable (types.listOf types.str) "Units (globs) whose journal never leaves the host.";
+              timeout_s = seconds "Each forensics command's timeout";
+            };
+          }) "What a failed target's report carries besides the probes' last word.";
           log_level = nullable (types.enum [ "trace" "debug" "info" "warn" "error" ]) "Log level.";
         };
       };

@@ -90,6 +90,15 @@ in
     coordinator.wait_until_succeeds(cli + f"rollout status {ro} | grep -q paused", timeout=300)
     for h in (host1, host2):
         h.wait_until_succeeds(f"test $(readlink -f /run/current-system) = {before[h.name]}", timeout=120)
+    # The canary's forensics, from real systemd and Nix: the unit that failed, its journal, the
+    # closure difference between the specialisations.
+    r = json.loads(coordinator.succeed(cli + f"--json rollout status {ro}"))
+    canary = r["waves"][0]["hosts"][0]
+    fx = json.loads(coordinator.succeed(cli + f"--json machines show {canary} --rollback"))["forensics"]
+    assert "web.service" in fx["failed_units"], fx
+    assert "web.service" in fx.get("journal", ""), fx
+    assert fx["closure_changes"] >= 1, fx
+    print(coordinator.succeed(cli + f"machines show {canary} --rollback"))
   '';
 
   vm-coordinator-outage = mkTest "coordinator-outage" ''
