@@ -45,27 +45,6 @@ bool is_unit_name(std::string_view name) noexcept {
                      [&](std::string_view s) { return name.size() > s.size() && name.ends_with(s); });
 }
 
-bool unit_matches(std::string_view pattern, std::string_view unit) noexcept {
-  // Iterative glob with one backtracking point for the last `*`.
-  std::size_t p = 0, u = 0, star = std::string_view::npos, mark = 0;
-  while (u < unit.size()) {
-    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == unit[u])) {
-      ++p;
-      ++u;
-    } else if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      mark = u;
-    } else if (star != std::string_view::npos) {
-      p = star + 1;
-      u = ++mark;
-    } else {
-      return false;
-    }
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
-}
-
 std::vector<std::string> units_in_switch_output(std::string_view output) {
   std::vector<std::string> units;
   each_line(output, [&](std::string_view line) {

@@ -90,7 +90,7 @@ boost::asio::awaitable<protocol::forensics_bundle> host_investigator::investigat
       if (std::find(units.begin(), units.end(), u) == units.end()) units.push_back(std::move(u));
     std::erase_if(units, [&](const std::string& u) {
       return std::any_of(settings_.journal_exclude.begin(), settings_.journal_exclude.end(),
-                         [&](const std::string& p) { return core::unit_matches(p, u); });
+                         [&](const std::string& p) { return protocol::glob_match(p, u); });
     });
     if (units.size() > 32) units.resize(32);
     if (!units.empty()) {

@@ -387,6 +387,63 @@ void describe(V& v, X& x) {
   v.opt("last_used_at", x.last_used_at);
 }
 
+namespace {
+// An event name or a pattern: lowercase words joined by '.', '_' inside; `*` only at the end.
+boost::system::error_code check_event_pattern(std::string_view s) {
+  if (s.empty() || s.size() > 64) return errc::invalid_identifier;
+  if (s.ends_with('*')) s.remove_suffix(1);
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || c == '_' || c == '.')) return errc::invalid_identifier;
+  return {};
+}
+// A shared secret: printable, without spaces, 16 to 256 bytes.
+boost::system::error_code check_secret(std::string_view s) {
+  if (s.size() < 16) return errc::out_of_range;
+  if (s.size() > 256) return errc::too_long;
+  for (unsigned char c : s)
+    if (c <= 0x20 || c >= 0x7f) return errc::invalid_characters;
+  return {};
+}
+}  // namespace
+
+template <class V, class X>
+  requires is<X, webhook_request>
+void describe(V& v, X& x) {
+  v.req("url", x.url, spec{.fn = check_http_url});
+  v.req("events", x.events, spec{.fn = check_event_pattern, .max_items = 64});
+  v.opt("secret", x.secret, spec{.fn = check_secret});
+  v.opt("description", x.description, short_text);
+  v.ensure(!x.events.empty(), "events", errc::missing_field, "at least one event or pattern (\"rollout.*\")");
+}
+
+template <class V, class X>
+  requires is<X, webhook_info>
+void describe(V& v, X& x) {
+  v.req("id", x.id, id);
+  v.req("url", x.url, spec{.fn = check_http_url});
+  v.req("events", x.events, spec{.fn = check_event_pattern, .max_items = 64});
+  v.opt("description", x.description, short_text);
+  v.req("signed", x.signed_);
+  v.req("created_at", x.created_at);
+  v.req("created_by", x.created_by, short_text);
+  v.def("pending", x.pending);
+}
+
+template <class V, class X>
+  requires is<X, webhook_delivery>
+void describe(V& v, X& x) {
+  v.req("id", x.id);
+  v.req("hook_id", x.hook_id, id);
+  v.req("event", x.event, spec{.fn = check_event_pattern});
+  v.req("created_at", x.created_at);
+  v.req("state", x.state);
+  v.req("attempts", x.attempts);
+  v.opt("next_at", x.next_at);
+  v.opt("delivered_at", x.delivered_at);
+  v.opt("last_status", x.last_status);
+  v.opt("last_error", x.last_error, spec{.max_len = 1024});
+}
+
 template <class V, class X>
   requires is<X, audit_checkpoint>
 void describe(V& v, X& x) {
@@ -476,6 +533,7 @@ std::string_view to_string(failure_action v) noexcept { return enum_to_string(v)
 std::string_view to_string(rollout_status v) noexcept { return enum_to_string(v); }
 std::string_view to_string(wave_status v) noexcept { return enum_to_string(v); }
 std::string_view to_string(host_state v) noexcept { return enum_to_string(v); }
+std::string_view to_string(delivery_state v) noexcept { return enum_to_string(v); }
 
 std::string size_spec::to_string() const {
   return std::to_string(value) + (kind == unit::percent ? "%" : "");
@@ -550,6 +608,9 @@ NIXFLEET_INSTANTIATE(health_report)
 NIXFLEET_INSTANTIATE(report)
 NIXFLEET_INSTANTIATE(probe_evidence)
 NIXFLEET_INSTANTIATE(forensics_bundle)
+NIXFLEET_INSTANTIATE(webhook_request)
+NIXFLEET_INSTANTIATE(webhook_info)
+NIXFLEET_INSTANTIATE(webhook_delivery)
 NIXFLEET_INSTANTIATE(report_batch)
 NIXFLEET_INSTANTIATE(report_ack)
 NIXFLEET_INSTANTIATE(release_entry)

@@ -143,6 +143,27 @@ std::size_t utf8_length(std::string_view s, std::size_t i) noexcept {
 
 }  // namespace
 
+bool glob_match(std::string_view pattern, std::string_view text) noexcept {
+  // Iterative glob with one backtracking point for the last `*`.
+  std::size_t p = 0, u = 0, star = std::string_view::npos, mark = 0;
+  while (u < text.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[u])) {
+      ++p;
+      ++u;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = u;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      u = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
 std::string printable_excerpt(std::string_view raw, std::size_t max, keep part) {
   std::string clean;
   clean.reserve(std::min(raw.size(), max * 2));

@@ -78,12 +78,12 @@ BOOST_AUTO_TEST_CASE(unit_names_and_patterns) {
     BOOST_TEST(core::is_unit_name(ok), ok);
   for (auto bad : {"", "-x.service", ".service", "api", "a b.service", "a;b.service", "a/b.service", "api.service\n"})
     BOOST_TEST(!core::is_unit_name(bad), bad);
-  BOOST_TEST(core::unit_matches("vault*.service", "vault-agent.service"));
-  BOOST_TEST(core::unit_matches("*", "anything.service"));
-  BOOST_TEST(core::unit_matches("a?c.service", "abc.service"));
-  BOOST_TEST(!core::unit_matches("vault*.service", "api.service"));
-  BOOST_TEST(!core::unit_matches("vault", "vault.service"));
-  BOOST_TEST(core::unit_matches("*secret*", "my-secret-thing.service"));
+  BOOST_TEST(protocol::glob_match("vault*.service", "vault-agent.service"));
+  BOOST_TEST(protocol::glob_match("*", "anything.service"));
+  BOOST_TEST(protocol::glob_match("a?c.service", "abc.service"));
+  BOOST_TEST(!protocol::glob_match("vault*.service", "api.service"));
+  BOOST_TEST(!protocol::glob_match("vault", "vault.service"));
+  BOOST_TEST(protocol::glob_match("*secret*", "my-secret-thing.service"));
 }
 
 BOOST_AUTO_TEST_CASE(failed_units_and_closure_differences_are_bounded) {

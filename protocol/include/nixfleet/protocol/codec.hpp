@@ -27,7 +27,8 @@ concept wire_type =
     std::same_as<T, audit_verification> || std::same_as<T, audit_checkpoint> ||
     std::same_as<T, error_body> || std::same_as<T, enroll_token_request> || std::same_as<T, enroll_token> ||
     std::same_as<T, enroll_request> || std::same_as<T, certificate_request> || std::same_as<T, issued_certificate> || std::same_as<T, rollback_statement> || std::same_as<T, revocation_list> ||
-    std::same_as<T, probe_evidence> || std::same_as<T, forensics_bundle>;
+    std::same_as<T, probe_evidence> || std::same_as<T, forensics_bundle> || std::same_as<T, webhook_request> ||
+    std::same_as<T, webhook_info> || std::same_as<T, webhook_delivery>;
 
 // Decodes a parsed value. Unknown fields are ignored; a missing required field, a wrong type,
 // an out-of-range number or a value failing its validator is an error naming the field.

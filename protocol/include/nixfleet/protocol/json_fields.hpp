@@ -84,6 +84,8 @@ NIXFLEET_ENUM_NAMES(host_state, {host_state::pending, "pending"}, {host_state::d
                     {host_state::activating, "activating"}, {host_state::confirmed, "confirmed"},
                     {host_state::soaked, "soaked"}, {host_state::failed, "failed"},
                     {host_state::left, "left"})
+NIXFLEET_ENUM_NAMES(delivery_state, {delivery_state::pending, "pending"}, {delivery_state::delivered, "delivered"},
+                    {delivery_state::failed, "failed"})
 #undef NIXFLEET_ENUM_NAMES
 
 template <class E>

@@ -469,6 +469,50 @@ struct created_key {
   friend bool operator==(const created_key&, const created_key&) = default;
 };
 
+// --- webhooks -------------------------------------------------------------------------------
+
+// POST /api/v1/webhooks (admin): where to send which events. The events are audit actions
+// ("machine.rolled_back"), with "rollout.rollout_" shortened to "rollout." ("rollout.paused"), and
+// alerts ("alert.machine_stale"); a pattern may end in `*` ("rollout.*"). With a secret, every
+// delivery is signed (HMAC-SHA256); the secret is never shown again.
+struct webhook_request {
+  std::string url;
+  std::vector<std::string> events;
+  std::optional<std::string> secret;
+  std::optional<std::string> description;
+  friend bool operator==(const webhook_request&, const webhook_request&) = default;
+};
+
+struct webhook_info {
+  std::string id;
+  std::string url;
+  std::vector<std::string> events;
+  std::optional<std::string> description;
+  bool signed_ = false;  // "signed": it has a secret
+  timestamp created_at{};
+  std::string created_by;
+  std::uint64_t pending = 0;  // deliveries waiting to be (re)tried, when listed
+  friend bool operator==(const webhook_info&, const webhook_info&) = default;
+};
+
+enum class delivery_state { pending, delivered, failed };  // failed: given up
+std::string_view to_string(delivery_state v) noexcept;
+
+// One event for one hook, retried until the receiver answers 2xx or the coordinator gives up.
+struct webhook_delivery {
+  std::uint64_t id = 0;  // the receiver's deduplication key (X-Nixfleet-Delivery)
+  std::string hook_id;
+  std::string event;
+  timestamp created_at{};
+  delivery_state state = delivery_state::pending;
+  std::uint32_t attempts = 0;
+  std::optional<timestamp> next_at;       // pending: when it is tried again
+  std::optional<timestamp> delivered_at;  // delivered
+  std::optional<std::uint32_t> last_status;
+  std::optional<std::string> last_error;
+  friend bool operator==(const webhook_delivery&, const webhook_delivery&) = default;
+};
+
 // Enrollment (the fleet CA). An operator asks for a one-time token bound to a machine id…
 struct enroll_token_request {
   std::vector<std::string> tags;  // given to the machine when it enrolls

@@ -62,6 +62,9 @@ bool is_valid_utf8(std::string_view s) noexcept;
 // carriage returns are dropped, other control characters become spaces, bytes that are not UTF-8
 // become '?'. When it is longer, the end (`keep::tail`) or the start (`keep::head`) is kept, cut
 // at a line (or at least a character) boundary and marked with "[…]".
+// `pattern` with `*` (any run) and `?` (one character) matches the whole of `text`.
+bool glob_match(std::string_view pattern, std::string_view text) noexcept;
+
 enum class keep { head, tail };
 std::string printable_excerpt(std::string_view raw, std::size_t max, keep part = keep::tail);
 

@@ -16,9 +16,6 @@ namespace nixfleet::agent::core {
 // type suffix, never a leading dash, at most 256 bytes.
 bool is_unit_name(std::string_view name) noexcept;
 
-// `pattern` with `*` (any run) and `?` (one character) matches the whole of `unit`.
-bool unit_matches(std::string_view pattern, std::string_view unit) noexcept;
-
 // The units switch-to-configuration names as stopped, started, restarted, reloaded or failed
 // ("starting the following units: a.service, b.socket"), each once, in order of appearance.
 std::vector<std::string> units_in_switch_output(std::string_view output);
