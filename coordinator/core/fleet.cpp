@@ -90,6 +90,10 @@ fleet make_fleet(loaded_state state) {
     auto id = m.id;
     f.machines.emplace(std::move(id), std::move(m));
   }
+  for (auto& w : state.webhooks) {
+    auto id = w.info.id;
+    f.webhooks.emplace(std::move(id), std::move(w));
+  }
   for (const auto& [id, r] : f.rollouts)
     if (is_active(r.status))
       for (std::size_t i = 0; i < r.hosts.size(); ++i) f.active_rollout_of[r.hosts[i].hostname] = {id, i};
@@ -112,6 +116,7 @@ role required_role(operation op) noexcept {
     case operation::clear_desired:
     case operation::delete_release:
     case operation::manage_keys:
+    case operation::manage_webhooks:
     case operation::revoke_machine: return role::admin;
   }
   return role::admin;
@@ -573,6 +578,12 @@ effects on(fleet& f, const std::string& actor, const renew_certificate& e, times
 }
 effects on(fleet& f, const std::string& actor, const revoke_machine& e, timestamp now) {
   return on_revoke_machine(f, actor, e, now);
+}
+effects on(fleet& f, const std::string& actor, const add_webhook& e, timestamp now) {
+  return on_add_webhook(f, actor, e, now);
+}
+effects on(fleet& f, const std::string& actor, const remove_webhook& e, timestamp now) {
+  return on_remove_webhook(f, actor, e, now);
 }
 
 }  // namespace

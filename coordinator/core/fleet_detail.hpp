@@ -39,6 +39,10 @@ effects on_revoke_machine(fleet& f, const std::string& actor, const revoke_machi
 // record itself is the caller's to write).
 void revoke_into(fleet& f, machine_record& m, effects& fx, const std::string& actor, timestamp now,
                  const std::string& why);
+// webhooks.cpp
+effects on_add_webhook(fleet& f, const std::string& actor, const add_webhook& e, timestamp now);
+effects on_remove_webhook(fleet& f, const std::string& actor, const remove_webhook& e, timestamp now);
+
 // The newest unrevoked fleet-CA certificate's end, if any.
 std::optional<timestamp> certificate_expiry(const fleet& f, const std::string& machine_id);
 

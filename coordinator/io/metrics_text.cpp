@@ -60,6 +60,11 @@ std::string service::impl::render_metrics() const {
   t.sample("nixfleet_coordinator_api_key_lookups_total", {{"result", "unknown"}}, key_lookups.unknown);
   t.sample("nixfleet_coordinator_api_key_lookups_total", {{"result", "cached"}}, key_lookups.cached);
   t.scalar("nixfleet_coordinator_reports_ingested_total", "counter", "Agent reports received.", reports_ingested);
+  t.family("nixfleet_coordinator_webhook_attempts_total", "counter",
+           "Webhook delivery attempts: delivered, to be retried, or the last before giving up.");
+  t.sample("nixfleet_coordinator_webhook_attempts_total", {{"outcome", "delivered"}}, webhook_outcomes.delivered);
+  t.sample("nixfleet_coordinator_webhook_attempts_total", {{"outcome", "retry"}}, webhook_outcomes.retried);
+  t.sample("nixfleet_coordinator_webhook_attempts_total", {{"outcome", "failed"}}, webhook_outcomes.failed);
   t.scalar("nixfleet_coordinator_report_batches_over_budget_total", "counter",
            "Report batches answered 429: their machine was over its report budget.", reports_over_budget);
   const auto ws = db->stats();

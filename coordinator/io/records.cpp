@@ -177,4 +177,24 @@ core::certificate_record certificate_from_json(const json::value& v) {
   return c;
 }
 
+json::value to_json(const core::webhook_record& w) {
+  auto o = protocol::to_json(w.info).as_object();
+  o.erase("pending");  // counted when listed, not kept
+  if (w.secret) o["secret"] = *w.secret;
+  return o;
+}
+
+core::webhook_record webhook_from_json(const json::value& v) {
+  const auto* o = v.if_object();
+  if (o == nullptr) throw storage_error("webhook row is not an object");
+  core::webhook_record w;
+  w.secret = opt_string(*o, "secret");
+  auto rest = *o;
+  rest.erase("secret");
+  auto info = protocol::from_json<protocol::webhook_info>(rest);
+  if (!info) throw storage_error("corrupt webhook row: " + info.error().what());
+  w.info = std::move(*info);
+  return w;
+}
+
 }  // namespace nixfleet::coordinator::io

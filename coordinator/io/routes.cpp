@@ -531,6 +531,42 @@ asio::awaitable<http_response> delete_key(impl& s, route_call& c) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Webhooks (admin: a hook's URL may itself be a secret)
+
+asio::awaitable<http_response> list_webhooks(impl& s, route_call&) {
+  auto job = [](storage& st) { return st.pending_deliveries(); };
+  const auto pending = co_await s.db->run<std::map<std::string, std::uint64_t>>(std::move(job));
+  std::vector<protocol::webhook_info> all;
+  for (const auto& [id, w] : s.fleet.webhooks) {
+    all.push_back(w.info);
+    if (auto p = pending.find(id); p != pending.end()) all.back().pending = p->second;
+  }
+  co_return json_response(200, array_of(all));
+}
+
+asio::awaitable<http_response> add_webhook(impl& s, route_call& c) {
+  co_return co_await perform_with<protocol::webhook_request>(s, c, [](protocol::webhook_request b) {
+    return core::add_webhook{"wh-" + protocol::random_hex(4), std::move(b)};
+  });
+}
+
+asio::awaitable<http_response> remove_webhook(impl& s, route_call& c) {
+  core::event_body what = core::remove_webhook{c.params[0]};  // named: GCC 12 mishandles temporaries in co_await calls
+  co_return co_await perform_now(s, c, std::move(what));
+}
+
+// A hook's delivery log, newest first: each event's state, attempts and last error.
+asio::awaitable<http_response> webhook_deliveries(impl& s, route_call& c) {
+  if (!s.fleet.webhooks.contains(c.params[0])) co_return error_response(404, "not_found", "no such webhook");
+  std::uint64_t limit = 50;
+  if (!query_number(c.query, "limit", 1000, limit) || limit == 0)
+    co_return error_response(400, "invalid_query", "limit: 1 to 1000");
+  auto job = [id = c.params[0], n = static_cast<std::uint32_t>(limit)](storage& st) { return st.deliveries(id, n); };
+  auto rows = co_await s.db->run<std::vector<protocol::webhook_delivery>>(std::move(job));
+  co_return json_response(200, array_of(rows));
+}
+
+// ---------------------------------------------------------------------------------------------
 // The fleet CA: one-time tokens, enrollment, renewal, revocation
 
 http_response no_ca() {
@@ -721,6 +757,10 @@ const route routes[] = {
     {v::get, "/api/v1/keys", access::operator_key, operation::manage_keys, list_keys},
     {v::post, "/api/v1/keys", access::operator_key, operation::manage_keys, create_key},
     {v::delete_, "/api/v1/keys/{id}", access::operator_key, operation::manage_keys, delete_key},
+    {v::get, "/api/v1/webhooks", access::operator_key, operation::manage_webhooks, list_webhooks},
+    {v::post, "/api/v1/webhooks", access::operator_key, operation::manage_webhooks, add_webhook},
+    {v::delete_, "/api/v1/webhooks/{id}", access::operator_key, operation::manage_webhooks, remove_webhook},
+    {v::get, "/api/v1/webhooks/{id}/deliveries", access::operator_key, operation::manage_webhooks, webhook_deliveries},
 };
 
 // Matches `seg` against `pattern`, collecting parameters.

@@ -165,6 +165,10 @@ asio::awaitable<bool> service::impl::commit(core::change_set cs, std::vector<std
   const bool machines = !cs.machines.empty() || !cs.reports.empty() || !cs.certificates.empty(),
              rollouts = !cs.rollouts.empty(), releases = !cs.releases.empty() || !cs.deleted_releases.empty(),
              audit = !cs.audit.empty();
+  // The webhooks that want the audited events get them queued in the same transaction.
+  auto queued = core::deliveries_for(fleet, cs.audit);
+  const bool deliveries = !queued.empty();
+  cs.deliveries.insert(cs.deliveries.end(), std::make_move_iterator(queued.begin()), std::make_move_iterator(queued.end()));
   if (!cs.empty()) {
     ++writes_in_flight;
     std::string err = co_await db->commit(std::move(cs));
@@ -180,6 +184,7 @@ asio::awaitable<bool> service::impl::commit(core::change_set cs, std::vector<std
   else
     for (const auto& id : republish) publish(id);
   changed(machines, rollouts, releases, audit);
+  if (deliveries) wake_webhooks();
   co_return true;
 }
 
@@ -311,6 +316,8 @@ asio::awaitable<void> service::impl::prune_reports() {
   auto job = [before, max = opts.report_retention_bytes](storage& s) { return s.prune_reports(before, max); };
   auto n = co_await db->run<std::uint64_t>(std::move(job));
   if (n > 0) log::info("reports_pruned", {{"rows", n}});
+  auto settled = [before](storage& s) { return s.prune_deliveries(before); };
+  if (auto d = co_await db->run<std::uint64_t>(std::move(settled)); d > 0) log::info("webhook_deliveries_pruned", {{"rows", d}});
 }
 
 namespace {
@@ -439,6 +446,7 @@ void service::start() {
   }
   const auto& o = self->opts;
   asio::co_spawn(self->home, reconcile_loop(self), asio::detached);
+  asio::co_spawn(self->home, webhook_loop(self), asio::detached);
   asio::co_spawn(self->home, periodic(self, o.prune_interval, true, "prune_failed", &impl::prune_reports), asio::detached);
   asio::co_spawn(self->home, periodic(self, o.key_sync_interval, false, "key_sync_failed", &impl::sync_keys),
                  asio::detached);

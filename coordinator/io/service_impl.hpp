@@ -137,6 +137,20 @@ struct service::impl : std::enable_shared_from_this<impl> {
   bool quick_answer(const quick_request& q, std::string& out);
   std::uint64_t reports_ingested = 0;
   std::uint64_t writes_in_flight = 0;
+
+  // Webhooks (webhooks.cpp): the delivery loop's timer (woken when a commit queued deliveries),
+  // the deliveries being attempted (by id, and how many per hook), and what became of attempts.
+  boost::asio::steady_timer* webhook_timer = nullptr;
+  std::set<std::uint64_t> deliveries_in_flight;
+  std::map<std::string, std::size_t> hook_in_flight;
+  struct {
+    std::uint64_t delivered = 0, retried = 0, failed = 0;
+  } webhook_outcomes;
+  void wake_webhooks();
+  // Starts attempts of the deliveries that are due, within the concurrency limits.
+  boost::asio::awaitable<void> send_due_webhooks();
+  boost::asio::awaitable<void> deliver(delivery_job job);
+
   // The background loops' timers (cancelled by stop) and how many loops still run: stop waits for
   // them, so no loop outlives the service's store or touches a stopped context.
   std::list<boost::asio::steady_timer> loop_timers;
@@ -250,5 +264,8 @@ struct service::impl : std::enable_shared_from_this<impl> {
   // metrics_text.cpp
   std::string render_metrics() const;
 };
+
+// webhooks.cpp: the delivery loop, started with the service.
+boost::asio::awaitable<void> webhook_loop(std::shared_ptr<service::impl> self);
 
 }  // namespace nixfleet::coordinator::io

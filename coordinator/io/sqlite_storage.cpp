@@ -3,6 +3,7 @@
 
 #include "nixfleet/protocol/canonical_json.hpp"
 #include "nixfleet/protocol/codec.hpp"
+#include "nixfleet/protocol/json_fields.hpp"
 #include "nixfleet/protocol/signing.hpp"
 
 #include <boost/json/parse.hpp>
@@ -133,6 +134,29 @@ CREATE TABLE certificates (
 );
 CREATE INDEX certificates_by_machine ON certificates (machine_id);
 )sql",
+    // 6: webhooks (their secrets too: the file is private to the coordinator) and the durable
+    // queue of their deliveries; a delivery's id is what a receiver deduplicates on.
+    R"sql(
+CREATE TABLE webhooks (
+  id TEXT PRIMARY KEY,
+  body TEXT NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  hook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+  event TEXT NOT NULL,
+  body TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at INTEGER,
+  delivered_at INTEGER,
+  last_status INTEGER,
+  last_error TEXT
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_at);
+CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (hook_id, id);
+)sql",
 };
 
 class statement {
@@ -181,6 +205,7 @@ class statement {
     return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(stmt_, col));
   }
   std::int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
+  bool is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 
  private:
   void check(int rc) {
@@ -297,6 +322,11 @@ class sqlite_storage final : public storage {
       auto& s = prepared("SELECT body FROM certificates ORDER BY serial");
       reset_on_exit r{s};
       while (s.step()) out.certificates.push_back(certificate_from_json(parse_row(s.text(0), "certificate")));
+    }
+    {
+      auto& s = prepared("SELECT body FROM webhooks ORDER BY id");
+      reset_on_exit r{s};
+      while (s.step()) out.webhooks.push_back(webhook_from_json(parse_row(s.text(0), "webhook")));
     }
     return out;
   }
@@ -464,6 +494,79 @@ class sqlite_storage final : public storage {
     while (s.step())
       out.push_back({machine_id, from_millis(s.integer(0)), decode_or_throw<protocol::report>(s.text(1), "report")});
     return out;
+  }
+
+  std::vector<delivery_job> due_deliveries(timestamp now, std::uint32_t limit) override {
+    auto& s = prepared(
+        "SELECT id, hook_id, event, body, attempts, created_at FROM webhook_deliveries "
+        "WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT ?");
+    reset_on_exit r{s};
+    s.bind(1, millis(now)).bind(2, static_cast<std::int64_t>(limit));
+    std::vector<delivery_job> out;
+    while (s.step())
+      out.push_back({static_cast<std::uint64_t>(s.integer(0)), s.text(1), s.text(2), s.text(3),
+                     static_cast<std::uint32_t>(s.integer(4)), from_millis(s.integer(5))});
+    return out;
+  }
+
+  void record_delivery(const delivery_outcome& o) override {
+    auto& s = prepared(
+        "UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, delivered_at = ?, last_status = ?, "
+        "last_error = ? WHERE id = ?");
+    s.bind(1, protocol::to_string(o.state)).bind(2, static_cast<std::int64_t>(o.attempts));
+    if (o.next_at) s.bind(3, millis(*o.next_at));
+    else s.bind_null(3);
+    if (o.delivered_at) s.bind(4, millis(*o.delivered_at));
+    else s.bind_null(4);
+    if (o.status) s.bind(5, static_cast<std::int64_t>(*o.status));
+    else s.bind_null(5);
+    if (o.error) s.bind(6, *o.error);
+    else s.bind_null(6);
+    s.bind(7, static_cast<std::int64_t>(o.id));
+    s.run();
+  }
+
+  std::vector<protocol::webhook_delivery> deliveries(const std::string& hook_id, std::uint32_t limit) override {
+    auto& s = prepared(
+        "SELECT id, hook_id, event, created_at, state, attempts, next_at, delivered_at, last_status, last_error "
+        "FROM webhook_deliveries WHERE hook_id = ? ORDER BY id DESC LIMIT ?");
+    reset_on_exit r{s};
+    s.bind(1, hook_id).bind(2, static_cast<std::int64_t>(limit));
+    std::vector<protocol::webhook_delivery> out;
+    while (s.step()) {
+      protocol::webhook_delivery d;
+      d.id = static_cast<std::uint64_t>(s.integer(0));
+      d.hook_id = s.text(1);
+      d.event = s.text(2);
+      d.created_at = from_millis(s.integer(3));
+      auto state = protocol::fields::enum_from_string<protocol::delivery_state>(s.text(4));
+      if (!state) throw storage_error("corrupt delivery row: state");
+      d.state = *state;
+      d.attempts = static_cast<std::uint32_t>(s.integer(5));
+      if (s.is_null(6)) d.next_at.reset();
+      else d.next_at = from_millis(s.integer(6));
+      if (!s.is_null(7)) d.delivered_at = from_millis(s.integer(7));
+      if (!s.is_null(8)) d.last_status = static_cast<std::uint32_t>(s.integer(8));
+      if (!s.is_null(9)) d.last_error = s.text(9);
+      if (d.state != protocol::delivery_state::pending) d.next_at.reset();
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+  std::map<std::string, std::uint64_t> pending_deliveries() override {
+    auto& s = prepared("SELECT hook_id, count(*) FROM webhook_deliveries WHERE state = 'pending' GROUP BY hook_id");
+    reset_on_exit r{s};
+    std::map<std::string, std::uint64_t> out;
+    while (s.step()) out[s.text(0)] = static_cast<std::uint64_t>(s.integer(1));
+    return out;
+  }
+
+  std::uint64_t prune_deliveries(timestamp before) override {
+    auto& s = prepared("DELETE FROM webhook_deliveries WHERE state != 'pending' AND created_at < ?");
+    s.bind(1, millis(before));
+    s.run();
+    return static_cast<std::uint64_t>(sqlite3_changes(db_));
   }
 
   std::uint64_t report_count() override {
@@ -640,6 +743,23 @@ class sqlite_storage final : public storage {
           "INSERT INTO certificates (serial, machine_id, body) VALUES (?, ?, ?) "
           "ON CONFLICT(serial) DO UPDATE SET body = excluded.body");
       s.bind(1, cert.serial).bind(2, cert.machine_id).bind(3, json::serialize(to_json(cert)));
+      s.run();
+    }
+    for (const auto& w : c.webhooks) {
+      auto& s = prepared("INSERT INTO webhooks (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body");
+      s.bind(1, w.info.id).bind(2, json::serialize(to_json(w)));
+      s.run();
+    }
+    for (const auto& id : c.deleted_webhooks) {
+      auto& s = prepared("DELETE FROM webhooks WHERE id = ?");  // its deliveries go with it
+      s.bind(1, id);
+      s.run();
+    }
+    for (const auto& d : c.deliveries) {
+      auto& s = prepared(
+          "INSERT INTO webhook_deliveries (hook_id, event, body, created_at, state, next_at) "
+          "SELECT ?, ?, ?, ?, 'pending', ? WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = ?)");
+      s.bind(1, d.hook_id).bind(2, d.event).bind(3, d.body).bind(4, millis(d.created_at)).bind(5, millis(d.created_at)).bind(6, d.hook_id);
       s.run();
     }
     for (const auto& a : c.audit) {

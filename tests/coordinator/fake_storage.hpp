@@ -59,6 +59,11 @@ class fake_storage final : public coordinator::io::storage {
     return {};
   }
   std::uint64_t report_count() override { return 0; }
+  std::vector<coordinator::io::delivery_job> due_deliveries(protocol::timestamp, std::uint32_t) override { return {}; }
+  void record_delivery(const coordinator::io::delivery_outcome&) override {}
+  std::vector<protocol::webhook_delivery> deliveries(const std::string&, std::uint32_t) override { return {}; }
+  std::map<std::string, std::uint64_t> pending_deliveries() override { return {}; }
+  std::uint64_t prune_deliveries(protocol::timestamp) override { return 0; }
   std::optional<coordinator::io::key_record> find_key(const std::string& hash) override {
     ++s_->operations;
     ++s_->key_lookups;

@@ -149,6 +149,8 @@ std::string narinfo_fingerprint(std::string_view store_path, std::string_view na
 
 // SHA-256 of `data`, as 64 lowercase hex digits.
 std::string sha256_hex(std::string_view data);
+// HMAC-SHA256 of `data` under `key`, lowercase hex (webhook signatures).
+std::string hmac_sha256_hex(std::string_view key, std::string_view data);
 
 // `n` bytes from the operating system's CSPRNG, as lowercase hex.
 std::string random_hex(std::size_t n);

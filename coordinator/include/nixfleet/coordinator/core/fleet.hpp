@@ -44,6 +44,7 @@ struct fleet {
   std::map<std::pair<std::string, std::string>, std::string> newest_entry;
   // Release id → its entries' indexes in hostname order, to find a host's entry without a scan.
   std::map<std::string, std::vector<std::uint32_t>, std::less<>> entries_by_host;
+  std::map<std::string, webhook_record> webhooks;  // by id
 
   friend bool operator==(const fleet&, const fleet&) = default;
 };
@@ -66,6 +67,7 @@ enum class operation {
   manage_keys,
   enroll_machine,       // make a one-time enrollment token
   revoke_machine,
+  manage_webhooks,      // add, list (their URLs may hold secrets), remove, read deliveries
 };
 
 struct principal {
@@ -164,12 +166,20 @@ struct revoke_machine {
   std::string id;
   std::string why = "revoked";
 };
+struct add_webhook {
+  std::string id;  // chosen by the caller
+  protocol::webhook_request body;
+};
+struct remove_webhook {
+  std::string id;
+};
 // Time passed: every active rollout is reconciled.
 struct tick {};
 
 using event_body = std::variant<ingest_reports, update_machine, clear_desired, rollback_machine, publish_revocations,
                                 create_release, delete_release, create_rollout, steer_rollout, create_key, delete_key,
-                                create_enroll_token, enroll_machine, renew_certificate, revoke_machine, tick>;
+                                create_enroll_token, enroll_machine, renew_certificate, revoke_machine, add_webhook,
+                                remove_webhook, tick>;
 
 struct event {
   std::string actor;  // "agent:ID", an API key's name, or "coordinator"
@@ -179,7 +189,7 @@ struct event {
 // What to answer once the change set is durable.
 using answer = std::variant<std::monostate, protocol::report_ack, protocol::machine_status, protocol::revocation_list,
                             protocol::release, protocol::rollout_detail, protocol::created_key, protocol::enroll_token,
-                            protocol::issued_certificate>;
+                            protocol::issued_certificate, protocol::webhook_info>;
 
 struct effects {
   change_set changes;
@@ -195,6 +205,18 @@ struct effects {
 
 // Applies `e` to `f`. A refused event leaves `f` as it was.
 effects apply(fleet& f, const event& e, timestamp now);
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks
+
+inline constexpr std::size_t max_webhooks = 64;
+
+// The webhook event an audit action is: the action itself, with "rollout.rollout_" shortened to
+// "rollout." ("rollout.rollout_paused" → "rollout.paused").
+std::string webhook_event_of(std::string_view audit_action);
+
+// The deliveries `audit` makes: one per entry and hook whose patterns match its event.
+std::vector<delivery_new> deliveries_for(const fleet& f, const std::vector<audit_entry>& audit);
 
 // ---------------------------------------------------------------------------------------------
 // Views

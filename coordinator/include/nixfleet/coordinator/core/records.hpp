@@ -123,6 +123,23 @@ struct certificate_record {
   friend bool operator==(const certificate_record&, const certificate_record&) = default;
 };
 
+// A webhook: where events go, and the secret its deliveries are signed with (never shown).
+struct webhook_record {
+  protocol::webhook_info info;  // `pending` is not kept
+  std::optional<std::string> secret;
+  friend bool operator==(const webhook_record&, const webhook_record&) = default;
+};
+
+// An event to send to one hook, queued in the same transaction as the change that made it. The
+// store numbers it (the delivery id) and keeps it until delivered or given up.
+struct delivery_new {
+  std::string hook_id;
+  std::string event;
+  std::string body;  // JSON: {event, at, actor, target, detail}
+  timestamp created_at{};
+  friend bool operator==(const delivery_new&, const delivery_new&) = default;
+};
+
 // A rollout write: the rollout without hosts and events, the hosts that changed (by index),
 // and the new timeline events.
 struct rollout_write {
@@ -145,10 +162,13 @@ struct change_set {
   std::optional<protocol::revocation_list> revocations;  // replaces the stored list
   std::vector<enroll_token_record> tokens;              // upserts
   std::vector<certificate_record> certificates;         // upserts
+  std::vector<webhook_record> webhooks;                 // upserts
+  std::vector<std::string> deleted_webhooks;            // with their deliveries
+  std::vector<delivery_new> deliveries;                 // queued
 
   bool empty() const noexcept {
     return machines.empty() && reports.empty() && releases.empty() && !revocations && tokens.empty() &&
-           certificates.empty() &&
+           certificates.empty() && webhooks.empty() && deleted_webhooks.empty() && deliveries.empty() &&
            deleted_releases.empty() && rollouts.empty() && keys.empty() && deleted_keys.empty() && audit.empty();
   }
   friend bool operator==(const change_set&, const change_set&) = default;
@@ -163,6 +183,7 @@ struct loaded_state {
   std::optional<protocol::revocation_list> revocations;
   std::vector<enroll_token_record> tokens;
   std::vector<certificate_record> certificates;
+  std::vector<webhook_record> webhooks;
 };
 
 }  // namespace nixfleet::coordinator::core

@@ -90,6 +90,16 @@ struct service_options {
   std::size_t ui_max_sessions = 1024;       // past it, the session nearest its end goes
   std::size_t ui_max_streams = 64;          // live-update streams open at once, all sessions
   std::size_t ui_streams_per_session = 4;
+  // Webhook deliveries: each attempt's deadline; a failed one is tried again after
+  // webhook_retry_min, doubling up to webhook_retry_max (±20 % at random), and given up
+  // webhook_give_up_after past its event. At most webhook_concurrency attempts at once (two per
+  // hook, so one that never answers cannot hold the others up); settled deliveries are kept in a
+  // hook's log for report_retention.
+  std::chrono::milliseconds webhook_timeout{std::chrono::seconds(10)};
+  std::chrono::milliseconds webhook_retry_min{std::chrono::seconds(5)};
+  std::chrono::milliseconds webhook_retry_max{std::chrono::hours(1)};
+  std::chrono::milliseconds webhook_give_up_after{std::chrono::hours(24)};
+  std::size_t webhook_concurrency = 8;
   // The store; empty opens the SQLite database at db_path. Tests pass a fake.
   std::function<std::unique_ptr<storage>()> open_store;
   // Time source; tests move it.

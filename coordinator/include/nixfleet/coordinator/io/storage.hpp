@@ -10,6 +10,7 @@
 #include <boost/json/object.hpp>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -37,6 +38,27 @@ struct audit_query {
   std::optional<timestamp> since;
   std::uint64_t after_seq = 0;
   std::uint32_t limit = 100;
+};
+
+// A queued delivery, due to be tried.
+struct delivery_job {
+  std::uint64_t id = 0;
+  std::string hook_id;
+  std::string event;
+  std::string body;
+  std::uint32_t attempts = 0;  // before this one
+  timestamp created_at{};
+};
+
+// What became of one attempt: delivered, to be tried again at `next_at`, or given up (failed).
+struct delivery_outcome {
+  std::uint64_t id = 0;
+  protocol::delivery_state state = protocol::delivery_state::pending;
+  std::uint32_t attempts = 0;  // with this one
+  std::optional<timestamp> next_at;
+  std::optional<timestamp> delivered_at;
+  std::optional<std::uint32_t> status;
+  std::optional<std::string> error;
 };
 
 using protocol::audit_checkpoint;
@@ -71,6 +93,14 @@ class storage {
   virtual std::vector<stored_report> reports(const std::string& machine_id, std::uint32_t limit,
                                              const std::vector<protocol::report_kind>& kinds = {}) = 0;
   virtual std::uint64_t report_count() = 0;
+  // Webhook deliveries: pending ones due by `now`, oldest first; an attempt's outcome; a hook's
+  // log, newest first; how many wait per hook; settled ones (delivered or failed) made before
+  // `before` forgotten.
+  virtual std::vector<delivery_job> due_deliveries(timestamp now, std::uint32_t limit) = 0;
+  virtual void record_delivery(const delivery_outcome& outcome) = 0;
+  virtual std::vector<protocol::webhook_delivery> deliveries(const std::string& hook_id, std::uint32_t limit) = 0;
+  virtual std::map<std::string, std::uint64_t> pending_deliveries() = 0;
+  virtual std::uint64_t prune_deliveries(timestamp before) = 0;
   // A key by the hash of its secret (keys made by another process after this one loaded).
   virtual std::optional<key_record> find_key(const std::string& hash) = 0;
   // Every key, as stored (with its last use as last written).
@@ -93,5 +123,7 @@ boost::json::value to_json(const core::enroll_token_record& t);
 core::enroll_token_record token_from_json(const boost::json::value& v);
 boost::json::value to_json(const core::certificate_record& c);
 core::certificate_record certificate_from_json(const boost::json::value& v);
+boost::json::value to_json(const core::webhook_record& w);
+core::webhook_record webhook_from_json(const boost::json::value& v);
 
 }  // namespace nixfleet::coordinator::io
