@@ -230,6 +230,32 @@ int run(int argc, char** argv) {
   krevoke->add_option("ID", k_id, "key id")->required();
   krevoke->callback([&] { action = [&] { return keys_revoke(ctx, k_id); }; });
 
+  // webhooks
+  auto* hooks = app.add_subcommand("webhooks", "Send events to HTTP receivers, signed and retried (admin)");
+  hooks->require_subcommand(1);
+  webhook_opts w_opts;
+  std::string w_id;
+  std::uint32_t w_limit = 50;
+  auto* hadd = hooks->add_subcommand("add", "Send these events to URL; prints the hook's id");
+  hadd->add_option("URL", w_opts.url, "http(s) URL of the receiver")->required();
+  hadd->add_option("--events", w_opts.events,
+                   "comma-separated events or patterns: machine.rolled_back, rollout.paused, rollout.*, alert.*, *")
+      ->required();
+  hadd->add_option("--secret-file", w_opts.secret_file,
+                   "file holding the shared secret (16+ characters, not world-readable): deliveries are signed with it");
+  hadd->add_option("--description", w_opts.description, "what it is for");
+  hadd->callback([&] { action = [&] { return webhooks_add(ctx, w_opts); }; });
+  hooks->add_subcommand("list", "List hooks with their pending deliveries")->callback([&] {
+    action = [&] { return webhooks_list(ctx); };
+  });
+  auto* hrm = hooks->add_subcommand("remove", "Remove a hook and its pending deliveries");
+  hrm->add_option("ID", w_id, "hook id")->required();
+  hrm->callback([&] { action = [&] { return webhooks_remove(ctx, w_id); }; });
+  auto* hlog = hooks->add_subcommand("deliveries", "A hook's deliveries, newest first");
+  hlog->add_option("ID", w_id, "hook id")->required();
+  hlog->add_option("--limit", w_limit, "rows at most (≤ 1000)")->capture_default_str()->check(CLI::Range(1u, 1000u));
+  hlog->callback([&] { action = [&] { return webhooks_deliveries(ctx, w_id, w_limit); }; });
+
   // completions
   std::string shell;
   auto* comp = app.add_subcommand("completions", "Print a completion script: bash, zsh or fish");

@@ -146,4 +146,15 @@ int keys_create(context& ctx, const std::string& name, const std::string& role);
 int keys_list(context& ctx);
 int keys_revoke(context& ctx, const std::string& id);
 
+struct webhook_opts {
+  std::string url;
+  std::string events;  // comma-separated
+  std::optional<std::string> secret_file;
+  std::optional<std::string> description;
+};
+int webhooks_add(context& ctx, const webhook_opts& o);
+int webhooks_list(context& ctx);
+int webhooks_remove(context& ctx, const std::string& id);
+int webhooks_deliveries(context& ctx, const std::string& id, std::uint32_t limit);
+
 }  // namespace nixfleet::cli::detail

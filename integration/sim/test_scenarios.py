@@ -1,7 +1,12 @@
 """Fleet-in-a-box scenarios: real Nix stores and profiles, a real signed cache, real TLS, real
 agents in namespaces, real faults. Each test gets a fresh fleet of three hosts."""
+import hashlib
+import hmac
+import http.server
 import json
+import os
 import signal
+import threading
 from datetime import datetime, timezone
 import ssl
 import time
@@ -614,3 +619,99 @@ def test_17_a_rollback_s_forensics_reach_the_operator(fleet):
     # A host that never failed has nothing to show.
     other = next(n for n in fleet.hosts if n != canary)
     assert "no rollback or failed activation" in fleet.cli("machines", "show", other, "--rollback").stdout
+
+
+class Receiver:
+    """A webhook receiver on loopback that verifies every delivery's signature, as a real one would.
+    stop() takes it down (connections refused); start() brings it back on the same port."""
+
+    def __init__(self, secret):
+        self.secret = secret.encode()
+        self.deliveries = []  # (delivery id, event, body) of those that verified
+        self.forged = 0
+        self.port = None
+        self.server = None
+
+    def start(self):
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                sig = dict(part.split("=", 1) for part in self.headers.get("X-Nixfleet-Signature", "").split(","))
+                mac = hmac.new(receiver.secret, sig.get("t", "").encode() + b"." + body, hashlib.sha256).hexdigest()
+                fresh = abs(time.time() - int(sig.get("t", "0"))) < 300
+                if not (hmac.compare_digest(mac, sig.get("v1", "")) and fresh):
+                    receiver.forged += 1
+                    self.send_response(401)
+                else:
+                    receiver.deliveries.append((self.headers["X-Nixfleet-Delivery"], self.headers["X-Nixfleet-Event"],
+                                                json.loads(body)))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port or 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def events(self):
+        return [(e, b["target"]) for _, e, b in self.deliveries]
+
+
+def test_18_signed_webhooks_reach_a_receiver_and_are_retried_after_it_was_down(fleet):
+    rx = Receiver("sim-webhook-secret-0123456789")
+    rx.start()
+    secret_file = fleet.root / "webhook.secret"
+    secret_file.write_text("sim-webhook-secret-0123456789\n")
+    os.chmod(secret_file, 0o600)
+    hook = fleet.cli("webhooks", "add", f"http://127.0.0.1:{rx.port}/nixfleet",
+                     "--events", "machine.rolled_back,rollout.paused", "--secret-file", str(secret_file)).stdout.strip()
+    all_reported(fleet)
+
+    bad = {n: fleet.build_system(n, "18", "probe_fails") for n in fleet.hosts}
+    fleet.release("bad-18", bad)
+    rid = fleet.deploy("bad-18", "--hosts", "*", "--waves", "canary", "--soak", "1")
+    r = fleet.wait_rollout(rid, TERMINAL, timeout=120)
+    assert r["status"] == "paused"
+    canary = r["waves"][0]["hosts"][0]
+    wait_for("the rollback and the pause at the receiver", lambda: len(rx.deliveries) >= 2, timeout=30)
+    assert sorted(rx.events()) == sorted([("machine.rolled_back", canary), ("rollout.paused", rid)]), rx.events()
+    rolled = next(b for _, e, b in rx.deliveries if e == "machine.rolled_back")
+    assert rolled["detail"]["store_path"] == bad[canary] and rolled["detail"]["forensics"] is True
+    assert rx.forged == 0
+
+    # The receiver goes down; a second broken release fails on the canary while it is away.
+    rx.stop()
+    fleet.cli("rollout", "cancel", rid)
+    bad2 = {n: fleet.build_system(n, "18b", "probe_fails") for n in fleet.hosts}
+    fleet.release("bad-18b", bad2)
+    rid2 = fleet.deploy("bad-18b", "--hosts", canary, "--waves", "canary", "--soak", "1")
+    assert fleet.wait_rollout(rid2, TERMINAL, timeout=120)["status"] == "paused"
+    wait_for("attempts against the receiver while it is down",
+             lambda: any(d["attempts"] >= 1 and d["state"] == "pending"
+                         for d in json.loads(fleet.cli("--json", "webhooks", "deliveries", hook).stdout)), timeout=30)
+    time.sleep(3)
+    assert len(rx.deliveries) == 2
+
+    rx.start()  # back, on the same port
+    wait_for("the deliveries made while it was down", lambda: len(rx.deliveries) >= 4, timeout=90)
+    later = rx.events()[2:]
+    assert sorted(set(later)) == sorted([("machine.rolled_back", canary), ("rollout.paused", rid2)]), later
+    # At least once, never doubled beyond that: every delivery id stands for one event.
+    ids = {}
+    for d, e, b in rx.deliveries:
+        assert ids.setdefault(d, (e, b["target"])) == (e, b["target"])
+    assert len(ids) == 4, ids
+    log = json.loads(fleet.cli("--json", "webhooks", "deliveries", hook).stdout)
+    assert {d["state"] for d in log} == {"delivered"}, log
+    assert any(d["attempts"] >= 2 for d in log), log
+    assert rx.forged == 0
+    rx.stop()
