@@ -360,12 +360,32 @@ async function fleetPage() {
 // ---------------------------------------------------------------------------------------------
 // A machine
 
+// What a host saw when a target failed on it (the report's forensics), folded under the failure.
+function forensicsView(f) {
+  const block = (title, text) => (text ? [h("h4", {}, title), h("pre", {}, text)] : null);
+  return h("details", { class: "forensics" }, h("summary", {}, "What the host saw"),
+    f.previous ? h("p", {}, "Went back to ", h("span", { class: "mono" }, f.previous)) : null,
+    f.probes && f.probes.length
+      ? [h("h4", {}, "Probes"), h("ul", { class: "probes" }, f.probes.map((p) => h("li", {}, h("strong", {}, p.probe), ` (${p.type}) `,
+        badge(p.status), p.message ? ` ${p.message}` : "", p.output ? h("pre", {}, p.output) : null)))]
+      : null,
+    h("p", { class: "failed-units" }, "Failed units: ", f.failed_units && f.failed_units.length ? f.failed_units.join(", ") : "none"),
+    block("Switch output (end)", f.switch_output),
+    block("Journal", f.journal),
+    f.closure_changes
+      ? [h("h4", {}, `Closure difference (${f.closure_diff.length} of ${f.closure_changes} changes)`),
+        h("ul", { class: "closure mono" }, f.closure_diff.map((l) => h("li", {}, l)))]
+      : null,
+    f.notes && f.notes.length ? [h("h4", {}, "Not collected"), h("ul", {}, f.notes.map((n) => h("li", {}, n)))] : null);
+}
+
 async function machinePage(id) {
   const box = h("div");
   async function load() {
-    const [m, reports] = await Promise.all([
+    const [m, reports, failures] = await Promise.all([
       v1(`/machines/${encodeURIComponent(id)}`),
       v1(`/machines/${encodeURIComponent(id)}/reports?limit=50`),
+      v1(`/machines/${encodeURIComponent(id)}/reports?kind=rolled_back,rollback_failed,activation_failed&limit=5`),
     ]);
     const synced = m.desired_path && m.current_path === m.desired_path;
     const facts = h("dl", { class: "facts" },
@@ -390,10 +410,10 @@ async function machinePage(id) {
     const history = m.history.length
       ? h("ol", { id: "history" }, m.history.map((g) => h("li", {}, h("span", { class: "mono" }, g.store_path), " — confirmed ", when(g.confirmed_at))))
       : h("p", { class: "muted" }, "No confirmed generation yet.");
-    const rollbacks = reports.filter((r) => r.kind === "rolled_back" || r.kind === "rollback_failed");
-    const rollbackList = rollbacks.length
-      ? h("ul", { id: "rollbacks" }, rollbacks.map((r) => h("li", {}, when(r.at), " ", badge(r.kind), " from ",
-        h("span", { class: "mono" }, shortPath(r.store_path)), ": ", r.message || "(no reason given)")))
+    const rollbackList = failures.length
+      ? h("ul", { id: "rollbacks" }, failures.map((r) => h("li", {}, when(r.at), " ", badge(r.kind), " from ",
+        h("span", { class: "mono" }, shortPath(r.store_path)), ": ", r.message || "(no reason given)",
+        r.forensics ? forensicsView(r.forensics) : null)))
       : h("p", { class: "muted" }, "No rollback among the kept reports.");
     const timeline = h("table", { id: "timeline" },
       h("caption", {}, `The last ${reports.length} reports, newest first`),

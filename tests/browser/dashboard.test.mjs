@@ -139,6 +139,39 @@ describe("the dashboard", { timeout: 300000, skip: chromiumPath() ? false : "no 
     await screenshot(page, "machine-rolled-back");
   }));
 
+  test("a rollback's forensics are on the machine's page, as text", () => step("forensics", async () => {
+    // A host's rolled_back report with what it saw (agent routes are open on this plain-HTTP
+    // coordinator); its journal carries markup, which must stay text.
+    const report = {
+      seq: 1, at: new Date().toISOString(), kind: "rolled_back", store_path: PATH_B, current_path: PATH_A,
+      message: "health gate failed: required probe api failed 2 consecutive checks: unexpected status 500",
+      agent_version: "browser", uptime_s: 5,
+      forensics: {
+        target: PATH_B, previous: PATH_A,
+        probes: [{ probe: "api", type: "http", status: "fail", message: "unexpected status 500", output: "HTTP 500\ndatabase connection refused" }],
+        failed_units: ["api.service"],
+        journal: "api[1]: <img src=x onerror=\"window.pwned=1\"> cannot reach the database\n",
+        switch_output: "starting the following units: api.service\n",
+        closure_diff: ["api: 1.4.0 → 1.5.0, +2.3 KiB"], closure_changes: 1,
+      },
+    };
+    const r = await fetch(`${fleet.api}/api/v1/machines/host-9999/reports`, {
+      method: "POST", headers: { "Content-Type": "application/json", "X-Nixfleet-Protocol": "1" },
+      body: JSON.stringify({ reports: [report] }),
+    });
+    assert.equal(r.status, 200, await r.text());
+    await page.goto(`${fleet.ui}/ui/machines/host-9999`, { waitUntil: "domcontentloaded" });
+    await page.waitForSelector("#rollbacks details.forensics");
+    await page.click("#rollbacks details.forensics summary");
+    const shown = await text("#rollbacks details.forensics");
+    for (const part of ["HTTP 500", "database connection refused", "Failed units: api.service", "starting the following units: api.service",
+      "api: 1.4.0 → 1.5.0", "Went back to", "<img src=x"])
+      assert.ok(shown.includes(part), `${part} in ${shown}`);
+    assert.equal(await page.$$eval("#rollbacks img", (l) => l.length), 0);
+    assert.equal(await page.evaluate(() => window.pwned), undefined);
+    await screenshot(page, "machine-forensics");
+  }));
+
   test("pause, resume and cancel a rollout from its page", () => step("steer", async () => {
     fleet.cli("deploy", "--release", "r1", "--hosts", "host-*", "--waves", "1,100%", "--soak", "600");
     const list = await fleet.apiGet("/api/v1/rollouts?status=running");
