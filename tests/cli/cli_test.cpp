@@ -29,9 +29,6 @@ namespace json = boost::json;
 
 namespace {
 
-const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
-const std::string P2 = "/nix/store/1d3b7r5mckylg04wcr7hhd7im5h1vp5w-nixos-system-b";
-
 struct outcome {
   int code = -1;
   std::string out, err;

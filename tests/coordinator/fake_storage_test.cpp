@@ -19,7 +19,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
 const std::string KEY = "nfk_" + std::string(64, 'b');
 
 struct fake_fixture {

@@ -31,9 +31,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
-const std::string P2 = "/nix/store/1d3b7r5mckylg04wcr7hhd7im5h1vp5w-nixos-system-b";
-
 std::uint64_t next_sequence() {
   static std::uint64_t n = 0;  // each release numbered above the last, as the CLI does
   return ++n;

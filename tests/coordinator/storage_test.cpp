@@ -17,7 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
+using test::P1;
 
 protocol::timestamp at(std::int64_t ms) { return protocol::timestamp(std::chrono::milliseconds(ms)); }
 

@@ -28,6 +28,10 @@
 
 namespace nixfleet::test {
 
+// Two valid store paths the coordinator tests deploy and report.
+inline const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
+inline const std::string P2 = "/nix/store/1d3b7r5mckylg04wcr7hhd7im5h1vp5w-nixos-system-b";
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;

@@ -18,9 +18,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
-const std::string P2 = "/nix/store/1d3b7r5mckylg04wcr7hhd7im5h1vp5w-nixos-system-b";
-
 std::string report_body(std::uint64_t seq, const std::string& kind, const std::string& current) {
   json::object r{{"seq", seq},
                  {"at", "2026-11-25T10:00:00.000Z"},

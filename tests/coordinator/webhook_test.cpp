@@ -26,8 +26,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string P1 = "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-nixos-system-a";
-const std::string P2 = "/nix/store/1d3b7r5mckylg04wcr7hhd7im5h1vp5w-nixos-system-b";
 const std::string secret = "hook-secret-0123456789";
 
 struct delivery_seen {
