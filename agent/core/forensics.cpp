@@ -79,14 +79,11 @@ std::vector<std::string> failed_units_in(std::string_view listing) {
 closure_lines closure_diff_lines(std::string_view output, std::size_t max) {
   closure_lines out;
   each_line(output, [&](std::string_view line) {
-    auto text = protocol::printable_excerpt(line, line.size() + 1);
+    // One line each: an overlong one is cut (marked) and its marker's line break becomes a space.
+    auto text = protocol::printable_excerpt(line, protocol::limits::max_short_text_bytes, protocol::keep::head);
+    std::replace(text.begin(), text.end(), '\n', ' ');
     while (!text.empty() && text.back() == ' ') text.pop_back();
     if (text.empty()) return;
-    if (text.size() > protocol::limits::max_short_text_bytes) {  // cut between characters, marked
-      std::size_t to = protocol::limits::max_short_text_bytes - std::string_view("…").size();
-      while (to > 0 && (static_cast<unsigned char>(text[to]) & 0xc0) == 0x80) --to;
-      text = text.substr(0, to) + "…";
-    }
     ++out.total;
     if (out.lines.size() < max) out.lines.push_back(std::move(text));
   });

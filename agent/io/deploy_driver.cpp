@@ -78,10 +78,9 @@ boost::asio::awaitable<protocol::forensics_bundle> deploy_driver::investigate(co
     // Used up by the final outcome; a failed rollback's retries keep it.
     if (a.kind == protocol::report_kind::rolled_back) failed_target_.clear();
     b = co_await seams_.forensics->investigate(std::move(q));
-  } else {
-    if (!protocol::check_store_path(*a.store_path)) b.target = a.store_path;
-    if (!protocol::check_store_path(*a.investigate_against)) b.previous = a.investigate_against;
   }
+  if (!protocol::check_store_path(*a.store_path)) b.target = a.store_path;
+  if (!protocol::check_store_path(*a.investigate_against)) b.previous = a.investigate_against;
   if (a.health)
     b.probes = core::evidence_of(*a.health, [this](const std::string& probe) { return seams_.probes.output_of(probe); });
   if (!switch_output_.empty())

@@ -53,8 +53,6 @@ boost::asio::awaitable<failed_units_snapshot> host_investigator::failed_units() 
 boost::asio::awaitable<protocol::forensics_bundle> host_investigator::investigate(forensics_request q) {
   using namespace boost::asio::experimental::awaitable_operators;
   protocol::forensics_bundle b;
-  if (!protocol::check_store_path(q.target)) b.target = q.target;
-  if (!protocol::check_store_path(q.previous)) b.previous = q.previous;
   if (!settings_.enable) co_return b;
   std::vector<std::string> notes;
 
@@ -68,8 +66,9 @@ boost::asio::awaitable<protocol::forensics_bundle> host_investigator::investigat
     if (!snap.note.empty()) notes.push_back(std::move(snap.note));
   };
   auto closure = [&]() -> boost::asio::awaitable<void> {
-    if (!b.target || !b.previous || *b.target == *b.previous) co_return;
-    std::vector<std::string> argv = {settings_.nix, "store", "diff-closures", *b.previous, *b.target};
+    // Checked again here: nothing unchecked reaches argv.
+    if (protocol::check_store_path(q.target) || protocol::check_store_path(q.previous) || q.target == q.previous) co_return;
+    std::vector<std::string> argv = {settings_.nix, "store", "diff-closures", q.previous, q.target};
     auto req = command(settings_, std::move(argv));
     req.env = process::environment_with("NIX_CONFIG", settings_.nix_config);
     auto r = co_await process::run(std::move(req));

@@ -120,13 +120,15 @@ boost::asio::awaitable<step_result> switch_activator::switch_to(std::string stor
   req.timeout = settings_.timeout;
   req.kill_grace = settings_.kill_grace;
   req.stderr_tail = protocol::limits::max_switch_output_bytes;
+  const auto began = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
   auto r = co_await process::run(std::move(req));
   auto out = r.ok() ? step_result{true, {}} : failed("switch-to-configuration " + verb, r);
   if (settings_.how == activation_settings::runner::systemd_run) {
-    // The switch wrote to its unit's journal, not to us.
+    // The switch wrote to its unit's journal, not to us. Since it began: an earlier agent process
+    // numbered its units from 1 too.
     process::request j;
     j.argv = {settings_.journalctl, "--no-pager", "--quiet", "-o", "cat", "-n", "200",
-              "--unit=nixfleet-switch-" + std::to_string(switches_)};
+              "--since=@" + std::to_string(began.count()), "--unit=nixfleet-switch-" + std::to_string(switches_)};
     j.timeout = std::chrono::seconds(5);
     j.kill_grace = std::chrono::seconds(1);
     j.max_output = 256 * 1024;

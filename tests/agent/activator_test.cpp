@@ -67,14 +67,26 @@ BOOST_AUTO_TEST_CASE(missing_switch_script_is_a_failure_with_the_reason) {
 BOOST_AUTO_TEST_CASE(transient_unit_wraps_the_switch) {
   io::activation_settings s;
   s.how = io::activation_settings::runner::systemd_run;
+  // The switch's output is in its unit's journal: a stand-in journalctl records what it was asked.
+  s.journalctl = (dir / "journalctl").string();
+  write_exec(dir / "journalctl", "#!/bin/sh\necho \"$@\" > " + (dir / "journalctl.args").string() +
+                                      "\necho 'starting the following units: web.service'\n");
   io::switch_activator a(s);
   // The stand-in systemd-run records its arguments and runs the command: /bin/true as "script".
+  const auto before = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
   auto r = test::run_sync(a.switch_to("/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-x", protocol::activation_mode::test));
   BOOST_TEST(!r.ok);  // there is no script under that store path
   const auto args = slurp(dir / "systemd-run.args");
   BOOST_TEST(args.find("--collect --wait --quiet --service-type=exec --unit=nixfleet-switch-1 "
                        "/nix/store/0c2a6q4lbjxkfz3vbq6ggc6hl4g0sn4v-x/bin/switch-to-configuration test") == 0u,
              args);
+  BOOST_TEST(r.output == "starting the following units: web.service\n");
+  // Only this unit, and only since this switch began (an earlier agent numbered its units from 1 too).
+  const auto jargs = slurp(dir / "journalctl.args");
+  BOOST_TEST(jargs.find("--unit=nixfleet-switch-1") != std::string::npos, jargs);
+  const auto since = jargs.find("--since=@");
+  BOOST_REQUIRE(since != std::string::npos);
+  BOOST_TEST(std::stoll(jargs.substr(since + 9)) >= before.count(), jargs);
 }
 
 BOOST_AUTO_TEST_CASE(waits_while_an_earlier_switch_unit_runs) {

@@ -131,8 +131,6 @@ BOOST_AUTO_TEST_CASE(collects_failed_units_their_journal_and_the_closure_differe
                           "starting the following units: vault-agent.service, worker.service\n",
                           std::nullopt};
   auto b = test::run_sync(inv.investigate(q));
-  BOOST_TEST(b.target.value_or("") == bad_path);
-  BOOST_TEST(b.previous.value_or("") == good_path);
   BOOST_TEST((b.failed_units == std::vector<std::string>{"api.service"}));  // "bad;name" never passes
   BOOST_TEST(b.journal.value_or("") == "2026-12-08T10:00:00+0000 web-01 api[1]: cannot reach the database\n");
   BOOST_TEST(b.closure_changes == 2u);
@@ -189,7 +187,6 @@ BOOST_AUTO_TEST_CASE(switched_off_or_without_paths_nothing_runs) {
   io::host_investigator off(s);
   io::forensics_request q{bad_path, good_path, std::nullopt, "", std::nullopt};
   auto b = test::run_sync(off.investigate(q));
-  BOOST_TEST(b.target.value_or("") == bad_path);
   BOOST_TEST(b.failed_units.empty());
   BOOST_TEST(!fs::exists(dir / "systemctl.args"));
 
@@ -198,8 +195,8 @@ BOOST_AUTO_TEST_CASE(switched_off_or_without_paths_nothing_runs) {
   io::host_investigator no_journal(s2);
   io::forensics_request odd{"/tmp/not-a-store-path", "--version", std::nullopt, "", std::nullopt};
   auto b2 = test::run_sync(no_journal.investigate(odd));
-  BOOST_TEST(!b2.target.has_value());
   BOOST_TEST(!b2.journal.has_value());
+  BOOST_TEST(b2.closure_changes == 0u);
   BOOST_TEST(!fs::exists(dir / "nix.args"));  // nothing unchecked reaches argv
   BOOST_TEST(!fs::exists(dir / "journalctl.args"));
 }

@@ -74,7 +74,9 @@ class investigator {
   virtual ~investigator() = default;
   // The failed units now, quickly (a rollback waits for it): bounded by a short timeout.
   virtual boost::asio::awaitable<failed_units_snapshot> failed_units() = 0;
-  // Every part bounded in time and size; what could not be had is a note, never an exception.
+  // The host's part of the bundle (failed units, journal, closure difference, notes; the caller
+  // adds the paths, probes and switch output). Every part bounded in time and size; what could
+  // not be had is a note, never an exception.
   virtual boost::asio::awaitable<protocol::forensics_bundle> investigate(forensics_request request) = 0;
 };
 
